@@ -1,0 +1,1 @@
+"""mtalens' effectful shell: reading, tailing, the DuckDB store, classification, reports, CLI."""

@@ -1,0 +1,165 @@
+"""The DuckDB store: opening, forward-only migrations, transactions.
+
+Migrations are the numbered files in ``pipeline/sql/`` (``0001_core.sql``, ...). Each is applied
+once, in order, inside one explicit transaction together with its row in ``schema_migrations``.
+A migration that was applied and whose text has changed since is refused at start-up: migrations
+are forward-only, so a change must be a new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_DB = "mtalens.duckdb"
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (locked, unwritable, changed migration)."""
+
+
+def resolve_db_path(db: str | os.PathLike[str] | None) -> Path:
+    """``--db`` wins, then ``$MTALENS_DB``, then ``./mtalens.duckdb``."""
+    if db:
+        return Path(db)
+    return Path(os.environ.get("MTALENS_DB") or DEFAULT_DB)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    found: list[Migration] = []
+    for entry in resources.files("pipeline").joinpath("sql").iterdir():
+        name = entry.name
+        if not name.endswith(".sql") or not name[:4].isdigit():
+            continue
+        found.append(Migration(int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise StoreError(f"two migrations share a number: {versions}")
+    return found
+
+
+class Store:
+    """One DuckDB connection plus the project's conventions around it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+        self.con = con
+        self.path = path
+        self.read_only = read_only
+
+    @classmethod
+    def open(cls, db: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+        path = resolve_db_path(db)
+        if read_only and not path.exists():
+            raise StoreError(f"{path}: no such store (run `mtalens ingest` first)")
+        if not read_only and path.parent and not path.parent.exists():
+            raise StoreError(f"{path}: directory {path.parent} does not exist")
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            first = str(exc).splitlines()[0]
+            if "lock" in first.lower():
+                raise StoreError(
+                    f"{path}: store is locked by another process (is `mtalens watch` running?)"
+                ) from exc
+            raise StoreError(f"{path}: cannot open store: {first}") from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"{path}: cannot open store: {str(exc).splitlines()[0]}") from exc
+        con.execute("SET TimeZone = 'UTC'")
+        store = cls(con, path, read_only)
+        if read_only:
+            store._check_migrations(apply=False)
+        else:
+            store._check_migrations(apply=True)
+        return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        """An in-memory store, fully migrated (tests, notebooks, `bounces parse`)."""
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        store = cls(con, Path(":memory:"), False)
+        store._check_migrations(apply=True)
+        return store
+
+    def _check_migrations(self, *, apply: bool) -> None:
+        con = self.con
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()
+        applied: dict[int, str] = {}
+        if exists and exists[0]:
+            applied = {
+                int(v): str(c)
+                for v, c in con.execute(
+                    "SELECT version, checksum FROM schema_migrations"
+                ).fetchall()
+            }
+        for mig in load_migrations():
+            if mig.version in applied:
+                if applied[mig.version] != mig.checksum:
+                    raise StoreError(
+                        f"{self.path}: migration {mig.name} changed after it was applied; "
+                        "migrations are forward-only, add a new one"
+                    )
+                continue
+            if not apply:
+                raise StoreError(
+                    f"{self.path}: store is at an older schema ({mig.name} not applied); "
+                    "open it once read-write (e.g. `mtalens ingest`) to migrate"
+                )
+            try:
+                con.execute("BEGIN TRANSACTION")
+                if mig.version == 1:
+                    con.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+                        " checksum VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                    )
+                con.execute(mig.sql)
+                con.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                    [mig.version, mig.name, mig.checksum],
+                )
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: migration {mig.name} failed: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing: the rows and the checkpoint that covers them commit together."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
