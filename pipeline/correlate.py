@@ -1,0 +1,355 @@
+"""Correlation: Postfix records, line by line, into message instances and delivery attempts.
+
+A message instance is (host, queue ID) from the line that creates its queue file (smtpd
+``client=``, pickup ``uid=``, qmqpd) to qmgr's ``removed``. Queue IDs are reused once a queue
+file is gone, so an instance is keyed by (host, queue ID, first time seen), and a record for a
+queue ID with no open instance starts a new one. Instances idle longer than ``stale_after`` are
+dropped from memory (they stay in the store as they were last written).
+
+The correlator only builds rows; :mod:`pipeline.ingest` decides when they are committed. Open
+instances are written at every commit (so a restart can reload them) and rewritten as they
+change.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from parsers import postfix as pf
+
+ClassifyFn = Callable[..., Any]
+
+MESSAGE_COLUMNS = (
+    "message_key", "host", "queue_id", "origin", "message_id", "sender", "size", "nrcpt",
+    "client_name", "client_ip", "client_port", "sasl_method", "sasl_username", "orig_queue_id",
+    "orig_message_key", "bounce_of_key", "notification_kind", "first_seen", "arrived_at",
+    "removed_at", "expired_at", "last_seen", "held", "discarded", "rejected", "source_key",
+)  # fmt: skip
+
+DELIVERY_COLUMNS = (
+    "message_key", "host", "queue_id", "logged_at", "service", "instance", "recipient",
+    "orig_recipient", "relay", "relay_host", "relay_ip", "relay_port", "conn_use", "delay",
+    "delay_before_queue", "delay_in_queue", "delay_connect", "delay_transmit", "dsn", "status",
+    "reply_code", "smtp_stage", "diagnostic", "remote_host", "reason", "category", "hard",
+    "rule_id", "blocklist", "source_key", "line_offset",
+)  # fmt: skip
+
+REJECTION_COLUMNS = (
+    "logged_at", "host", "service", "queue_id", "action", "stage", "client_name", "client_ip",
+    "reply_code", "dsn", "reason", "sender", "recipient", "helo", "proto", "source_key",
+    "line_offset",
+)  # fmt: skip
+
+AUTH_COLUMNS = (
+    "logged_at", "host", "service", "client_name", "client_ip", "mechanism", "sasl_username",
+    "reason", "source_key", "line_offset",
+)  # fmt: skip
+
+EVENT_COLUMNS = (
+    "logged_at", "host", "service", "kind", "queue_id", "remote_host", "remote_ip", "detail",
+    "source_key", "line_offset",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class MessageState:
+    message_key: str
+    host: str
+    queue_id: str
+    first_seen: datetime
+    last_seen: datetime
+    origin: str = "unknown"
+    message_id: str | None = None
+    sender: str | None = None
+    size: int | None = None
+    nrcpt: int | None = None
+    client_name: str | None = None
+    client_ip: str | None = None
+    client_port: int | None = None
+    sasl_method: str | None = None
+    sasl_username: str | None = None
+    orig_queue_id: str | None = None
+    orig_message_key: str | None = None
+    bounce_of_key: str | None = None
+    notification_kind: str | None = None
+    arrived_at: datetime | None = None
+    removed_at: datetime | None = None
+    expired_at: datetime | None = None
+    held: bool = False
+    discarded: bool = False
+    rejected: bool = False
+    source_key: str | None = None
+    persisted: bool = False  # a row for this key is already in the store
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.message_key, self.host, self.queue_id, self.origin, self.message_id,
+            self.sender, self.size, self.nrcpt, self.client_name, self.client_ip,
+            self.client_port, self.sasl_method, self.sasl_username, self.orig_queue_id,
+            self.orig_message_key, self.bounce_of_key, self.notification_kind, self.first_seen,
+            self.arrived_at, self.removed_at, self.expired_at, self.last_seen, self.held,
+            self.discarded, self.rejected, self.source_key,
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MessageState:
+        st = cls(
+            message_key=row["message_key"],
+            host=row["host"],
+            queue_id=row["queue_id"],
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+        )
+        for name in MESSAGE_COLUMNS:
+            if name in row and name not in ("message_key", "host", "queue_id"):
+                setattr(st, name, row[name])
+        st.persisted = True
+        return st
+
+
+def message_key(host: str, queue_id: str, first_seen: datetime) -> str:
+    return f"{host}|{queue_id}|{int(first_seen.timestamp() * 1_000_000)}"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Rows built since the last commit, column-ready."""
+
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+    rejections: list[tuple[Any, ...]] = field(default_factory=list)
+    auth_failures: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    touched: dict[str, MessageState] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return (
+            len(self.deliveries) + len(self.rejections) + len(self.auth_failures)
+            + len(self.events) + len(self.touched)
+        )  # fmt: skip
+
+
+_CREATING = (pf.Client, pf.Pickup)
+
+
+class Correlator:
+    def __init__(
+        self,
+        classify: ClassifyFn | None = None,
+        *,
+        stale_after: timedelta = timedelta(days=8),
+        recent_size: int = 200_000,
+    ) -> None:
+        self.open: dict[tuple[str, str], MessageState] = {}
+        self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()  # closed -> key
+        self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}  # new qid -> (key, kind)
+        self.classify = classify
+        self.stale_after = stale_after
+        self.recent_size = recent_size
+        self.batch = Batch()
+        self.latest: datetime | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def load_open(self, states: list[MessageState]) -> None:
+        for st in states:
+            self.open[(st.host, st.queue_id)] = st
+
+    def _remember_closed(self, st: MessageState) -> None:
+        k = (st.host, st.queue_id)
+        self.recent[k] = st.message_key
+        self.recent.move_to_end(k)
+        while len(self.recent) > self.recent_size:
+            self.recent.popitem(last=False)
+
+    def _new(self, host: str, qid: str, at: datetime, source_key: str, origin: str) -> MessageState:
+        old = self.open.pop((host, qid), None)
+        if old is not None:
+            self._remember_closed(old)
+        st = MessageState(
+            message_key=message_key(host, qid, at),
+            host=host,
+            queue_id=qid,
+            first_seen=at,
+            last_seen=at,
+            origin=origin,
+            source_key=source_key,
+        )
+        link = self.pending_links.pop((host, qid), None)
+        if link is not None:
+            st.bounce_of_key, st.notification_kind = link
+            st.origin = "bounce"
+        self.open[(host, qid)] = st
+        return st
+
+    def _get(self, host: str, qid: str, at: datetime, source_key: str) -> MessageState:
+        st = self.open.get((host, qid))
+        if st is None:
+            st = self._new(host, qid, at, source_key, "unknown")
+        st.last_seen = at
+        self.batch.touched[st.message_key] = st
+        return st
+
+    def evict_stale(self) -> None:
+        """Forget open instances idle for longer than ``stale_after`` (their rows stay)."""
+        if self.latest is None:
+            return
+        horizon = self.latest - self.stale_after
+        for k in [k for k, st in self.open.items() if st.last_seen < horizon]:
+            st = self.open.pop(k)
+            self._remember_closed(st)
+            self.batch.touched[st.message_key] = st
+
+    def take_batch(self) -> Batch:
+        b = self.batch
+        self.batch = Batch()
+        return b
+
+    # -- records -------------------------------------------------------------------------------
+
+    def feed(
+        self,
+        rec: pf.Record,
+        *,
+        at: datetime,
+        host: str,
+        instance: str,
+        service: str,
+        source_key: str,
+        offset: int,
+    ) -> None:
+        if self.latest is None or at > self.latest:
+            self.latest = at
+        if isinstance(rec, pf.Delivery):
+            self._delivery(rec, at, host, instance, service, source_key, offset)
+        elif isinstance(rec, _CREATING):
+            st = self._new(host, rec.queue_id, at, source_key, "pickup")
+            self.batch.touched[st.message_key] = st
+            if isinstance(rec, pf.Client):
+                st.origin = "qmqpd" if service == "qmqpd" else "smtpd"
+                st.client_name = rec.client_name
+                st.client_ip = rec.client_ip
+                st.client_port = rec.client_port
+                st.sasl_method = rec.sasl_method
+                st.sasl_username = rec.sasl_username
+                if rec.orig_queue_id:
+                    st.orig_queue_id = rec.orig_queue_id
+                    ok = (host, rec.orig_queue_id)
+                    prev = self.open.get(ok)
+                    st.orig_message_key = prev.message_key if prev else self.recent.get(ok)
+            else:
+                st.sender = rec.sender
+            if st.bounce_of_key:
+                st.origin = "bounce"
+        elif isinstance(rec, pf.MessageId):
+            st = self._get(host, rec.queue_id, at, source_key)
+            if not rec.resent or st.message_id is None:
+                st.message_id = rec.message_id
+        elif isinstance(rec, pf.QueueActive):
+            st = self._get(host, rec.queue_id, at, source_key)
+            st.sender = rec.sender
+            st.size = rec.size
+            st.nrcpt = rec.nrcpt
+            if st.arrived_at is None:
+                st.arrived_at = at
+        elif isinstance(rec, pf.Removed):
+            st = self._get(host, rec.queue_id, at, source_key)
+            st.removed_at = at
+            del self.open[(host, rec.queue_id)]
+            self._remember_closed(st)
+        elif isinstance(rec, pf.Expired):
+            st = self._get(host, rec.queue_id, at, source_key)
+            st.expired_at = at
+            if st.sender is None:
+                st.sender = rec.sender
+        elif isinstance(rec, pf.Notification):
+            st = self._get(host, rec.queue_id, at, source_key)
+            nk = (host, rec.new_queue_id)
+            new = self.open.get(nk)
+            if new is not None and new.bounce_of_key is None:
+                new.bounce_of_key = st.message_key
+                new.notification_kind = rec.kind
+                new.origin = "bounce"
+                self.batch.touched[new.message_key] = new
+            else:
+                self.pending_links[nk] = (st.message_key, rec.kind)
+            self._event(at, host, service, "notification-" + rec.kind, rec.queue_id, None, None,
+                        rec.new_queue_id, source_key, offset)  # fmt: skip
+        elif isinstance(rec, pf.Reject):
+            if rec.queue_id is not None:
+                st = self._get(host, rec.queue_id, at, source_key)
+                if rec.action in ("reject", "milter-reject"):
+                    st.rejected = True
+                elif rec.action in ("hold", "milter-hold"):
+                    st.held = True
+                elif rec.action in ("discard", "milter-discard"):
+                    st.discarded = True
+            self.batch.rejections.append(
+                (at, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
+                 rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,
+                 rec.helo, rec.proto, source_key, offset)
+            )  # fmt: skip
+        elif isinstance(rec, pf.AuthFailure):
+            self.batch.auth_failures.append(
+                (at, host, service, rec.client_name, rec.client_ip, rec.mechanism,
+                 rec.sasl_username, rec.reason, source_key, offset)
+            )  # fmt: skip
+        elif isinstance(rec, pf.Event):
+            self._event(at, host, service, rec.kind, rec.queue_id, rec.remote_host, rec.remote_ip,
+                        rec.detail, source_key, offset)  # fmt: skip
+
+    def _event(
+        self,
+        at: datetime,
+        host: str,
+        service: str,
+        kind: str,
+        qid: str | None,
+        rhost: str | None,
+        rip: str | None,
+        detail: str,
+        source_key: str,
+        offset: int,
+    ) -> None:
+        self.batch.events.append((at, host, service, kind, qid, rhost, rip, detail, source_key, offset))
+
+    def _delivery(
+        self,
+        d: pf.Delivery,
+        at: datetime,
+        host: str,
+        instance: str,
+        service: str,
+        source_key: str,
+        offset: int,
+    ) -> None:
+        st = self._get(host, d.queue_id, at, source_key)
+        a = b = c = e = None
+        if d.delays is not None:
+            a, b, c, e = d.delays
+        reason = category = rule_id = blocklist = None
+        hard: bool | None = None
+        if d.status == "sent":
+            reason, category, rule_id = "delivered", "success", "status-sent"
+        elif self.classify is not None:
+            cl = self.classify(
+                status=d.dsn,
+                reply_code=d.reply_code,
+                diagnostic=d.detail,
+                remote_host=d.remote_host or d.relay_host,
+                # only a bounce is a final failure; a deferral is a temporary one, not a DSN
+                # "delayed" notice (RFC 3464 2.3.3), so no Action is implied for it
+                action="failed" if d.status == "bounced" else None,
+            )
+            reason, category, hard, rule_id, blocklist = (
+                cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist,
+            )  # fmt: skip
+        self.batch.deliveries.append(
+            (st.message_key, host, d.queue_id, at, service, instance, d.recipient,
+             d.orig_recipient, d.relay, d.relay_host, d.relay_ip, d.relay_port, d.conn_use,
+             d.delay, a, b, c, e, d.dsn, d.status, d.reply_code, d.smtp_stage, d.detail,
+             d.remote_host, reason, category, hard, rule_id, blocklist, source_key, offset)
+        )  # fmt: skip

@@ -1,0 +1,100 @@
+"""Reports and statistics computed in the store: `report`, `stats delays`, `query`.
+
+Every function takes an open store and returns :class:`Table` values, so the CLI, exports and
+notebooks share one definition (the SQL lives in ``pipeline/queries/*.sql``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import duckdb
+
+from pipeline.queries import named_queries
+from pipeline.store import Store
+
+
+class QueryError(Exception):
+    """A user-supplied query failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+def _run(con: duckdb.DuckDBPyConnection, name: str, sql: str, params: dict[str, Any]) -> Table:
+    used = {k: v for k, v in params.items() if f"${k}" in sql}
+    cur = con.execute(sql, used)
+    cols = [d[0] for d in cur.description or []]
+    return Table(name, cols, cur.fetchall())
+
+
+REPORT_SECTIONS: Final = tuple(named_queries("report.sql"))
+
+
+def report(
+    store: Store,
+    *,
+    since: datetime,
+    until: datetime,
+    top: int = 20,
+    sections: tuple[str, ...] | None = None,
+) -> list[Table]:
+    """pflogsumm's picture and more, for [since, until)."""
+    queries = named_queries("report.sql")
+    wanted = sections or tuple(queries)
+    unknown = [s for s in wanted if s not in queries]
+    if unknown:
+        raise QueryError(f"unknown report section(s) {unknown}; known: {list(queries)}")
+    params = {"since": since, "until": until, "top": top}
+    return [_run(store.con, name, queries[name], params) for name in wanted]
+
+
+DELAY_GROUPS: Final = {
+    "domain": "recipient_domain",
+    "relay": "coalesce(relay_host, relay)",
+    "hour": "date_trunc('hour', logged_at)",
+    "sender": "coalesce(nullif(sender, ''), '<>')",
+    "status": "status",
+    "all": "'all'",
+}
+
+
+def delay_stats(
+    store: Store,
+    *,
+    by: str,
+    since: datetime,
+    until: datetime,
+    top: int = 50,
+    status: str | None = "sent",
+) -> Table:
+    """Count and p50/p90/p99/max of the total delay and each of the four stages."""
+    group = DELAY_GROUPS.get(by)
+    if group is None:
+        raise QueryError(f"--by must be one of {', '.join(DELAY_GROUPS)}")
+    status_filter = "true" if status is None else "status = $status"
+    sql = named_queries("delays.sql")["delays"].format(group=group, status_filter=status_filter)
+    if by == "hour":
+        sql = sql.replace('ORDER BY count DESC, "key"', 'ORDER BY "key"')
+    params: dict[str, Any] = {"since": since, "until": until, "top": top, "status": status}
+    return _run(store.con, f"delays_by_{by}", sql, params)
+
+
+def query(store: Store, sql: str) -> Table:
+    """Run user SQL on a store opened read-only."""
+    try:
+        cur = store.con.execute(sql)
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).splitlines()[0]) from exc
+    if cur.description is None:
+        return Table("query", [], [])
+    return Table("query", [d[0] for d in cur.description], cur.fetchall())
