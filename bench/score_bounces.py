@@ -1,0 +1,185 @@
+"""Score the bounce decoder (+ classifier) against the Sisimai corpus labels.
+
+Usage: .venv/bin/python bench/score_bounces.py [CORPUS_DIR] [--misses N]
+
+Prints recipient recall / precision, status, reason and hard/soft agreement (overall, per agent
+and per line-ending flavour bsd/dos/mac), the misses, and speed: decode+classify msgs/s on one
+core, and the time for a generated 20 MB non-bounce with attachments.
+Labels: /work/shared/corpus/README.md (Sisimai 5.3.0 output). Sisimai counts auto-replies as
+"vacation" recipients; here they must come out as kind=autoreply with no recipient, and are
+scored on that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from parsers.bounces import ParseError, decode
+from pipeline.bounces import Decoded, default_classifier, rows_of
+from pipeline.mailbox import MailboxMessage, iter_messages
+
+DEFAULT = "/work/shared/corpus/bounces/sisimai"
+
+
+def flavour(path: str) -> str:
+    parts = path.split("/")
+    return parts[1] if parts[0] == "maildir" else "mbox"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("corpus", nargs="?", default=DEFAULT)
+    ap.add_argument("--misses", type=int, default=60)
+    args = ap.parse_args()
+    root = Path(args.corpus)
+    expected = [json.loads(x) for x in (root / "expected.jsonl").open()]
+    classifier = default_classifier()
+    os.chdir(root)
+    messages = list(iter_messages(["maildir", "mailbox"]))
+    got: dict[tuple[str, int], dict[str, dict[str, object]]] = {}
+    kinds: dict[tuple[str, int], str] = {}
+    agents: dict[tuple[str, int], str] = {}
+    errors: dict[tuple[str, int], str] = {}
+    for m in messages:
+        key = (m.source, m.index)
+        try:
+            report = decode(m.raw)
+        except ParseError as exc:
+            errors[key] = exc.code
+            continue
+        kinds[key] = str(report.kind)
+        agents[key] = report.agent
+        rows = rows_of(Decoded(m, "", report=report), classifier)
+        got[key] = {str(r.recipient).lower(): r.to_json() for r in rows if r.recipient}
+
+    stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    misses: list[str] = []
+    exp_keys: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for e in expected:
+        key = (e["path"], e["message"])
+        if not e["bounce"]:
+            continue
+        agent = e["agent"]
+        if e.get("reason") == "vacation":
+            for g in ("all", f"agent:{agent}", f"flavour:{flavour(e['path'])}"):
+                stats[g]["autoreply_expected"] += 1
+                stats[g]["autoreply_ok"] += kinds.get(key) == "autoreply"
+            if kinds.get(key) != "autoreply":
+                misses.append(f"AUTOREPLY {e['path']}#{e['message']} kind={kinds.get(key)}")
+            continue
+        rcpt = e["recipient"].lower()
+        exp_keys[key].add(rcpt)
+        mine = got.get(key, {}).get(rcpt)
+        groups = ("all", f"agent:{agent}", f"flavour:{flavour(e['path'])}")
+        for g in groups:
+            s = stats[g]
+            s["expected"] += 1
+            if mine is None:
+                continue
+            s["found"] += 1
+            if e["status"]:
+                s["status_n"] += 1
+                s["status_ok"] += mine["status"] == e["status"]
+            if e.get("reason"):
+                s["reason_n"] += 1
+                s["reason_ok"] += mine["reason"] == e["reason"]
+                s["hard_n"] += 1
+                s["hard_ok"] += mine["hard"] == e["hard"]
+        if mine is None:
+            misses.append(
+                f"MISS {agent:14} {e['path']}#{e['message']} {rcpt} "
+                f"(kind={kinds.get(key)}, decoder={agents.get(key)}, err={errors.get(key)}, "
+                f"have={sorted(got.get(key, {}))[:3]})"
+            )
+        elif mine["reason"] != e.get("reason") and e.get("reason"):
+            misses.append(
+                f"REASON {agent:14} {e['path']}#{e['message']} want={e['reason']} "
+                f"got={mine['reason']} ({mine['rule_id']}) status={mine['status']}/{e['status']}"
+            )
+        elif e["status"] and mine["status"] != e["status"]:
+            misses.append(
+                f"STATUS {agent:14} {e['path']}#{e['message']} want={e['status']} got={mine['status']}"
+            )
+    labelled_paths = {e["path"] for e in expected}
+    for key, rc in got.items():
+        if key[0] not in labelled_paths:
+            continue
+        extra = set(rc) - exp_keys.get(key, set())
+        ag = next((e.get("agent", "none") for e in expected if e["path"] == key[0]), "?")
+        for g in ("all", f"agent:{ag}", f"flavour:{flavour(key[0])}"):
+            stats[g]["reported"] += len(rc)
+            stats[g]["extra"] += len(extra)
+        for x in sorted(extra):
+            misses.append(f"EXTRA {ag:14} {key[0]}#{key[1]} {x} (decoder={agents.get(key)})")
+
+    def ratio(a: int, b: int) -> str:
+        return f"{a / b:.3f}" if b else "  -  "
+
+    print(
+        f"messages {len(messages)}  parse errors {len(errors)}  classifier={'yes' if classifier else 'MISSING'}"
+    )
+    print(
+        f"{'group':28} {'exp':>5} {'recall':>7} {'precis':>7} {'status':>7} {'reason':>7} {'hard':>7} {'autorep':>7}"
+    )
+    order = sorted(
+        stats, key=lambda g: (g != "all", not g.startswith("flavour"), -stats[g]["expected"])
+    )
+    for g in order:
+        s = stats[g]
+        print(
+            f"{g:28} {s['expected']:5} {ratio(s['found'], s['expected']):>7} "
+            f"{ratio(s['reported'] - s['extra'], s['reported']):>7} "
+            f"{ratio(s['status_ok'], s['status_n']):>7} {ratio(s['reason_ok'], s['reason_n']):>7} "
+            f"{ratio(s['hard_ok'], s['hard_n']):>7} "
+            f"{ratio(s['autoreply_ok'], s['autoreply_expected']):>7}"
+        )
+    print(f"\nmisses ({len(misses)}):")
+    for line in sorted(misses)[: args.misses]:
+        print("  " + line)
+
+    # Speed: decode + classify, one core, the whole corpus several times.
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(3):
+        for m in messages:
+            try:
+                report = decode(m.raw)
+            except ParseError:
+                continue
+            rows_of(Decoded(m, "", report=report), classifier)
+            n += 1
+    dt = time.perf_counter() - t0
+    print(f"\nspeed: {n / dt:,.0f} msgs/s decode+classify ({n} messages, {dt:.2f} s)")
+    big = generated_large_message(20 * 1024 * 1024)
+    t0 = time.perf_counter()
+    report = decode(big)
+    dt = time.perf_counter() - t0
+    print(f"20 MB non-bounce: {dt * 1000:.0f} ms, kind={report.kind}, {len(big):,} bytes")
+    _ = MailboxMessage
+
+
+def generated_large_message(size: int) -> bytes:
+    chunk = base64.encodebytes(os.urandom(57 * 1000))
+    blob = chunk * (size // len(chunk) + 1)
+    return (
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: holiday pictures\r\n"
+        b"Message-ID: <big@example.org>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b"--b1\r\nContent-Type: image/jpeg\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + blob[:size]
+        + b"\r\n--b1--\r\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Exim's prose bounces ("Mail delivery failed: returning message to sender") and delay warnings
+("Warning: message ... delayed"), Exim 4.x default ``exim4`` bounce templates (Exim spec,
+chapter "Customizing bounce and warning messages"): each failed address on a line indented by two
+spaces, its explanation indented by four. Exim DSNs in RFC 3464 form go to ``rfc3464``.
+Samples: tests/fixtures/bounces/exim-*.eml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from parsers.bounces.diagnostic import base_report, clean_address
+from parsers.bounces.mime import Mail
+from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from parsers.bounces.textbounce import recipient_from_block, returned_original, split_returned
+
+NAME: Final = "exim"
+
+_SIGNATURE_RE: Final = re.compile(
+    r"This message was created automatically by mail delivery software|"
+    r"could not be delivered to one or more of its\s+recipients|"
+    r"has not yet been delivered to all of its recipients",
+    re.IGNORECASE,
+)
+_ADDR_LINE_RE: Final = re.compile(r"^ {2}(\S+@\S+|[^\s@]+)(?: <[^>]+>)?\s*$")
+_FAILED_RE: Final = re.compile(
+    r"following address(?:\(es\)|es)? (?:failed|has|have)[^\n]*\n", re.IGNORECASE
+)
+
+
+def decode(mail: Mail) -> BounceReport | None:
+    if mail.find("message/delivery-status") is not None:
+        return None
+    text = mail.body_text()
+    if not _SIGNATURE_RE.search(text[:3000]):
+        return None
+    head, returned = split_returned(text)
+    delayed = "delayed" in mail.subject.lower() or "has not yet been delivered" in head
+    m = _FAILED_RE.search(head)
+    section = head[m.end() :] if m else head
+    recipients: list[BounceRecipient] = []
+    lines = section.split("\n")
+    i = 0
+    while i < len(lines):
+        am = _ADDR_LINE_RE.match(lines[i])
+        if am and "@" in am.group(1):
+            addr = clean_address(am.group(1))
+            j = i + 1
+            block: list[str] = []
+            while j < len(lines) and (lines[j].startswith("    ") or not lines[j].strip()):
+                if (
+                    not lines[j].strip()
+                    and j + 1 < len(lines)
+                    and not lines[j + 1].startswith("    ")
+                ):
+                    break
+                block.append(lines[j])
+                j += 1
+            recipients.append(
+                recipient_from_block(
+                    addr,
+                    "\n".join(block),
+                    action=Action.DELAYED if delayed else Action.FAILED,
+                )
+            )
+            i = j
+            continue
+        i += 1
+    if not recipients:
+        failed = mail.header("x-failed-recipients")
+        for addr in (failed or "").split(","):
+            if addr.strip():
+                recipients.append(recipient_from_block(clean_address(addr), section[:1500]))
+    if not recipients:
+        return None
+    return base_report(
+        mail,
+        kind=ReportKind.DELAYED if delayed else ReportKind.BOUNCE,
+        agent=NAME,
+        recipients=tuple(recipients),
+        original=returned_original(mail, returned),
+    )

@@ -1,0 +1,289 @@
+"""A small, bounded MIME reader for bounce messages (RFC 5322 headers, RFC 2045/2046 bodies).
+
+Why not flanker or ``email``: measured on the Sisimai corpus, flanker parses ~3,100 msgs/s and
+the stdlib ``BytesParser(policy=compat32)`` ~3,800 msgs/s before any decoding work, which leaves
+no room for the 3,000 msgs/s target; both also decode every attachment. This reader only splits
+on boundaries with ``bytes.find`` and decodes a part's transfer encoding when a decoder asks for
+its text, so a 20 MB message with attachments costs a few scans of the buffer.
+
+Line endings are normalised to LF first (CRLF and CR-only copies decode the same).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import quopri
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+from parsers.bounces.records import ParseError
+
+MAX_DEPTH: Final = 12  # nesting of multiparts / message/rfc822 parts we follow
+MAX_PARTS: Final = 500  # leaf parts per message; beyond that the rest is one opaque part
+MAX_HEADER_BYTES: Final = 1 << 20  # a header block larger than this is malformed
+
+_PARAM_RE: Final = re.compile(r';\s*([A-Za-z0-9_\-*]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+
+
+def normalise_newlines(raw: bytes) -> bytes:
+    if b"\r" not in raw:
+        return raw
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Bytes to text: declared charset if known, else UTF-8, else Latin-1 (never fails)."""
+    if charset:
+        cs = charset.strip().strip('"').lower()
+        try:
+            codecs.lookup(cs)
+        except LookupError:
+            cs = ""
+        if cs:
+            try:
+                return data.decode(cs, errors="replace")
+            except (UnicodeError, LookupError):
+                pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def parse_header_block(block: bytes) -> list[tuple[str, str]]:
+    """RFC 5322 section 2.2: unfold continuation lines; names are lower-cased."""
+    text = decode_text(block, None)
+    out: list[tuple[str, str]] = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        if line[0] in " \t":
+            if out:
+                name, value = out[-1]
+                out[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or " " in name.strip():
+            continue
+        out.append((name.strip().lower(), value.strip()))
+    return out
+
+
+def content_type_of(value: str | None) -> tuple[str, dict[str, str]]:
+    if not value:
+        return "text/plain", {}
+    main = value.split(";", 1)[0].strip().lower()
+    params: dict[str, str] = {}
+    for name, val in _PARAM_RE.findall(value):
+        if val.startswith('"'):
+            val = val[1:-1].replace('\\"', '"')
+        params.setdefault(name.lower(), val)
+    return (main or "text/plain"), params
+
+
+def decode_words(value: str) -> str:
+    """RFC 2047 encoded-words, best effort."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, binascii.Error):
+        return value
+
+
+def parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if dt is None:
+        return None
+    if dt.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322 section 3.3)
+        dt = dt.replace(tzinfo=UTC)
+    try:
+        return dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+@dataclass(slots=True)
+class Part:
+    headers: list[tuple[str, str]]
+    content_type: str
+    params: dict[str, str]
+    body: bytes  # still transfer-encoded
+    children: list[Part] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n == name]
+
+    def payload(self) -> bytes:
+        cte = (self.header("content-transfer-encoding") or "").strip().lower()
+        body = self.body
+        if cte == "base64":
+            try:
+                return base64.b64decode(
+                    re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"==", validate=False
+                )
+            except (binascii.Error, ValueError):
+                return body
+        if cte == "quoted-printable":
+            return normalise_newlines(quopri.decodestring(body))
+        return body
+
+    def text(self) -> str:
+        return decode_text(self.payload(), self.params.get("charset"))
+
+    def walk(self, *, into_messages: bool = False) -> list[Part]:
+        """This part and its descendants; a returned message's own parts only on request."""
+        out: list[Part] = [self]
+        if self.content_type in ("message/rfc822", "message/global") and not into_messages:
+            return out
+        for child in self.children:
+            out.extend(child.walk(into_messages=into_messages))
+        return out
+
+
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    if raw.startswith(b"\n"):
+        return b"", raw[1:]
+    idx = raw.find(b"\n\n")
+    if idx < 0:
+        return raw, b""
+    return raw[:idx], raw[idx + 2 :]
+
+
+def parse_part(
+    raw: bytes, *, depth: int = 0, default_type: str = "text/plain", budget: list[int] | None = None
+) -> Part:
+    if budget is None:
+        budget = [MAX_PARTS]
+    head, body = split_head(raw)
+    if len(head) > MAX_HEADER_BYTES:
+        raise ParseError("header_too_large", f"{len(head)} bytes of headers")
+    headers = parse_header_block(head)
+    ctype_header = next((v for n, v in headers if n == "content-type"), None)
+    ctype, params = content_type_of(ctype_header) if ctype_header else (default_type, {})
+    part = Part(headers, ctype, params, body)
+    budget[0] -= 1
+    if depth >= MAX_DEPTH or budget[0] <= 0:
+        return part
+    if ctype.startswith("multipart/"):
+        boundary = params.get("boundary")
+        if not boundary or (b"--" + boundary.encode("latin-1", "replace")) not in body:
+            guessed = guess_boundary(body)
+            part.defects.append("missing_boundary" if not boundary else "boundary_not_found")
+            if guessed is None:
+                return part
+            boundary = guessed
+        child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+        for chunk in split_multipart(body, boundary.encode("latin-1", "replace")):
+            if budget[0] <= 0:
+                break
+            part.children.append(
+                parse_part(chunk, depth=depth + 1, default_type=child_default, budget=budget)
+            )
+        if not part.children:
+            part.defects.append("boundary_not_found")
+    elif ctype in ("message/rfc822", "message/global"):
+        inner = part.payload()
+        part.children.append(parse_part(inner, depth=depth + 1, budget=budget))
+    return part
+
+
+_DELIM_LINE_RE: Final = re.compile(rb"^--([ -~]{1,70}?)[ \t]*$", re.MULTILINE)
+
+
+def guess_boundary(body: bytes) -> str | None:
+    """A broken or missing boundary parameter: use the first "--x" line that occurs again."""
+    for m in _DELIM_LINE_RE.finditer(body, 0, 200_000):
+        cand = m.group(1)
+        if cand.endswith(b"--") or body.count(b"\n--" + cand, m.end(), m.end() + 5_000_000) == 0:
+            continue
+        return cand.decode("latin-1")
+    return None
+
+
+def split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
+    """RFC 2046 section 5.1.1: delimiters are "--boundary" at the start of a line."""
+    delim = b"--" + boundary
+    chunks: list[bytes] = []
+    if body.startswith(delim):
+        pos = 0
+    else:
+        pos = body.find(b"\n" + delim)
+        if pos < 0:
+            return chunks
+        pos += 1
+    while True:
+        start = pos + len(delim)
+        if body.startswith(b"--", start):
+            break
+        eol = body.find(b"\n", start)
+        if eol < 0:
+            break
+        nxt = body.find(b"\n" + delim, eol)
+        if nxt < 0:
+            chunks.append(body[eol + 1 :])  # no closing delimiter: keep what is there
+            break
+        chunks.append(body[eol + 1 : nxt])
+        pos = nxt + 1
+    return chunks
+
+
+@dataclass(slots=True)
+class Mail:
+    """A parsed message plus conveniences the decoders share."""
+
+    root: Part
+    parts: list[Part]
+
+    def header(self, name: str) -> str | None:
+        return self.root.header(name)
+
+    @property
+    def subject(self) -> str:
+        return decode_words(self.root.header("subject") or "")
+
+    def find(self, *types: str) -> Part | None:
+        for p in self.parts:
+            if p.content_type in types:
+                return p
+        return None
+
+    def body_text(self) -> str:
+        """Text of the first text/plain (or only) part; multipart roots are searched in order."""
+        if not self.root.children:
+            if (
+                self.root.content_type.startswith(("text/", "message/delivery-status"))
+                or not self.root.content_type
+            ):
+                return self.root.text()
+            return self.root.text() if self.root.content_type.startswith("multipart/") else ""
+        for p in self.parts:
+            if p.content_type == "text/plain" and not p.children:
+                return p.text()
+        for p in self.parts:
+            if p.content_type == "text/html":
+                return re.sub(r"<[^>]+>", " ", p.text())
+        return ""
+
+
+def parse_mail(raw: bytes) -> Mail:
+    root = parse_part(normalise_newlines(raw))
+    return Mail(root, root.walk())

@@ -1,0 +1,219 @@
+"""Generic RFC 3464 delivery status notifications (``multipart/report; report-type=delivery-status``).
+
+Reads the ``message/delivery-status`` part (RFC 3464 section 2: one per-message field group, then
+one group per recipient, groups separated by blank lines, header folding as in RFC 5322) and
+``message/global-delivery-status`` (RFC 6533). Any MTA that follows the RFC lands here: Postfix
+(bounce(8), with its X-Postfix-* extension fields), Sendmail, Exim, Exchange, OpenSMTPD, Courier...
+Samples: tests/fixtures/bounces/postfix-*.eml, rfc3464-*.eml.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from parsers.bounces.diagnostic import (
+    RETURNED_TYPES,
+    base_report,
+    clean_address,
+    find_reply_code,
+    find_status,
+    original_from_part,
+    original_from_text,
+    squeeze,
+)
+from parsers.bounces.mime import Mail, Part, parse_date
+from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+
+NAME: Final = "rfc3464"
+
+DSN_TYPES: Final = ("message/delivery-status", "message/global-delivery-status")
+_RECIPIENT_KEYS: Final = ("final-recipient", "original-recipient")
+_ACTIONS: Final = {a.value: a for a in Action}
+
+
+def split_groups(text: str) -> list[list[tuple[str, str]]]:
+    """Field groups of a delivery-status body, unfolded, names lower-cased.
+
+    Some MTAs omit the blank line between groups: a repeated Final-Recipient also starts one.
+    """
+    groups: list[list[tuple[str, str]]] = []
+    cur: list[tuple[str, str]] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            if cur:
+                groups.append(cur)
+                cur = []
+            continue
+        if line[0] in " \t":
+            if cur:
+                n, v = cur[-1]
+                cur[-1] = (n, v + "\n" + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip().lower()
+        if name in _RECIPIENT_KEYS and any(n == name for n, _ in cur):
+            groups.append(cur)
+            cur = []
+        cur.append((name, value.strip()))
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def _get(group: list[tuple[str, str]], name: str) -> str | None:
+    for n, v in group:
+        if n == name:
+            return v
+    return None
+
+
+def split_typed(value: str | None) -> tuple[str | None, str | None]:
+    """``type; text`` (RFC 3464 sections 2.2.2, 2.3.5, 2.3.6) -> (type, unfolded text)."""
+    if value is None:
+        return None, None
+    typ, sep, rest = value.partition(";")
+    if sep and typ.strip() and " " not in typ.strip() and len(typ.strip()) < 20:
+        return typ.strip().lower(), squeeze(rest) or None
+    return None, squeeze(value) or None
+
+
+def better_status(status: str | None, *texts: str | None) -> str | None:
+    """Exim and others send a generic X.0.0: the real code sits in the diagnostic text."""
+    if status and not status.endswith(".0.0") and status[:1] in "245":
+        return status
+    for text in texts:
+        if not text:
+            continue
+        found = find_status(text)
+        if found and not found.endswith(".0.0") and (status is None or found[0] == status[0]):
+            return found
+    return status
+
+
+def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceRecipient | None:
+    final = _get(group, "final-recipient") or _get(group, "original-recipient")
+    if not final:
+        return None
+    addr = clean_address(final)
+    if not addr:
+        return None
+    orig = _get(group, "original-recipient")
+    action_raw = (_get(group, "action") or "").strip().lower().split(" ")[0]
+    action = _ACTIONS.get(action_raw)
+    status_raw = _get(group, "status")
+    status = find_status(status_raw) if status_raw else None
+    diag_type, diag = split_typed(_get(group, "diagnostic-code"))
+    _, remote = split_typed(_get(group, "remote-mta"))
+    status = better_status(status, diag, _near(human, addr))
+    if action is None:
+        action = (
+            Action.DELAYED if status and status.startswith("4.") and not diag else Action.FAILED
+        )
+        if status and status.startswith("2."):
+            action = Action.DELIVERED
+    reply = find_reply_code(diag) if diag else None
+    hint = None
+    if action is Action.FAILED and status and status.startswith("4."):
+        # Postfix bounce(8): a message that timed out in the queue is returned as "failed"
+        # with the last temporary status (postconf(5) maximal_queue_lifetime).
+        hint = "expired"
+    return BounceRecipient(
+        recipient=addr,
+        original_recipient=clean_address(orig) if orig else None,
+        action=action,
+        status=status,
+        reply_code=reply,
+        diagnostic_type=diag_type,
+        diagnostic=diag,
+        remote_mta=remote,
+        last_attempt_date=parse_date(_get(group, "last-attempt-date")),
+        will_retry_until=parse_date(_get(group, "will-retry-until")),
+        hint=hint,
+    )
+
+
+def _near(human: str, addr: str) -> str | None:
+    """The human-readable text around an address (Exim puts the real reason there)."""
+    if not human:
+        return None
+    idx = human.lower().find(addr.lower())
+    if idx < 0:
+        return None
+    return human[idx : idx + 1200]
+
+
+def kind_of(recipients: tuple[BounceRecipient, ...]) -> ReportKind:
+    actions = {r.action for r in recipients}
+    if Action.FAILED in actions:
+        return ReportKind.BOUNCE
+    if Action.DELAYED in actions:
+        return ReportKind.DELAYED
+    if actions:
+        return ReportKind.DELIVERED
+    return ReportKind.NOT_BOUNCE
+
+
+def dsn_part(mail: Mail) -> Part | None:
+    part = mail.find(*DSN_TYPES)
+    if part is not None:
+        return part
+    # Some MTAs label the status fields text/plain inside a multipart/report.
+    if mail.root.content_type == "multipart/report":
+        for p in mail.parts:
+            if p.content_type == "text/plain" and not p.children:
+                head = p.payload()[:4000].lower()
+                if b"final-recipient:" in head or b"original-recipient:" in head:
+                    return p
+    return None
+
+
+def human_text(mail: Mail, dsn: Part | None) -> str:
+    for p in mail.parts:
+        if p is dsn or p.children:
+            continue
+        if p.content_type == "text/plain":
+            return p.text()
+    return ""
+
+
+def decode(mail: Mail) -> BounceReport | None:
+    dsn = dsn_part(mail)
+    if dsn is None:
+        return None
+    groups = split_groups(dsn.text())
+    if not groups:
+        return None
+    per_message: list[tuple[str, str]] = []
+    rcpt_groups: list[list[tuple[str, str]]] = []
+    for g in groups:
+        if any(n in _RECIPIENT_KEYS for n, _ in g):
+            rcpt_groups.append(g)
+        else:
+            per_message.extend(g)
+    human = human_text(mail, dsn)
+    recipients = tuple(r for g in rcpt_groups if (r := recipient_from_group(g, human)) is not None)
+    merged = per_message + [f for g in rcpt_groups for f in g]
+    _, reporting = split_typed(_get(merged, "reporting-mta"))
+    _, received_from = split_typed(_get(merged, "received-from-mta"))
+    original = None
+    returned = mail.find(*RETURNED_TYPES)
+    if returned is not None:
+        original = original_from_part(returned)
+    if original is None or original.message_id is None:
+        original = original_from_text(human) or original
+    env = _get(merged, "original-envelope-id")
+    return base_report(
+        mail,
+        kind=kind_of(recipients),
+        agent=NAME,
+        reporting_mta=reporting,
+        received_from_mta=received_from,
+        arrival_date=parse_date(_get(merged, "arrival-date")),
+        envelope_id=env.strip() if env else None,
+        postfix_queue_id=(_get(merged, "x-postfix-queue-id") or "").strip() or None,
+        postfix_sender=clean_address(_get(merged, "x-postfix-sender") or "") or None,
+        recipients=recipients,
+        original=original,
+    )

@@ -1,0 +1,79 @@
+"""Shared pieces for bounces written as prose (no RFC 3464 part): cutting off the returned
+message, and turning an (address, explanation) pair into a ``BounceRecipient``."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from parsers.bounces.diagnostic import (
+    find_reply_code,
+    find_status,
+    original_from_text,
+    squeeze,
+)
+from parsers.bounces.mime import Mail
+from parsers.bounces.records import Action, BounceRecipient, OriginalMessage
+
+# Lines that introduce the returned message in the common MTAs' prose bounces.
+RETURNED_MARKER_RE: Final = re.compile(
+    r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*("
+    r"this is a copy of the message|below this line is a copy of the message|"
+    r"original message|message headers follow|returned message|"
+    r"unsent message below|the original message was received|"
+    r"headers of the original message|original message headers|"
+    r"your message reads|message text follows|the text you sent follows"
+    r")",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+_DELAY_RE: Final = re.compile(
+    r"(has been delayed|not yet been delivered|delivery (is )?delayed|will (continue|keep) trying|"
+    r"still trying|warning: message .* delayed|delay(ed)? notification)",
+    re.IGNORECASE,
+)
+
+
+def split_returned(text: str) -> tuple[str, str]:
+    m = RETURNED_MARKER_RE.search(text)
+    if m is None:
+        return text, ""
+    return text[: m.start()], text[m.start() :]
+
+
+def is_delay(text: str) -> bool:
+    return bool(_DELAY_RE.search(text))
+
+
+def recipient_from_block(
+    addr: str, block: str, *, action: Action = Action.FAILED, status: str | None = None
+) -> BounceRecipient:
+    diag = squeeze(block)[:2000] or None
+    found = find_status(block) if block else None
+    if found and (status is None or status.endswith(".0.0")):
+        status = found
+    reply = find_reply_code(block) if block else None
+    if status is None and reply:
+        # RFC 3463 section 3: a reply code alone still tells the class of the status.
+        status = f"{reply[0]}.0.0"
+    hint = "expired" if action is Action.FAILED and status and status.startswith("4.") else None
+    return BounceRecipient(
+        recipient=addr,
+        action=action,
+        status=status,
+        reply_code=reply,
+        diagnostic_type="smtp" if reply else None,
+        diagnostic=diag,
+        hint=hint,
+    )
+
+
+def returned_original(mail: Mail, returned_text: str) -> OriginalMessage | None:
+    from parsers.bounces.diagnostic import RETURNED_TYPES, original_from_part
+
+    part = mail.find(*RETURNED_TYPES)
+    if part is not None:
+        got = original_from_part(part)
+        if got is not None:
+            return got
+    return original_from_text(returned_text) if returned_text else None

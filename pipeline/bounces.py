@@ -1,0 +1,376 @@
+"""Bounce processing shell: read messages from paths, decode them (``parsers.bounces``), classify
+each recipient (``pipeline.classify``), and store reports, recipients and complaints in batches.
+
+Every message read ends as stored, duplicate (same content hash already in the store) or
+quarantined (``ParseError`` code, or ``bug:<ExceptionType>`` for a decoder bug), so
+``read == stored + duplicates + quarantined``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from parsers.bounces import BounceRecipient, BounceReport, ParseError, ReportKind, decode
+from parsers.bounces.mime import normalise_newlines
+from pipeline.mailbox import MailboxMessage, iter_messages
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH: Final = 500
+
+
+class Classification(Protocol):
+    """What ``pipeline.classify.classify`` returns (read-only view)."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def hard(self) -> bool | None: ...
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def blocklist(self) -> str | None: ...
+
+
+Classifier = Callable[..., Classification]
+
+
+def default_classifier() -> Classifier | None:
+    """``pipeline.classify.classify`` (written separately); None while it does not exist."""
+    try:
+        from pipeline.classify import classify
+
+        classify(status="5.1.1")  # loads the rule files once; a broken rule set fails here
+    except (ImportError, OSError) as exc:
+        log.warning("bounce classification unavailable: %s", exc)
+        return None
+    return classify
+
+
+def content_hash(raw: bytes) -> str:
+    """Key of a message: SHA-256 of its bytes with line endings normalised."""
+    return hashlib.sha256(normalise_newlines(raw)).hexdigest()
+
+
+def verp_original(address: str | None) -> str | None:
+    """``bounces+user=example.com@list.example`` -> ``user@example.com``.
+
+    VERP as done by Postfix (VERP_README: default delimiters "+=", ``sender+recipient=domain``)
+    and by qmail/ezmlm (cr.yp.to/proto/verp.txt, "-" and "="): the recipient is after the first
+    delimiter of the local part, with its "@" written as "=".
+    """
+    if not address or "@" not in address:
+        return None
+    local = address.rsplit("@", 1)[0]
+    for delim in ("+", "-"):
+        if delim in local:
+            tail = local.split(delim, 1)[1]
+            if tail.count("=") >= 1:
+                user, _, domain = tail.rpartition("=")
+                if user and "." in domain:
+                    return f"{user}@{domain}".lower()
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BounceRow:
+    """One output row per recipient (or one with ``recipient=None`` for a message without)."""
+
+    source: str
+    message: int
+    offset: int
+    report_hash: str
+    kind: str
+    agent: str
+    recipient: str | None
+    original_recipient: str | None
+    action: str | None
+    status: str | None
+    reply_code: str | None
+    diagnostic_type: str | None
+    diagnostic: str | None
+    hint: str | None
+    reason: str | None
+    category: str | None
+    hard: bool | None
+    rule_id: str | None
+    blocklist: str | None
+    reporting_mta: str | None
+    remote_mta: str | None
+    original_message_id: str | None
+    envelope_id: str | None
+    postfix_queue_id: str | None
+    verp_recipient: str | None
+    feedback_type: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Decoded:
+    message: MailboxMessage
+    report_hash: str
+    report: BounceReport | None = None
+    error: ParseError | None = None
+    reason: str | None = None  # quarantine reason when report is None
+
+
+def decode_message(msg: MailboxMessage) -> Decoded:
+    """Decode one message; never raises (bugs become a ``bug:<Type>`` quarantine reason)."""
+    h = content_hash(msg.raw)
+    try:
+        return Decoded(msg, h, report=decode(msg.raw))
+    except ParseError as exc:
+        return Decoded(msg, h, error=exc, reason=exc.code)
+    except Exception as exc:  # a decoder bug must not stop the scan (STYLE.md section 4)
+        log.exception("bounce decoder bug on %s message %d", msg.source, msg.index)
+        return Decoded(
+            msg, h, error=ParseError("bug", repr(exc)), reason=f"bug:{type(exc).__name__}"
+        )
+
+
+# The classifier's "kind" hints (pipeline/classify.py module docstring).
+_CLASSIFIER_KIND: Final = {
+    ReportKind.COMPLAINT: "feedback",
+    ReportKind.DELAYED: "delayed",
+    ReportKind.DELIVERED: "delivered",
+    ReportKind.AUTOREPLY: "autoreply",
+}
+
+
+def _classify(
+    classifier: Classifier | None, rcpt: BounceRecipient | None, report: BounceReport
+) -> tuple[str | None, str | None, bool | None, str | None, str | None]:
+    if classifier is None:
+        return None, None, None, None, None
+    if rcpt is None and report.kind is not ReportKind.COMPLAINT:
+        return None, None, None, None, None
+    hint = rcpt.hint if rcpt else None
+    c = classifier(
+        status=rcpt.status if rcpt else None,
+        reply_code=int(rcpt.reply_code) if rcpt and rcpt.reply_code else None,
+        diagnostic=rcpt.diagnostic if rcpt else None,
+        remote_host=rcpt.remote_mta if rcpt else None,
+        action=str(rcpt.action) if rcpt and report.kind is not ReportKind.COMPLAINT else None,
+        kind=hint or _CLASSIFIER_KIND.get(report.kind),
+    )
+    return c.reason, c.category, c.hard, c.rule_id, c.blocklist
+
+
+def rows_of(decoded: Decoded, classifier: Classifier | None) -> list[BounceRow]:
+    report = decoded.report
+    if report is None:
+        return []
+    msg = decoded.message
+    verp = verp_original(report.to)
+    common: dict[str, Any] = {
+        "source": msg.source,
+        "message": msg.index,
+        "offset": msg.offset,
+        "report_hash": decoded.report_hash,
+        "kind": str(report.kind),
+        "agent": report.agent,
+        "reporting_mta": report.reporting_mta,
+        "original_message_id": report.original.message_id if report.original else None,
+        "envelope_id": report.envelope_id,
+        "postfix_queue_id": report.postfix_queue_id,
+        "verp_recipient": verp,
+        "feedback_type": report.complaint.feedback_type if report.complaint else None,
+    }
+    counted = report.kind in (ReportKind.BOUNCE, ReportKind.DELAYED, ReportKind.COMPLAINT)
+    recipients: tuple[BounceRecipient | None, ...] = report.recipients if counted else ()
+    if not recipients:
+        recipients = (None,)
+    rows = []
+    for r in recipients:
+        reason, category, hard, rule_id, blocklist = _classify(classifier, r, report)
+        rows.append(
+            BounceRow(
+                **common,
+                recipient=r.recipient if r else None,
+                original_recipient=(r.original_recipient if r else None) or verp,
+                action=str(r.action) if r and report.kind is not ReportKind.COMPLAINT else None,
+                status=r.status if r else None,
+                reply_code=r.reply_code if r else None,
+                diagnostic_type=r.diagnostic_type if r else None,
+                diagnostic=r.diagnostic if r else None,
+                hint=r.hint if r else None,
+                remote_mta=r.remote_mta if r else None,
+                reason=reason,
+                category=category,
+                hard=hard,
+                rule_id=rule_id,
+                blocklist=blocklist,
+            )
+        )
+    return rows
+
+
+def parse_paths(
+    paths: Iterable[str | os.PathLike[str]], *, classifier: Classifier | None = None
+) -> Iterator[BounceRow | Decoded]:
+    """Stateless: a row per recipient, or the ``Decoded`` of a message that failed to decode."""
+    classifier = classifier or default_classifier()
+    for msg in iter_messages(paths):
+        d = decode_message(msg)
+        if d.report is None:
+            yield d
+        else:
+            yield from rows_of(d, classifier)
+
+
+@dataclass(slots=True)
+class IngestResult:
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    recipients: int = 0
+    complaints: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+_REPORT_COLS: Final = (
+    "report_hash", "source", "message_index", '"offset"', "kind", "agent", "report_message_id",
+    "subject", "report_from", "report_to", "verp_recipient", "report_date", "reporting_mta",
+    "received_from_mta", "arrival_date", "envelope_id", "postfix_queue_id", "postfix_sender",
+    "original_message_id", "original_from", "original_to", "original_subject", "original_date",
+    "ingested_at",
+)  # fmt: skip
+_RCPT_COLS: Final = (
+    "report_hash", "position", "recipient", "original_recipient", "action", "status",
+    "reply_code", "diagnostic_type", "diagnostic", "remote_mta", "last_attempt_date",
+    "will_retry_until", "hint", "reason", "category", "hard", "rule_id", "blocklist",
+)  # fmt: skip
+_COMPLAINT_COLS: Final = (
+    "report_hash", "feedback_type", "user_agent", "version", "original_mail_from",
+    "original_rcpt_to", "source_ip", "reporting_mta", "reported_domain", "arrival_date",
+    "incidents",
+)  # fmt: skip
+_QUARANTINE_COLS: Final = (
+    "source",
+    "source_kind",
+    '"offset"',
+    "reason",
+    "detail",
+    "raw",
+    "quarantined_at",
+)
+
+
+def _insert(con: Any, table: str, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    marks = ", ".join("?" for _ in cols)
+    con.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+
+
+def ingest(
+    store: Store,
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    classifier: Classifier | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> IngestResult:
+    """Decode, classify and store; one transaction per batch of messages."""
+    classifier = classifier or default_classifier()
+    result = IngestResult()
+    batch: list[Decoded] = []
+    for msg in iter_messages(paths):
+        result.read += 1
+        batch.append(decode_message(msg))
+        if len(batch) >= batch_size:
+            _write_batch(store, batch, classifier, now(), result)
+            batch = []
+    if batch:
+        _write_batch(store, batch, classifier, now(), result)
+    return result
+
+
+def _write_batch(
+    store: Store,
+    batch: list[Decoded],
+    classifier: Classifier | None,
+    at: datetime,
+    result: IngestResult,
+) -> None:
+    hashes = list({d.report_hash for d in batch})
+    known = {
+        str(h)
+        for (h,) in store.con.execute(
+            "SELECT report_hash FROM bounce_reports WHERE report_hash IN (SELECT unnest(?))",
+            [hashes],
+        ).fetchall()
+    }
+    # a message quarantined by an earlier run is not quarantined again (same source and offset)
+    quarantined = {
+        (str(src), int(off))
+        for src, off in store.con.execute(
+            "SELECT source, \"offset\" FROM quarantine WHERE source_kind = 'mail' "
+            "AND source IN (SELECT unnest(?))",
+            [list({d.message.source for d in batch if d.report is None})],
+        ).fetchall()
+    }
+    reports: list[tuple[Any, ...]] = []
+    rcpts: list[tuple[Any, ...]] = []
+    complaints: list[tuple[Any, ...]] = []
+    quarantine: list[tuple[Any, ...]] = []
+    for d in batch:
+        msg = d.message
+        if d.report is None:
+            reason = d.reason or "unknown"
+            detail = d.error.detail if d.error else None
+            result.quarantined += 1
+            result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + 1
+            if (msg.source, msg.offset) in quarantined:
+                continue
+            quarantined.add((msg.source, msg.offset))
+            quarantine.append((msg.source, "mail", msg.offset, reason, detail, msg.raw, at))
+            continue
+        if d.report_hash in known:
+            result.duplicates += 1
+            continue
+        known.add(d.report_hash)
+        r = d.report
+        o = r.original
+        reports.append((
+            d.report_hash, msg.source, msg.index, msg.offset, str(r.kind), r.agent, r.message_id,
+            r.subject, r.sender, r.to, verp_original(r.to), r.date, r.reporting_mta,
+            r.received_from_mta, r.arrival_date, r.envelope_id, r.postfix_queue_id,
+            r.postfix_sender, o.message_id if o else None, o.sender if o else None,
+            o.to if o else None, o.subject if o else None, o.date if o else None, at,
+        ))  # fmt: skip
+        for pos, rc in enumerate(r.recipients, start=1):
+            why, category, hard, rule_id, blocklist = _classify(classifier, rc, r)
+            rcpts.append((
+                d.report_hash, pos, rc.recipient, rc.original_recipient, str(rc.action),
+                rc.status, rc.reply_code, rc.diagnostic_type, rc.diagnostic, rc.remote_mta,
+                rc.last_attempt_date, rc.will_retry_until, rc.hint, why, category, hard,
+                rule_id, blocklist,
+            ))  # fmt: skip
+            result.recipients += 1
+        if r.complaint is not None:
+            c = r.complaint
+            complaints.append((
+                d.report_hash, c.feedback_type, c.user_agent, c.version, c.original_mail_from,
+                list(c.original_rcpt_to), c.source_ip, c.reporting_mta, list(c.reported_domain),
+                c.arrival_date, c.incidents,
+            ))  # fmt: skip
+            result.complaints += 1
+        result.stored += 1
+    with store.transaction() as con:
+        _insert(con, "bounce_reports", _REPORT_COLS, reports)
+        _insert(con, "bounce_recipients", _RCPT_COLS, rcpts)
+        _insert(con, "complaint_reports", _COMPLAINT_COLS, complaints)
+        _insert(con, "quarantine", _QUARANTINE_COLS, quarantine)
