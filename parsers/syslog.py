@@ -74,7 +74,7 @@ class SyslogClock:
 def _parse_3164(line: str, clock: SyslogClock) -> tuple[datetime, int]:
     """Timestamp of an RFC 3164 line and the index just after it."""
     month = _MONTHS.get(line[:3])
-    if month is None or len(line) < 16 or line[3] != " ":
+    if month is None or len(line) < 15 or line[3] != " ":
         raise ParseError("bad-timestamp", "no RFC 3164 month")
     day_s = line[4:6]
     if line[6] != " " or line[9] != ":" or line[12] != ":":

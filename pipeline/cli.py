@@ -186,3 +186,7 @@ def main() -> None:
     except StoreError as exc:
         print(f"mtalens: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,3 +29,17 @@ def need_binary(name: str) -> str:
     need(path is not None, f"binary {name!r} (install its Debian package; .ci/run does)")
     assert path is not None
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite sample_logs/**/*.expected.jsonl from the current parsers (review the diff!)",
+    )
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
