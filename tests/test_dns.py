@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dns.reversename
 import pytest
-from conftest import need_binary
+from tests.conftest import need_binary
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given
