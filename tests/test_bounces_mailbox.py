@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pipeline.mailbox import iter_messages
 
 MSG_A = b"From: a@example.org\nSubject: one\n\nFrom here on\n>From quoted\n"
@@ -65,3 +67,34 @@ def test_directory_of_eml_files_and_single_file(tmp_path: Path) -> None:
     (tmp_path / "d" / "sub" / "a.eml").write_bytes(MSG_A)
     got = list(iter_messages([tmp_path / "d", tmp_path / "d" / "b.eml"]))
     assert [Path(m.source).name for m in got] == ["b.eml", "a.eml", "b.eml"]
+
+
+def test_mbox_from_line_without_blank_line_before_it(tmp_path: Path) -> None:
+    # some writers put the next From_ line straight after the last body line; its asctime date
+    # tells it apart from a body line starting with "From "
+    data = (
+        b"From x@y Thu Jan  1 00:00:00 2026\n" + MSG_B + b"From here on, body text\n"
+        b"From z@y  Thu Jul  2 12:05:05 2020\n" + MSG_A.replace(b"\nFrom here", b"\n>From here")
+    )
+    p = tmp_path / "box"
+    p.write_bytes(data)
+    got = list(iter_messages([p]))
+    assert [m.index for m in got] == [1, 2]
+    assert got[0].raw == MSG_B + b"From here on, body text\n"
+    assert got[1].raw.startswith(b"From: a@example.org")
+    assert data[got[1].offset :].startswith(b"From: a@example.org")
+
+
+def test_mbox_is_streamed_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.mailbox as mailbox
+
+    monkeypatch.setattr(mailbox, "READ_CHUNK", 7)  # messages and lines straddle chunk edges
+    body = b"".join(b"From x@y Thu Jan  1 00:00:0%d 2026\n" % i + MSG_B + b"\n" for i in range(5))
+    p = tmp_path / "box"
+    p.write_bytes(body)
+    got = list(iter_messages([p]))
+    assert [m.raw for m in got] == [MSG_B] * 5
+    assert all(body[m.offset :].startswith(MSG_B) for m in got)
+    cr = tmp_path / "box-cr"
+    cr.write_bytes(body.replace(b"\n", b"\r"))
+    assert [m.offset for m in iter_messages([cr])] == [m.offset for m in got]

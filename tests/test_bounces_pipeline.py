@@ -90,8 +90,11 @@ def test_ingest_is_idempotent_and_quarantines(tmp_path: Path) -> None:
         "4F2A31C0A1",
         "carol@example.net",
     )
-    assert con.execute("SELECT feedback_type, recipient, source_ip FROM complaints").fetchall() == [
-        ("abuse", "judy@example.net", "192.0.2.44")
+    assert con.execute(
+        "SELECT feedback_type, recipient, source_ip FROM complaints ORDER BY recipient"
+    ).fetchall() == [
+        ("abuse", "judy@example.net", "192.0.2.44"),  # arf.eml (RFC 5965)
+        ("abuse", "pat@example.net", None),  # amazonses-complaint.eml (SES via SNS)
     ]
     second = ingest(store, [src], now=lambda: NOW)
     assert second.stored == 0 and second.duplicates == first.stored

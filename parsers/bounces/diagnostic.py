@@ -55,7 +55,7 @@ def clean_address(value: str) -> str:
     v = value.strip()
     if ";" in v:
         typ, _, rest = v.partition(";")
-        if typ.strip().lower() in ("rfc822", "x-unknown", "unknown", "x-local", "utf-8"):
+        if typ.strip().lower() in ("rfc822", "rfc/822", "x-unknown", "unknown", "x-local", "utf-8"):
             v = rest.strip()
     if "<" in v and ">" in v:
         inner = v[v.index("<") + 1 : v.rindex(">")]

@@ -20,10 +20,19 @@ NAME: Final = "exim"
 _SIGNATURE_RE: Final = re.compile(
     r"This message was created automatically by mail delivery software|"
     r"could not be delivered to one or more of its\s+recipients|"
-    r"has not yet been delivered to all of its recipients",
+    r"has not yet been delivered to all of its recipients|"
+    # Exim's "Mail failure - malformed recipient address" notice (moan_to_sender, ERRMESS_BADADDRESS)
+    r"recipient addresses that were\s+incorrectly constructed",
     re.IGNORECASE,
 )
-_ADDR_LINE_RE: Final = re.compile(r"^ {2}(\S+@\S+|[^\s@]+)(?: <[^>]+>)?\s*$")
+# "  user@example.org", "  user@example.org <alias@example.org>" (an address and the one it was
+# routed as: per RFC 5322 name-addr the one in angle brackets is the mailbox when it is the only
+# address), and "  <user@example.org>: 550 text" (the reason on the same line, as MXLogic's Exim
+# writes it).
+_ADDR_LINE_RE: Final = re.compile(
+    r"^ {2}<?(\S+@[^\s<>]+|[^\s@<>]+)>?(?: <([^>]+)>)?(?::[ \t]*(.*?))?\s*$"
+)
+_FLUSH_ADDR_RE: Final = re.compile(r"^[\"<]?([^\s<>@:\"]+@[^\s<>:\"]+?)[\">]?:[ \t]*$", re.M)
 _FAILED_RE: Final = re.compile(
     r"following address(?:\(es\)|es)? (?:failed|has|have)[^\n]*\n", re.IGNORECASE
 )
@@ -45,9 +54,11 @@ def decode(mail: Mail) -> BounceReport | None:
     while i < len(lines):
         am = _ADDR_LINE_RE.match(lines[i])
         if am and "@" in am.group(1):
-            addr = clean_address(am.group(1))
+            routed, note = am.group(2), am.group(3)
+            malformed = bool(routed and "@" in routed and note and "malformed" in note)
+            addr = clean_address(routed if malformed and routed else am.group(1))
             j = i + 1
-            block: list[str] = []
+            block: list[str] = [am.group(3)] if am.group(3) else []
             while j < len(lines) and (lines[j].startswith("    ") or not lines[j].strip()):
                 if (
                     not lines[j].strip()
@@ -67,6 +78,19 @@ def decode(mail: Mail) -> BounceReport | None:
             i = j
             continue
         i += 1
+    if not recipients:
+        # 1&1 (kundenserver.de) writes the address flush left with a colon, its reason on the
+        # next lines: "xxxx@example.fr:\nSMTP error from remote server ... 550 5.2.0 ..."
+        for m in _FLUSH_ADDR_RE.finditer(section):
+            rest = section[m.end() :].lstrip("\n")
+            reason = rest.split("\n\n", 1)[0]
+            recipients.append(
+                recipient_from_block(
+                    clean_address(m.group(1)),
+                    reason,
+                    action=Action.DELAYED if delayed else Action.FAILED,
+                )
+            )
     if not recipients:
         failed = mail.header("x-failed-recipients")
         for addr in (failed or "").split(","):

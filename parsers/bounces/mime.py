@@ -78,7 +78,10 @@ def parse_header_block(block: bytes) -> list[tuple[str, str]]:
 def content_type_of(value: str | None) -> tuple[str, dict[str, str]]:
     if not value:
         return "text/plain", {}
-    main = value.split(";", 1)[0].strip().lower()
+    # RFC 2045 section 5.1: type "/" subtype, then ";" parameters; a missing ";" before the
+    # first parameter (seen in Mail2000 bounces) must not glue the parameter to the type.
+    head = value.split(";", 1)[0].strip().lower()
+    main = head.split(None, 1)[0] if head else ""
     params: dict[str, str] = {}
     for name, val in _PARAM_RE.findall(value):
         if val.startswith('"'):
@@ -284,6 +287,27 @@ class Mail:
         return ""
 
 
+# A report whose top-level MIME headers were lost (a forwarded or hand-saved Sendmail bounce):
+# the body still holds the boundary lines and a message/delivery-status part.
+_EMBEDDED_DSN_RE: Final = re.compile(
+    rb"^content-type:[ \t]*message/(?:global-)?delivery-status", re.IGNORECASE | re.MULTILINE
+)
+
+
 def parse_mail(raw: bytes) -> Mail:
-    root = parse_part(normalise_newlines(raw))
+    data = normalise_newlines(raw)
+    root = parse_part(data)
+    if (
+        root.header("content-type") is None
+        and not root.children
+        and _EMBEDDED_DSN_RE.search(root.body, 0, 200_000)
+    ):
+        boundary = guess_boundary(root.body)
+        if boundary is not None:
+            patched = Part(root.headers, "multipart/report", {"boundary": boundary}, root.body)
+            budget = [MAX_PARTS]
+            for chunk in split_multipart(root.body, boundary.encode("latin-1", "replace")):
+                patched.children.append(parse_part(chunk, depth=1, budget=budget))
+            patched.defects.append("missing_content_type")
+            root = patched
     return Mail(root, root.walk())

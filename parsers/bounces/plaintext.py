@@ -43,6 +43,7 @@ _HEADER_LINE_RE: Final = re.compile(
     r"date|subject|delivered-to|envelope-to|x-[\w-]+|list-[\w-]+|dkim-signature|id)[ \t]*[:=]",
     re.IGNORECASE | re.MULTILINE,
 )
+_CONTACT_RE: Final = re.compile(r"\b(?:contact|write to|e-?mail us at|reach us at)\b[^\n]*$", re.I)
 _SYSTEM_LOCAL_RE: Final = re.compile(
     r"^(mailer-daemon|postmaster|abuse|root|noreply|no-reply)$", re.I
 )
@@ -69,6 +70,13 @@ def decode(mail: Mail) -> BounceReport | None:
     }
     failed = [clean_address(a) for a in (mail.header("x-failed-recipients") or "").split(",")]
     wanted = [a for a in failed if "@" in a]
+    # "please contact <support@example.net>": a help desk, not a recipient (wherever else the
+    # same address is repeated, e.g. in a translation of the notice)
+    helpdesk = {
+        clean_address(m.group(1)).lower()
+        for m in ADDR_RE.finditer(head)
+        if _CONTACT_RE.search(head, max(0, m.start() - 40), m.start())
+    }
     positions: list[tuple[int, int, str]] = []
     for m in ADDR_RE.finditer(head):
         addr = clean_address(m.group(1))
@@ -79,6 +87,8 @@ def decode(mail: Mail) -> BounceReport | None:
             continue
         line_start = head.rfind("\n", 0, m.start()) + 1
         if _HEADER_LINE_RE.match(head, line_start):
+            continue
+        if addr.lower() in helpdesk:
             continue
         positions.append((m.start(), m.end(), addr))
     delayed = is_delay(mail.subject + "\n" + head[:2000])

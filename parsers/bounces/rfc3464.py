@@ -9,12 +9,15 @@ Samples: tests/fixtures/bounces/postfix-*.eml, rfc3464-*.eml.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Final
 
 from parsers.bounces.diagnostic import (
     RETURNED_TYPES,
     base_report,
     clean_address,
+    find_address,
     find_reply_code,
     find_status,
     original_from_part,
@@ -29,6 +32,13 @@ NAME: Final = "rfc3464"
 DSN_TYPES: Final = ("message/delivery-status", "message/global-delivery-status")
 _RECIPIENT_KEYS: Final = ("final-recipient", "original-recipient")
 _ACTIONS: Final = {a.value: a for a in Action}
+
+
+_DSN_START_RE: Final = re.compile(
+    rb"^(?:reporting-mta|original-envelope-id|final-recipient|original-recipient):",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FINAL_RE: Final = re.compile(rb"^final-recipient:", re.IGNORECASE | re.MULTILINE)
 
 
 def split_groups(text: str) -> list[list[tuple[str, str]]]:
@@ -97,9 +107,14 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
     if not final:
         return None
     addr = clean_address(final)
+    orig = _get(group, "original-recipient")
+    if not usable_address(addr) and orig and usable_address(clean_address(orig)):
+        # A Final-Recipient rewritten to an internal route ("@smtp.example.net:user@server",
+        # Sun ONE Messaging Server's LMTP hop) or with its local part lost ("@mx.example.org"):
+        # the Original-Recipient (RFC 3464 section 2.3.1) is the address that was sent to.
+        addr = clean_address(orig)
     if not addr:
         return None
-    orig = _get(group, "original-recipient")
     action_raw = (_get(group, "action") or "").strip().lower().split(" ")[0]
     action = _ACTIONS.get(action_raw)
     status_raw = _get(group, "status")
@@ -134,6 +149,29 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
     )
 
 
+# A human-readable part that lists the failed recipients as bullets when the DSN part has
+# only per-message fields ("Delivery to the following recipients failed permanently:
+#    * user@example.org", the layout of Google's and some appliances' notices).
+_BULLET_RE: Final = re.compile(r"^[ \t]*[*\-][ \t]+<?([^\s<>@]+@[^\s<>]+?)>?[ \t]*$", re.M)
+_PERMANENT_RE: Final = re.compile(r"failed permanently|could not be delivered", re.IGNORECASE)
+
+
+def listed_in_text(human: str) -> tuple[BounceRecipient, ...]:
+    head = human[:8000]
+    if not _PERMANENT_RE.search(head):
+        return ()
+    return tuple(
+        BounceRecipient(recipient=clean_address(m.group(1)), action=Action.FAILED,
+                        diagnostic=squeeze(head[: m.start()])[-500:] or None)
+        for m in _BULLET_RE.finditer(head)
+    )  # fmt: skip
+
+
+def usable_address(addr: str) -> bool:
+    local, at, domain = addr.rpartition("@")
+    return bool(at and local and domain and not local.startswith(("@", "/", "|")))
+
+
 def _near(human: str, addr: str) -> str | None:
     """The human-readable text around an address (Exim puts the real reason there)."""
     if not human:
@@ -159,6 +197,13 @@ def dsn_part(mail: Mail) -> Part | None:
     part = mail.find(*DSN_TYPES)
     if part is not None:
         return part
+    root = mail.root
+    if root.content_type == "multipart/report" and not root.children:
+        # The boundary lines are gone (a report re-saved without them): the status fields are
+        # still there, starting at the first per-message or per-recipient field at column 0.
+        m = _DSN_START_RE.search(root.body, 0, 200_000)
+        if m is not None and _FINAL_RE.search(root.body, m.start()):
+            return Part([], "message/delivery-status", {}, root.body[m.start() :])
     # Some MTAs label the status fields text/plain inside a multipart/report.
     if mail.root.content_type == "multipart/report":
         for p in mail.parts:
@@ -194,6 +239,8 @@ def decode(mail: Mail) -> BounceReport | None:
             per_message.extend(g)
     human = human_text(mail, dsn)
     recipients = tuple(r for g in rcpt_groups if (r := recipient_from_group(g, human)) is not None)
+    if not recipients:
+        recipients = listed_in_text(human)
     merged = per_message + [f for g in rcpt_groups for f in g]
     _, reporting = split_typed(_get(merged, "reporting-mta"))
     _, received_from = split_typed(_get(merged, "received-from-mta"))
@@ -203,6 +250,11 @@ def decode(mail: Mail) -> BounceReport | None:
         original = original_from_part(returned)
     if original is None or original.message_id is None:
         original = original_from_text(human) or original
+    if len(recipients) == 1 and not usable_address(recipients[0].recipient):
+        # No local part and no Original-Recipient: the returned message's To: is the recipient.
+        to = find_address(original.to) if original and original.to else None
+        if to:
+            recipients = (replace(recipients[0], recipient=to),)
     env = _get(merged, "original-envelope-id")
     return base_report(
         mail,

@@ -19,6 +19,8 @@ from parsers.bounces.records import Action, BounceRecipient, OriginalMessage
 RETURNED_MARKER_RE: Final = re.compile(
     r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*("
     r"this is a copy of the message|below this line is a copy of the message|"
+    r"this is a copy of your message|included is a copy of the message|"
+    r"the header of the original message is following|"
     r"original message|message headers follow|returned message|"
     r"unsent message below|the original message was received|"
     r"headers of the original message|original message headers|"
