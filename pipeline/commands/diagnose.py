@@ -1,0 +1,101 @@
+"""`mtalens diagnose`: findings with evidence and remedies, as text, JSON or one HTML file.
+
+Thin: open the store read-only, build the context, one library call, render.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.diagnose import Context, render_text
+from pipeline.diagnose import diagnose as run_diagnose
+from pipeline.dns import DnsCache, DnsClient, make_resolver
+from pipeline.html_report import build_report
+from pipeline.store import Store, StoreError
+from pipeline.timerange import TimeRangeError, time_range
+
+
+class DiagnoseFormat(StrEnum):
+    text = "text"
+    json = "json"
+    html = "html"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"mtalens diagnose: {message}", err=True)
+    return typer.Exit(2)
+
+
+def diagnose(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar="MTALENS_DB", help="DuckDB store file [default: ./mtalens.duckdb]"
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Start (ISO date/time or 24h / 7d back).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="End, exclusive (same forms).")
+    ] = None,
+    fmt: Annotated[
+        DiagnoseFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = DiagnoseFormat.text,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
+    ] = None,
+    our_ip: Annotated[
+        list[str] | None,
+        typer.Option("--our-ip", help="Our sending IP (repeatable), besides those in the logs."),
+    ] = None,
+    resolver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resolver", help="Check FCrDNS live with this nameserver [default: DNS cache only]."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Nameserver port for --resolver.")] = 53,
+) -> None:
+    """Why mail does not go out: findings with severity, evidence and a remedy."""
+    now = datetime.now(UTC)
+    try:
+        start, end = time_range(since, until, now=now)
+    except TimeRangeError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        store = Store.open(db, read_only=True)
+    except StoreError as exc:
+        raise _fail(str(exc)) from exc
+    with store:
+        client = None
+        if resolver:
+            try:
+                client = DnsClient(
+                    make_resolver(resolver, port=port),
+                    clock=lambda: datetime.now(UTC),
+                    cache=DnsCache(store),
+                )
+            except ValueError as exc:
+                raise _fail(f"bad --resolver: {exc}") from exc
+        ctx = Context(store=store, since=start, until=end, dns=client, our_ips=tuple(our_ip or ()))
+        findings = run_diagnose(ctx)
+        if fmt is DiagnoseFormat.html:
+            text = build_report(ctx, findings, generated_at=now)
+        elif fmt is DiagnoseFormat.json:
+            text = json.dumps([f.as_dict() for f in findings], indent=2, ensure_ascii=False) + "\n"
+        else:
+            text = render_text(findings)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(findings)} finding(s) written to {output}", err=True)
+    if any(f.severity == "critical" for f in findings):
+        raise typer.Exit(1)

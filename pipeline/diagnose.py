@@ -1,0 +1,638 @@
+"""Diagnoses: why mail does not go out, with evidence and a remedy.
+
+Each problem class is one detector row in ``DETECTORS`` (an explicit, ordered tuple). A detector
+runs one named query from ``pipeline/queries/diagnose.sql``; each row it returns becomes a
+:class:`Finding` with a severity, its evidence (count, time span, example log lines or bounces,
+affected destinations, further facts) and a remedy. The thresholds that decide what counts as a
+problem are the policy in :class:`Thresholds`, passed in by the caller.
+
+The one detector that needs more than SQL, our own forward-confirmed reverse DNS, combines
+remote refusals for missing PTR records with the FCrDNS results of ``pipeline.dns`` for our
+addresses found in the logs. It reads the DNS cache kept in the store (``mtalens dns fcrdns``
+fills it); a caller may pass a live :class:`pipeline.dns.DnsClient` instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+import dns.resolver
+import dns.reversename
+
+from pipeline.dns import DnsCache, DnsClient, FcrdnsResult, check_fcrdns
+from pipeline.queries import named_queries
+from pipeline.store import Store
+
+QUERY_FILE: Final = "diagnose.sql"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"  # mail is being lost or refused now; act
+    WARNING = "warning"  # degraded delivery or an exposure; plan a fix
+    NOTICE = "notice"  # worth knowing; often normal
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK: Final = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.NOTICE: 2}
+
+FactValue = str | int | float | tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    examples: tuple[str, ...] = ()
+    destinations: tuple[str, ...] = ()
+    facts: tuple[tuple[str, FactValue], ...] = ()
+
+    def fact(self, name: str) -> FactValue:
+        return dict(self.facts).get(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    id: str  # "<detector>:<subject>", stable across runs
+    problem: str  # the problem class (the detector id)
+    title: str
+    severity: Severity
+    evidence: Evidence
+    remedy: str
+
+    def as_dict(self) -> dict[str, Any]:
+        ev = self.evidence
+        return {
+            "id": self.id,
+            "problem": self.problem,
+            "title": self.title,
+            "severity": str(self.severity),
+            "evidence": {
+                "count": ev.count,
+                "first_seen": ev.first_seen.isoformat() if ev.first_seen else None,
+                "last_seen": ev.last_seen.isoformat() if ev.last_seen else None,
+                "examples": list(ev.examples),
+                "destinations": list(ev.destinations),
+                "facts": {k: list(v) if isinstance(v, tuple) else v for k, v in ev.facts},
+            },
+            "remedy": self.remedy,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Thresholds:
+    """What counts as a problem. House policy, not a standard: tune per site."""
+
+    bf_failures: int = 10  # SASL failures from one IP in the range
+    bf_usernames: int = 5  # distinct user names tried from one IP
+    port25_destinations: int = 3  # unrelated destinations failing to connect on port 25
+    delay_factor: float = 4.0  # recent p90 of a stage vs the earlier p90
+    delay_min_growth: float = 10.0  # seconds the p90 must have grown by
+    delay_min_samples: int = 5  # deliveries in each half before comparing
+    userunknown_warning_rate: float = 0.02  # share of recipients; list hygiene slips above
+    userunknown_critical_rate: float = 0.10
+    mailboxfull_warning_rate: float = 0.05
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "bf_failures": self.bf_failures,
+            "bf_usernames": self.bf_usernames,
+            "port25_destinations": self.port25_destinations,
+            "delay_factor": self.delay_factor,
+            "delay_min_growth": self.delay_min_growth,
+            "delay_min_samples": self.delay_min_samples,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    store: Store
+    since: datetime
+    until: datetime
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    dns: DnsClient | None = None  # for FCrDNS; None: read the store's DNS cache only
+    our_ips: tuple[str, ...] = ()  # added to the addresses found in the logs
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+Row = Mapping[str, Any]
+
+
+def run_query(ctx: Context, name: str, extra: Mapping[str, Any] | None = None) -> list[Row]:
+    """Run one named query of diagnose.sql with the context's range and thresholds."""
+    sql = named_queries(QUERY_FILE)[name]
+    params: dict[str, Any] = {"since": ctx.since, "until": ctx.until, **ctx.thresholds.params()}
+    if extra:
+        params.update(extra)
+    used = {k: v for k, v in params.items() if f"${k}" in sql}
+    cur = ctx.store.con.execute(sql, used)
+    cols = [d[0] for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+_EVIDENCE_COLUMNS: Final = frozenset(
+    {"subject", "count", "first_seen", "last_seen", "examples", "destinations"}
+)
+
+
+def _fact(v: Any) -> FactValue:
+    if v is None or isinstance(v, str | int | float):
+        return v
+    if isinstance(v, list | tuple):
+        return tuple(str(x) for x in v if x is not None)
+    return str(v)
+
+
+def evidence_of(row: Row) -> Evidence:
+    return Evidence(
+        count=int(row["count"]),
+        first_seen=row.get("first_seen"),
+        last_seen=row.get("last_seen"),
+        examples=tuple(row.get("examples") or ()),
+        destinations=tuple(d for d in (row.get("destinations") or ()) if d),
+        facts=tuple((k, _fact(v)) for k, v in row.items() if k not in _EVIDENCE_COLUMNS),
+    )
+
+
+class Detector(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    def detect(self, ctx: Context) -> list[Finding]: ...
+
+
+class _Fmt(dict[str, Any]):
+    """str.format_map values: row columns, lists joined, unknown names left visible."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _fmt(template: str, row: Row) -> str:
+    values = _Fmt()
+    for k, v in row.items():
+        values[k] = ", ".join(map(str, v)) if isinstance(v, list | tuple) else v
+    values["n_destinations"] = len(row.get("destinations") or ())
+    return template.format_map(values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlDetector:
+    """One named query; one finding per row. ``severity`` may look at the row (None: skip)."""
+
+    id: str
+    title: str  # str.format template over the row's columns
+    remedy: str | Callable[[Row], str]
+    severity: Severity | Callable[[Row, Thresholds], Severity | None]
+    query: str = ""  # default: the id with "-" as "_"
+
+    def detect(self, ctx: Context) -> list[Finding]:
+        out: list[Finding] = []
+        for row in run_query(ctx, self.query or self.id.replace("-", "_")):
+            sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
+            if sev is None:
+                continue
+            remedy = self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row)
+            out.append(
+                Finding(
+                    id=f"{self.id}:{row['subject']}",
+                    problem=self.id,
+                    title=_fmt(self.title, row),
+                    severity=sev,
+                    evidence=evidence_of(row),
+                    remedy=remedy,
+                )
+            )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Remedies that depend on the row
+
+# How to get off a list. Operators' own pages.
+DELISTING: Final[Mapping[str, str]] = {
+    "spamhaus": "look the IP up at https://check.spamhaus.org/ and follow the removal steps for "
+    "the listing (SBL/XBL/CSS/PBL); a PBL listing means the ISP marks the range as dynamic: "
+    "send through your provider's relay or have the ISP/host remove the range",
+    "spamcop": "SpamCop listings expire 24 hours after the last report "
+    "(https://www.spamcop.net/fom-serve/cache/297.html): stop the source of the reports, then "
+    "check https://www.spamcop.net/bl.shtml",
+    "microsoft": "request delisting at https://sender.office.com/ (Office 365 delist portal) "
+    "and enrol in SNDS/JMRP (https://sendersupport.olc.protection.outlook.com/snds/)",
+    "barracuda": "request removal at https://www.barracudacentral.org/rbl/removal-request",
+    "sorbs": "see http://www.sorbs.net/lookup.shtml for the listing and its delisting procedure",
+    "spamrats": "request removal at https://www.spamrats.com/removal.php",
+    "mailspike": "check and request removal at https://mailspike.org/iplookup.html",
+    "psbl": "remove the IP at https://psbl.org/ (self-service)",
+    "invaluement": "see https://www.invaluement.com/lookup/ for the listing and removal",
+    "backscatterer": "backscatterer lists senders of misdirected bounces "
+    "(https://www.backscatterer.org/): reject at SMTP time instead of bouncing after accepting",
+}
+
+
+def _blocklist_remedy(row: Row) -> str:
+    name = str(row["subject"])
+    how = DELISTING.get(name, "find the list operator's lookup page and follow its delisting steps")
+    return (
+        f"Our sending IP is on the {name} blocklist. First stop the cause (a compromised account "
+        "or web form sending spam: check the outgoing queue with `postqueue -p` and the SASL "
+        "logins; a shared/dynamic IP range), then " + how + ". Check the listing with "
+        "`mtalens dns blocklist <our IP>`. Until delisted, mail to these destinations can go "
+        "through a relay with a clean reputation (relayhost in postconf(5))."
+    )
+
+
+_AUTH_REMEDY: Final[Mapping[str, str]] = {
+    "SPF": "Publish or extend the SPF record of the envelope sender's domain so it authorises "
+    "this server's IP (RFC 7208; `mtalens dns check DOMAIN` shows the record and its lookup "
+    "count, which must stay at or under 10).",
+    "DKIM": "Sign outgoing mail with DKIM (an OpenDKIM or rspamd milter: smtpd_milters and "
+    "non_smtpd_milters in postconf(5)) and publish the public key at "
+    "<selector>._domainkey.<domain> (RFC 6376); check it with `mtalens dns check DOMAIN -s "
+    "SELECTOR`.",
+    "DMARC": "The From: domain's DMARC policy rejects mail that passes neither SPF nor DKIM "
+    "aligned with the From: domain (RFC 7489 section 3.1). Sign with DKIM for the From: domain, "
+    "or send from an envelope domain aligned with it whose SPF record includes this server.",
+    "SPF and DKIM": "Destinations require SPF or DKIM to pass (Gmail and Yahoo sender "
+    "requirements, https://support.google.com/mail/answer/81126). Publish SPF for the envelope "
+    "domain (RFC 7208) and DKIM-sign (RFC 6376) aligned with the From: domain (RFC 7489).",
+}
+
+
+def _auth_remedy(row: Row) -> str:
+    return _AUTH_REMEDY.get(
+        str(row["subject"]),
+        "Check SPF, DKIM and DMARC for the sending domains with `mtalens dns check DOMAIN`.",
+    )
+
+
+_STAGE_REMEDY: Final[Mapping[str, str]] = {
+    "before_queue": "Time before the queue manager grew: arrival, cleanup(8), header/body "
+    "checks, milters or a content filter (content_filter in postconf(5)) are slow. Check the "
+    "filter's load and timeouts and the disk holding the queue.",
+    "in_queue": "Time waiting in the queue manager grew: the active queue is congested (many "
+    "deferred messages competing, a slow transport hogging it). Run `qshape active` and "
+    "`qshape deferred` (QSHAPE_README), look for qmgr 'is using up N of N active queue "
+    "entries' warnings, and raise the slow transport's concurrency or move bulk mail to its "
+    "own transport (default_destination_concurrency_limit, qmgr_message_active_limit).",
+    "connect": "Connection set-up grew: DNS lookups, TCP connect, HELO or the TLS handshake "
+    "towards destinations is slow. Check the resolver this server uses, destinations that "
+    "tarpit, and smtp_connect_timeout/smtp_helo_timeout (postconf(5)).",
+    "transmit": "Transmission time grew: destinations accept data slowly (tarpitting, "
+    "rate limiting) or messages got bigger. Compare the message sizes and the destinations "
+    "listed; consider smtp_destination_rate_delay for throttling destinations.",
+}
+
+
+def _delay_remedy(row: Row) -> str:
+    return _STAGE_REMEDY.get(str(row["subject"]), "")
+
+
+def _auth_tls_severity(row: Row, t: Thresholds) -> Severity | None:
+    return Severity.CRITICAL if (row.get("successful_logins") or 0) > 0 else Severity.WARNING
+
+
+def _port25_severity(row: Row, t: Thresholds) -> Severity | None:
+    return Severity.CRITICAL if not row.get("sent_via_port25_meanwhile") else Severity.WARNING
+
+
+def _dns_severity(row: Row, t: Thresholds) -> Severity | None:
+    return Severity.WARNING if row["subject"] == "lookup-failing" else Severity.NOTICE
+
+
+def _throttle_severity(row: Row, t: Thresholds) -> Severity | None:
+    return Severity.WARNING if row["subject"] == "rate-limiting" else Severity.NOTICE
+
+
+def _recipient_severity(row: Row, t: Thresholds) -> Severity | None:
+    rate = float(row.get("rate") or 0.0)
+    if row["subject"] == "userunknown":
+        if rate >= t.userunknown_critical_rate:
+            return Severity.CRITICAL
+        return Severity.WARNING if rate >= t.userunknown_warning_rate else Severity.NOTICE
+    return Severity.WARNING if rate >= t.mailboxfull_warning_rate else Severity.NOTICE
+
+
+_DNS_TITLE: Final = {
+    "lookup-failing": "MX/address lookups failing temporarily for {n_destinations} destination(s)",
+    "nxdomain": "Recipient domains that do not exist (NXDOMAIN): {n_destinations}",
+}
+_DNS_REMEDY: Final = {
+    "lookup-failing": "Lookups end in 'try again' (SERVFAIL or timeout). If only these domains "
+    "fail, their DNS is broken (check with `mtalens dns check DOMAIN`) and mail waits in the "
+    "queue until it works or expires (maximal_queue_lifetime). If many unrelated domains fail, "
+    "this server's resolver is the problem: check /etc/resolv.conf (and the copy in Postfix's "
+    "chroot, /var/spool/postfix/etc/resolv.conf).",
+    "nxdomain": "These domains do not exist: usually typos in addresses (gmial, hotmial). "
+    "Remove or correct the addresses; they are hard bounces.",
+}
+_THROTTLE_TITLE: Final = {
+    "greylisting": "Greylisting by {n_destinations} destination(s)",
+    "rate-limiting": "Rate limiting by {n_destinations} destination(s)",
+}
+_THROTTLE_REMEDY: Final = {
+    "greylisting": "Greylisting defers the first attempt from an unknown sender (RFC 6647); "
+    "mail goes through on retry ({delivered_later} already did). Keep the sending IP stable "
+    "(smtp_bind_address) and do not shorten minimal_backoff_time much below the greylisting "
+    "delay. Nothing to fix unless delays matter; then ask the destination to allowlist you.",
+    "rate-limiting": "Destinations throttle us for volume or reputation. Slow down per "
+    "destination: a dedicated transport with a low destination concurrency and "
+    "smtp_destination_rate_delay (postconf(5)); warm up new IPs gradually; check complaint "
+    "rates and follow the providers' sender guidelines "
+    "(https://support.google.com/mail/answer/81126, https://senders.yahooinc.com/best-practices/).",
+}
+_RECIPIENT_TITLE: Final = {
+    "userunknown": "Unknown recipients: {count} ({rate_pct} of recipients)",
+    "mailboxfull": "Mailbox full: {count} recipient(s) ({rate_pct} of recipients)",
+}
+_RECIPIENT_REMEDY: Final = {
+    "userunknown": "These addresses do not exist (hard bounces). Suppress them (never send "
+    "again), confirm sign-ups (double opt-in) and prune old lists: a user-unknown rate above "
+    "a few percent harms sending reputation with large mailbox providers.",
+    "mailboxfull": "Full mailboxes are soft failures: retry later, and suppress an address only "
+    "after it has stayed full for days (an abandoned mailbox).",
+}
+
+
+def _keyed(table: Mapping[str, str]) -> Callable[[Row], str]:
+    return lambda row: _fmt(table.get(str(row["subject"]), ""), row)
+
+
+def _recipient_title(row: Row) -> str:
+    r = dict(row)
+    r["rate_pct"] = f"{float(row.get('rate') or 0.0):.1%}"
+    return _fmt(_RECIPIENT_TITLE.get(str(row["subject"]), "{subject}: {count}"), r)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _KeyedDetector:
+    """A query whose rows are kinds of one problem, each with its own title and remedy."""
+
+    id: str
+    titles: Mapping[str, str] | Callable[[Row], str]
+    remedies: Mapping[str, str]
+    severity: Callable[[Row, Thresholds], Severity | None]
+
+    def detect(self, ctx: Context) -> list[Finding]:
+        out: list[Finding] = []
+        for row in run_query(ctx, self.id.replace("-", "_")):
+            sev = self.severity(row, ctx.thresholds)
+            if sev is None:
+                continue
+            title = (
+                self.titles(row)
+                if callable(self.titles)
+                else _fmt(self.titles.get(str(row["subject"]), "{subject}"), row)
+            )
+            out.append(
+                Finding(
+                    id=f"{self.id}:{row['subject']}",
+                    problem=self.id,
+                    title=title,
+                    severity=sev,
+                    evidence=evidence_of(row),
+                    remedy=_keyed(self.remedies)(row),
+                )
+            )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Our own reverse DNS: remote refusals plus forward-confirmed reverse DNS from pipeline.dns
+
+
+def cache_only_client(store: Store, clock: Callable[[], datetime]) -> DnsClient:
+    """A DnsClient that answers from the store's DNS cache and sends nothing: its resolver has
+    no nameservers, so a cache miss is a failed lookup, never a query to anyone."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = []
+    return DnsClient(resolver, clock=clock, cache=DnsCache(store))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnReverseDnsDetector:
+    id: str = "own-reverse-dns"
+
+    def _fcrdns(self, ctx: Context, ip: str) -> FcrdnsResult | None:
+        if ctx.dns is not None:
+            return check_fcrdns(ctx.dns, ip)
+        reverse = dns.reversename.from_address(ip).to_text(omit_final_dot=True).lower()
+        if DnsCache(ctx.store).get(reverse, "PTR", ctx.clock()) is None:
+            return None  # never checked (or expired): say nothing rather than guess
+        return check_fcrdns(cache_only_client(ctx.store, ctx.clock), ip)
+
+    def detect(self, ctx: Context) -> list[Finding]:
+        refusals = run_query(ctx, "requireptr")
+        ips = sorted(
+            {str(r["ip"]) for r in run_query(ctx, "our_addresses")} | set(ctx.our_ips),
+            key=lambda s: (ipaddress.ip_address(s).version, ipaddress.ip_address(s)),
+        )
+        results = [r for r in (self._fcrdns(ctx, ip) for ip in ips) if r is not None]
+        failed = [r for r in results if not r.confirmed]
+        if not refusals and not failed:
+            return []
+        row: dict[str, Any] = (
+            dict(refusals[0])
+            if refusals
+            else {
+                "subject": "reverse-dns",
+                "count": 0,
+                "first_seen": None,
+                "last_seen": None,
+                "examples": [],
+                "destinations": [],
+            }
+        )
+        row["our_addresses"] = ips
+        row["fcrdns"] = [
+            f"{r.ip}: {'ok' if r.confirmed else 'FAIL'} ({r.message})" for r in results
+        ]
+        unchecked = [ip for ip in ips if ip not in {r.ip for r in results}]
+        row["fcrdns_unchecked"] = unchecked
+        names = ", ".join(f.ip for f in failed) or ", ".join(ips) or "our sending IP"
+        remedy = (
+            f"Give {names} a PTR record naming this server's host name (set by whoever owns "
+            "the IP range: the ISP or hosting provider), and make that name resolve back to the "
+            "same IP (an A/AAAA record): forward-confirmed reverse DNS. Use the same name as "
+            "myhostname/smtp_helo_name (postconf(5)). Large providers refuse mail without it "
+            "(https://support.google.com/mail/answer/81126)."
+        )
+        if unchecked:
+            remedy += " Check with `mtalens dns fcrdns " + " ".join(unchecked) + "`."
+        n = int(refusals[0]["count"]) if refusals else 0
+        title = f"Our reverse DNS is missing or not forward-confirmed ({n} refusals)"
+        return [
+            Finding(
+                id=f"{self.id}:{'+'.join(f.ip for f in failed) or 'refusals'}",
+                problem=self.id,
+                title=title,
+                severity=Severity.CRITICAL,
+                evidence=evidence_of(row),
+                remedy=remedy,
+            )
+        ]
+
+
+# --------------------------------------------------------------------------------------------
+# The registry: one row per problem class, in the order a reader wants them.
+
+DETECTORS: Final[tuple[Detector, ...]] = (
+    SqlDetector(
+        id="relay-denied-outbound",
+        title="Relay host {subject} refuses to relay for us ({count} refusals)",
+        remedy="{subject} answers 'Relay access denied': it does not know us as a client. If it "
+        "is your provider's smarthost, authenticate to it (smtp_sasl_auth_enable = yes, "
+        "smtp_sasl_password_maps, smtp_tls_security_level = encrypt in postconf(5)) or use the "
+        "host name and port the provider documents; if relayhost points at the wrong host, fix "
+        "relayhost.",
+        severity=Severity.CRITICAL,
+    ),
+    SqlDetector(
+        id="mail-loop",
+        title="Mail for {subject} loops back to this server ({count})",
+        remedy="The MX of {subject} points at this server, but Postfix does not treat the domain "
+        "as its own. Add it to mydestination, virtual_mailbox_domains or virtual_alias_domains "
+        "(or relay_domains with a transport), or correct the MX record. Behind NAT or a "
+        "load balancer, list the public address in proxy_interfaces (postconf(5)).",
+        severity=Severity.CRITICAL,
+    ),
+    SqlDetector(
+        id="relay-denied-inbound",
+        title="Relay attempts refused: {count} from {clients} client(s)",
+        remedy="The server correctly refuses to relay for unknown clients (reject_unauth_"
+        "destination). If some of these are your own users or devices, they must authenticate "
+        "on the submission port 587 or be listed in mynetworks; otherwise these are open-relay "
+        "probes: nothing to fix, but postscreen(8) or fail2ban can keep them out.",
+        severity=Severity.NOTICE,
+    ),
+    SqlDetector(
+        id="auth-bruteforce",
+        title="SASL password guessing from {subject}: {count} failures, {usernames} user names",
+        remedy="Block {subject} (fail2ban's postfix-sasl jail, or check_client_access in "
+        "smtpd_client_restrictions), limit attempts (smtpd_client_auth_rate_limit, anvil(8)), "
+        "offer AUTH only on the submission ports (smtpd_sasl_auth_enable = yes in master.cf for "
+        "submission/smtps, not in main.cf), and check the targeted accounts for weak passwords.",
+        severity=Severity.CRITICAL,
+    ),
+    SqlDetector(
+        id="auth-without-tls",
+        title="AUTH without TLS from {subject} ({count} sessions, {successful_logins} logins)",
+        remedy="Passwords were sent in clear text. Set smtpd_tls_auth_only = yes (postconf(5)) so "
+        "AUTH is offered only after STARTTLS, and have clients use port 587 with STARTTLS or "
+        "port 465 with implicit TLS (RFC 8314). Change the passwords used in these sessions.",
+        severity=_auth_tls_severity,
+    ),
+    SqlDetector(
+        id="port25-blocked",
+        title="Outbound port 25 looks blocked: connections to {n_destinations} destinations fail",
+        remedy="Connections to port 25 of many unrelated destinations time out or are refused "
+        "while nothing else is wrong with them: the network provider filters outbound port 25 "
+        "(common on residential lines and cloud hosts). Ask the provider to open it, or relay "
+        "through a smarthost on the submission port: relayhost = [smtp.provider.example]:587 "
+        "with smtp_sasl_auth_enable = yes, smtp_sasl_password_maps and "
+        "smtp_tls_security_level = encrypt (postconf(5), RFC 6409).",
+        severity=_port25_severity,
+    ),
+    _KeyedDetector(
+        id="dns-failures", titles=_DNS_TITLE, remedies=_DNS_REMEDY, severity=_dns_severity
+    ),
+    OwnReverseDnsDetector(),
+    SqlDetector(
+        id="blocklisted",
+        title="Blocklisted by {subject}: {count} refusals from {n_destinations} destination(s)",
+        remedy=_blocklist_remedy,
+        severity=Severity.CRITICAL,
+    ),
+    SqlDetector(
+        id="sender-authentication",
+        title="{subject} rejections by {n_destinations} destination(s) ({count})",
+        remedy=_auth_remedy,
+        severity=Severity.CRITICAL,
+    ),
+    SqlDetector(
+        id="tls-outbound",
+        title="TLS to {subject} fails ({count}): {error}",
+        remedy="For 'TLS is required, but was not offered': a policy (smtp_tls_security_level = "
+        "encrypt, or smtp_tls_policy_maps) demands TLS that {subject} does not offer; relax the "
+        "policy for that destination or ask its operator to enable STARTTLS. For handshake "
+        "failures: the two sides share no protocol version or cipher (see the TLS library "
+        "errors); check smtp_tls_protocols and smtp_tls_mandatory_protocols (TLS_README).",
+        severity=Severity.WARNING,
+    ),
+    SqlDetector(
+        id="tls-inbound",
+        title="Inbound TLS handshakes failing ({count} log lines)",
+        remedy="Clients fail the TLS handshake with this server: usually old clients (TLS 1.0 "
+        "only) or scanners. If real correspondents are among the clients, compare "
+        "smtpd_tls_protocols with what they support; otherwise nothing to do.",
+        severity=Severity.NOTICE,
+    ),
+    _KeyedDetector(
+        id="throttling",
+        titles=_THROTTLE_TITLE,
+        remedies=_THROTTLE_REMEDY,
+        severity=_throttle_severity,
+    ),
+    _KeyedDetector(
+        id="recipient-failures",
+        titles=_recipient_title,
+        remedies=_RECIPIENT_REMEDY,
+        severity=_recipient_severity,
+    ),
+    SqlDetector(
+        id="delay-growth",
+        title="Queue delay grew in stage {subject}: p90 {earlier_p90_s}s -> {recent_p90_s}s",
+        remedy=_delay_remedy,
+        severity=Severity.WARNING,
+    ),
+)
+
+
+def diagnose(ctx: Context, *, detectors: Sequence[Detector] = DETECTORS) -> list[Finding]:
+    """All findings for the context's range, the most severe first."""
+    found: list[Finding] = []
+    for det in detectors:
+        found.extend(det.detect(ctx))
+    order = {d.id: i for i, d in enumerate(detectors)}
+    found.sort(key=lambda f: (f.severity.rank, order.get(f.problem, 0), -f.evidence.count, f.id))
+    return found
+
+
+def _printable(s: str) -> str:
+    # terminals: log text must not move the cursor or change colours
+    return "".join(c if c.isprintable() else "?" for c in s)
+
+
+def render_text(findings: Sequence[Finding], *, examples: int = 2) -> str:
+    """Findings for a terminal: title, evidence, remedy."""
+    if not findings:
+        return "No problems found in this time range.\n"
+    out: list[str] = []
+    for f in findings:
+        ev = f.evidence
+        out.append(f"[{f.severity.upper()}] {_printable(f.title)}  ({f.id})")
+        span = ""
+        if ev.first_seen and ev.last_seen:
+            span = f", {ev.first_seen:%Y-%m-%d %H:%M} .. {ev.last_seen:%Y-%m-%d %H:%M} UTC"
+        out.append(f"  evidence: {ev.count} event(s){span}")
+        if ev.destinations:
+            more = f" (+{len(ev.destinations) - 8} more)" if len(ev.destinations) > 8 else ""
+            out.append(f"  destinations: {_printable(', '.join(ev.destinations[:8]))}{more}")
+        for k, v in ev.facts:
+            if v is None or v == ():
+                continue
+            shown = ", ".join(v) if isinstance(v, tuple) else str(v)
+            out.append(f"  {k.replace('_', ' ')}: {_printable(shown)}")
+        for ex in ev.examples[:examples]:
+            out.append(f"  e.g. {_printable(ex)}")
+        out.append(f"  remedy: {_printable(f.remedy)}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,231 @@
+"""What the notebooks in ``notebooks/`` call: the store as polars frames, and matplotlib plots.
+
+The notebooks hold no logic: every query here is a named query shared with the CLI and the HTML
+report (``pipeline/queries/*.sql``), and every plot takes a frame and returns its Axes.
+The store is opened read-only, so a notebook never writes.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from pipeline import reports
+from pipeline.diagnose import Context, diagnose, run_query
+from pipeline.store import Store
+from pipeline.timerange import EPOCH, FAR_FUTURE
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+
+def open_store(db: str | os.PathLike[str] | None = None) -> Store:
+    """``db``, else ``$MTALENS_DB``, else ``./mtalens.duckdb``; read-only."""
+    return Store.open(db, read_only=True)
+
+
+def _ctx(store: Store, since: datetime | None, until: datetime | None) -> Context:
+    return Context(store=store, since=since or EPOCH, until=until or FAR_FUTURE)
+
+
+def _frame(rows: list[Any]) -> pl.DataFrame:
+    return pl.DataFrame([dict(r) for r in rows]) if rows else pl.DataFrame()
+
+
+def _table_frame(t: reports.Table) -> pl.DataFrame:
+    return pl.DataFrame(t.records()) if t.rows else pl.DataFrame(schema=t.columns)
+
+
+def totals(
+    store: Store, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """The `report` totals section: received, delivered, deferred, bounced, rejected..."""
+    [t] = reports.report(
+        store, since=since or EPOCH, until=until or FAR_FUTURE, sections=("totals",)
+    )
+    return _table_frame(t)
+
+
+def outcomes_by_hour(
+    store: Store, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    return _frame(run_query(_ctx(store, since, until), "outcomes_by_hour"))
+
+
+def bounce_reasons_by_destination(
+    store: Store, top: int = 10, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    return _frame(
+        run_query(_ctx(store, since, until), "bounce_reasons_by_destination", {"top": top})
+    )
+
+
+def delay_stages(
+    store: Store, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """p50/p90/max of the four Postfix delay stages of successful deliveries."""
+    return _frame(run_query(_ctx(store, since, until), "delay_stages"))
+
+
+def delays_by(
+    store: Store, by: str = "hour", since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """`mtalens stats delays --by BY`: count and percentiles of total delay and each stage."""
+    t = reports.delay_stats(store, by=by, since=since or EPOCH, until=until or FAR_FUTURE, top=1000)
+    return _table_frame(t)
+
+
+def findings(
+    store: Store, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """`mtalens diagnose` as a frame: one row per finding."""
+    rows = [
+        {
+            "severity": str(f.severity),
+            "id": f.id,
+            "title": f.title,
+            "count": f.evidence.count,
+            "first_seen": f.evidence.first_seen,
+            "last_seen": f.evidence.last_seen,
+            "destinations": ", ".join(f.evidence.destinations),
+            "remedy": f.remedy,
+        }
+        for f in diagnose(_ctx(store, since, until))
+    ]
+    return pl.DataFrame(rows) if rows else pl.DataFrame()
+
+
+def bounces(store: Store) -> pl.DataFrame:
+    """The ``bounces`` view (failed recipients from DSNs), newest first."""
+    return pl.from_arrow(  # type: ignore[return-value]
+        store.con.sql("SELECT * FROM bounces ORDER BY report_date DESC NULLS LAST").to_arrow_table()
+    )
+
+
+def complaints(store: Store) -> pl.DataFrame:
+    return pl.from_arrow(  # type: ignore[return-value]
+        store.con.sql(
+            "SELECT * FROM complaints ORDER BY report_date DESC NULLS LAST"
+        ).to_arrow_table()
+    )
+
+
+def bounces_by_reason(store: Store) -> pl.DataFrame:
+    frame = bounces(store)
+    if frame.is_empty():
+        return pl.DataFrame(schema={"reason": pl.Utf8, "count": pl.UInt32})
+    return (
+        frame.with_columns(pl.col("reason").fill_null("unclassified"))
+        .group_by("reason")
+        .len("count")
+        .sort(["count", "reason"], descending=[True, False])
+    )
+
+
+def suppressions(store: Store, now: datetime) -> pl.DataFrame:
+    """Suppressed addresses under the default policy (pipeline/suppressions.py)."""
+    from pipeline.config import SuppressionsConfig
+    from pipeline.suppressions import decisions_frame
+
+    return decisions_frame(store, SuppressionsConfig(), now=now)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (matplotlib is imported only when plotting)
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    import matplotlib.pyplot as plt
+
+    _, new = plt.subplots(figsize=(10, 4))
+    return new
+
+
+def plot_outcomes(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """Stacked bars of delivery attempts per hour by status."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No deliveries")
+        return ax
+    hours = [h.strftime("%m-%d %H:00") for h in frame["hour"]]
+    bottom = [0] * len(hours)
+    for status, colour in (("sent", "#2da44e"), ("deferred", "#d4a72c"), ("bounced", "#cf222e")):
+        values = frame[status].to_list()
+        ax.bar(hours, values, bottom=bottom, label=status, color=colour)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel("delivery attempts")
+    ax.set_title("Delivery outcomes per hour")
+    ax.tick_params(axis="x", labelrotation=60)
+    ax.legend()
+    return ax
+
+
+def plot_reasons(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """Horizontal stacked bars: failed recipients per destination and reason."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No failed recipients")
+        return ax
+    wide = frame.pivot(on="reason", index="destination", values="count").fill_null(0)
+    dests = wide["destination"].to_list()
+    left = [0] * len(dests)
+    for reason in [c for c in wide.columns if c != "destination"]:
+        values = wide[reason].to_list()
+        ax.barh(dests, values, left=left, label=reason)
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.set_xlabel("failed recipients")
+    ax.set_title("Bounce and deferral reasons by destination")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_delay_stages(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """p50 and p90 per delay stage (seconds)."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No delays")
+        return ax
+    stages = frame["stage"].to_list()
+    xs = list(range(len(stages)))
+    ax.bar([x - 0.2 for x in xs], frame["p50"].to_list(), width=0.4, label="p50")
+    ax.bar([x + 0.2 for x in xs], frame["p90"].to_list(), width=0.4, label="p90")
+    ax.set_xticks(xs, stages)
+    ax.set_ylabel("seconds")
+    ax.set_title("Delay by stage (before queue, in queue, connect, transmit)")
+    ax.legend()
+    return ax
+
+
+def plot_delay_percentiles_by_hour(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """p50/p90/p99 of the total delay per hour (from `delays_by(store, "hour")`)."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No delays")
+        return ax
+    hours = [h.strftime("%m-%d %H:00") for h in frame["key"]]
+    for col in ("delay_p50", "delay_p90", "delay_p99"):
+        ax.plot(hours, frame[col].to_list(), marker="o", label=col.removeprefix("delay_"))
+    ax.set_ylabel("seconds")
+    ax.set_title("Total delay percentiles per hour")
+    ax.tick_params(axis="x", labelrotation=60)
+    ax.legend()
+    return ax
+
+
+def plot_counts(
+    frame: pl.DataFrame, label: str, value: str = "count", ax: Axes | None = None
+) -> Axes:
+    """Horizontal bars of one count column by one label column."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title(f"No {label}")
+        return ax
+    ax.barh([str(x) for x in frame[label]], frame[value].to_list())
+    ax.set_xlabel(value)
+    ax.set_title(f"{value} by {label}")
+    return ax
