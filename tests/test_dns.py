@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from lab.dns_server import NsdServer
+from tests.lab.dns_server import NsdServer
 from typer.testing import CliRunner
 
 from pipeline.cli import app
