@@ -1,0 +1,152 @@
+"""The ``mtalens.toml`` loader.
+
+The file is optional: every setting has its default here, in code. Each ``[section]`` maps onto
+one frozen dataclass (``SuppressionsConfig`` for ``[suppressions]``); to add a section, add a
+dataclass and one field of ``Config``. Unknown sections or keys and values of the wrong type are
+refused at start-up (fail fast), with the file and key named.
+
+Lookup order: ``--config PATH``, then ``$MTALENS_CONFIG``, then ``./mtalens.toml`` if it exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+DEFAULT_CONFIG: Final = "mtalens.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or says something we do not understand."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuppressionsConfig:
+    """``[suppressions]``: the policy parameters (pipeline/suppressions.py explains the policy).
+
+    Soft failures: 3 failing UTC days within 30 days, with no delivery in between, suppress for
+    30 days. One bad day (a full mailbox over a weekend, a burst of retries) is not enough;
+    three separate days in a month is a mailbox that stays broken beyond Postfix's own 5-day
+    queue lifetime (postconf(5) maximal_queue_lifetime), the "third soft bounce" rule that list
+    software uses (GNU Mailman counts bounces once per day; Keila marks a contact unreachable at
+    its third soft bounce). The suppression then lapses so that a mailbox that recovered
+    (emptied, re-enabled) is tried again; one more failing day soon re-suppresses it.
+    Hard failures and complaints are permanent unless removed (``hard_expiry_days = 0``), as in
+    Amazon SES's account-level suppression list.
+    """
+
+    soft_threshold: int = 3
+    soft_window_days: int = 30
+    soft_expiry_days: int = 30
+    hard_expiry_days: int = 0  # 0: never
+    # pipeline/classify.py HARD_REASONS plus notaccept; only permanent (5xx) failures count
+    hard_reasons: tuple[str, ...] = ("userunknown", "hostunknown", "hasmoved", "notaccept")
+    # About the sender, the message or our own setup, not the recipient's address: the issue's
+    # list, plus the envelope sender refused (rejected), relaying refused (norelaying) and the
+    # message's own size or content (mesgtoobig, exceedlimit, contenterror, virusdetected,
+    # notcompliantrfc), TLS policy (securityerror, failedstarttls).
+    sender_side_reasons: tuple[str, ...] = (
+        "blocked", "badreputation", "authfailure", "requireptr", "spamdetected",
+        "policyviolation", "toomanyconn", "speeding", "rejected", "norelaying",
+        "mesgtoobig", "exceedlimit", "contenterror", "virusdetected", "notcompliantrfc",
+        "securityerror", "failedstarttls",
+    )  # fmt: skip
+    # networkerror on our side: local socket errors (ENETUNREACH, EADDRNOTAVAIL, EAFNOSUPPORT
+    # texts of strerror(3)), as Postfix's smtp(8) logs them after "connect to HOST:"
+    local_network_phrases: tuple[str, ...] = (
+        "network is unreachable",
+        "cannot assign requested address",
+        "address family not supported",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("soft_threshold", "soft_window_days", "soft_expiry_days"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"[suppressions] {name} must be at least 1")
+        if self.hard_expiry_days < 0:
+            raise ConfigError("[suppressions] hard_expiry_days must be 0 (never) or more")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: Path | None = None
+    suppressions: SuppressionsConfig = field(default_factory=SuppressionsConfig)
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None) -> Path | None:
+    if path:
+        return Path(path)
+    env = os.environ.get("MTALENS_CONFIG")
+    if env:
+        return Path(env)
+    default = Path(DEFAULT_CONFIG)
+    return default if default.exists() else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the file (if any) over the defaults; raises ConfigError naming the bad key."""
+    resolved = resolve_config_path(path)
+    if resolved is None:
+        return Config()
+    try:
+        data = tomllib.loads(resolved.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{resolved}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{resolved}: not valid TOML: {exc}") from exc
+    return config_from_mapping(data, source=str(resolved), path=resolved)
+
+
+def config_from_mapping(
+    data: Mapping[str, Any], *, source: str = "config", path: Path | None = None
+) -> Config:
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    for name, table in data.items():
+        if name == "path" or name not in hints:
+            raise ConfigError(f"{source}: unknown section [{name}]")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        sections[name] = _build(hints[name], table, f"{source}: [{name}]")
+    return Config(path=path, **sections)
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise ConfigError(f"{where} unknown key {key!r} (known: {known})")
+        kwargs[key] = _coerce(hints[key], value, f"{where} {key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list")
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where} has the wrong type")
+    if hint is type(None):
+        if value is not None:
+            raise ConfigError(f"{where} must be empty")
+        return None
+    # bool is an int in Python: refuse `true` where a number is meant
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {hint.__name__}, not {type(value).__name__}")
+    return value
