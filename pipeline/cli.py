@@ -14,7 +14,10 @@ import typer
 
 from pipeline import reports
 from pipeline.commands.bounces import bounces_app
+from pipeline.commands.diagnose import diagnose
 from pipeline.commands.dns import dns_app
+from pipeline.commands.suppressions import suppressions_app
+from pipeline.commands.watch import watch
 from pipeline.ingest import IngestError, LogIngestor, expand_paths
 from pipeline.render import Format, render_tables
 from pipeline.reports import REPORT_SECTIONS
@@ -30,6 +33,9 @@ app = typer.Typer(
 )
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(dns_app, name="dns")
+app.command("diagnose")(diagnose)
+app.add_typer(suppressions_app, name="suppressions")
+app.command()(watch)
 
 DbOption = Annotated[
     str | None,

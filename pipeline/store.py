@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +58,20 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A read-only open waits out the short write windows of `mtalens watch` (it holds the file
+    only while it commits, see pipeline/watch.py): retry on a lock conflict for up to
+    ``$MTALENS_LOCK_WAIT`` seconds (default 10)."""
+    deadline = time.monotonic() + (float(os.environ.get("MTALENS_LOCK_WAIT", "10")) if read_only else 0)
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Store:
     """One DuckDB connection plus the project's conventions around it."""
 
@@ -73,7 +88,7 @@ class Store:
         if not read_only and path.parent and not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist")
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = _connect(path, read_only=read_only)
         except duckdb.IOException as exc:
             first = str(exc).splitlines()[0]
             if "lock" in first.lower():

@@ -2,5 +2,5 @@
 
 ``fake_mx.FakeMX`` answers by recipient local part; ``postfix_lab.PostfixLab`` runs Debian's
 Postfix with its own config, queue, log file and Maildir under a temp directory. Tests import
-them as ``from lab.postfix_lab import PostfixLab`` (pytest puts ``tests/`` on ``sys.path``).
+them as ``from tests.lab.postfix_lab import PostfixLab``.
 """

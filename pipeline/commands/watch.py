@@ -1,0 +1,72 @@
+"""`mtalens watch`: the tailing daemon (thin; see pipeline/watch.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.store import StoreError
+from pipeline.watch import build_watcher, setup_json_logging
+from pipeline.watch_config import WatchConfigError
+
+
+def watch(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", envvar="MTALENS_DB", help="DuckDB store file [default: ./mtalens.duckdb]"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="mtalens.toml with [watch] and [alerts].")
+    ] = None,
+    log: Annotated[
+        list[str] | None, typer.Option("--log", help="Log file or glob (repeatable).")
+    ] = None,
+    maildir: Annotated[
+        list[str] | None, typer.Option("--maildir", help="Bounce Maildir (repeatable).")
+    ] = None,
+    mbox: Annotated[
+        list[str] | None, typer.Option("--mbox", help="Bounce mbox (repeatable).")
+    ] = None,
+    poll: Annotated[
+        bool | None, typer.Option("--poll/--inotify", help="Poll instead of inotify.")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option("--poll-interval", help="Seconds between checks [1].")
+    ] = None,
+    commit_interval: Annotated[
+        float | None, typer.Option("--commit-interval", help="Seconds between write windows [1].")
+    ] = None,
+    drain_grace: Annotated[
+        float | None,
+        typer.Option("--drain-grace", help="Seconds to keep reading a rotated file [5]."),
+    ] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--timezone", help="IANA zone of timestamps without offset.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option("--metrics-host", help="Metrics bind address [127.0.0.1].")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Tail logs and bounce mailboxes into the store; readers can query while it runs."""
+    setup_json_logging(logging.DEBUG if verbose else logging.INFO)
+    try:
+        watcher = build_watcher(
+            config, db=db, logs=log, maildirs=maildir, mboxes=mbox, poll=poll,
+            poll_interval=poll_interval, commit_interval=commit_interval,
+            drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )  # fmt: skip
+        watcher.run(once=once)
+    except (WatchConfigError, ValueError, StoreError, OSError) as exc:
+        typer.echo(f"mtalens: {exc}", err=True)
+        raise typer.Exit(2) from exc

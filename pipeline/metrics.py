@@ -1,0 +1,273 @@
+"""Prometheus metrics of `mtalens watch`, in the text exposition format (version 0.0.4,
+https://prometheus.io/docs/instrumenting/exposition_formats/), served by the standard library's
+``http.server`` on 127.0.0.1 unless configured otherwise.
+
+Names follow the widely used postfix_exporter (https://github.com/kumina/postfix_exporter, its
+README and metric list) where it has an equivalent, so existing dashboards keep working:
+
+- ``postfix_smtp_delivery_delay_seconds{stage}`` / ``postfix_lmtp_delivery_delay_seconds{stage}``:
+  histograms of the four ``delays=a/b/c/d`` stages (``before_queue_manager``, ``queue_manager``,
+  ``connection_setup``, ``transmission``; postconf(5) ``delay_logging_resolution_limit``).
+- ``postfix_smtp_messages_processed_total{status}``, ``postfix_smtp_deferred_messages_total``,
+  plus ``..._deferred_messages_by_dsn_total{dsn}`` / ``..._bounced_messages_by_dsn_total{dsn}``.
+- ``postfix_smtpd_messages_rejected_total{code}``, ``postfix_smtpd_sasl_authentication_failures_total``.
+
+mtalens' own are ``mtalens_*``: lines read / stored / ignored / quarantined by source (the
+configured path or glob, never a rotated file name), bounces by reason and category, lag.
+No label ever holds an address, a client IP or a queue id: cardinality stays bounded.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+# kumina/postfix_exporter uses prometheus.ExponentialBuckets(1e-3, 2, 20) for delays; the same
+# shape here (1 ms .. ~9 days is too wide for a text page; 1 ms .. ~524 s covers delivery stages).
+DELAY_BUCKETS: Final = tuple(1e-3 * 2**i for i in range(20))
+LAG_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+DELAY_STAGES: Final = (
+    ("delay_before_queue", "before_queue_manager"),
+    ("delay_in_queue", "queue_manager"),
+    ("delay_connect", "connection_setup"),
+    ("delay_transmit", "transmission"),
+)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _escape(value: str) -> str:
+    # exposition format: backslash, double quote and newline are escaped in label values
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _fmt_labels(labels: Labels, extra: tuple[tuple[str, str], ...] = ()) -> str:
+    items = labels + extra
+    if not items:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in items) + "}"
+
+
+def _fmt_value(v: float) -> str:
+    if v == float("inf"):
+        return "+Inf"
+    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+
+
+@dataclass(slots=True)
+class _Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, v: float) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.buckets)
+        for i, b in enumerate(self.buckets):
+            if v <= b:
+                self.counts[i] += 1
+                break
+        self.total += v
+        self.n += 1
+
+
+@dataclass(slots=True)
+class _Family:
+    name: str
+    kind: str  # counter | gauge | histogram
+    help: str
+    buckets: tuple[float, ...] = ()
+    values: dict[Labels, float] = field(default_factory=dict)
+    hists: dict[Labels, _Histogram] = field(default_factory=dict)
+
+
+class Metrics:
+    """A small thread-safe registry: the daemon writes, the HTTP thread renders."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._families: dict[str, _Family] = {}
+        self.started = time.time()
+
+    def _family(self, name: str, kind: str, help: str, buckets: tuple[float, ...] = ()) -> _Family:
+        fam = self._families.get(name)
+        if fam is None:
+            fam = self._families[name] = _Family(name, kind, help, buckets)
+        return fam
+
+    def inc(self, name: str, help: str, value: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            fam = self._family(name, "counter", help)
+            fam.values[key] = fam.values.get(key, 0.0) + value
+
+    def set(self, name: str, help: str, value: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._family(name, "gauge", help).values[key] = value
+
+    def observe(
+        self, name: str, help: str, value: float, buckets: tuple[float, ...], **labels: str
+    ) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            fam = self._family(name, "histogram", help, buckets)
+            h = fam.hists.get(key)
+            if h is None:
+                h = fam.hists[key] = _Histogram(fam.buckets)
+            h.observe(value)
+
+    def value(self, name: str, **labels: str) -> float:
+        """A counter's or gauge's current value (0 if never set); for tests and alerts."""
+        with self._lock:
+            fam = self._families.get(name)
+            return 0.0 if fam is None else fam.values.get(tuple(sorted(labels.items())), 0.0)
+
+    def render(self) -> str:
+        self._process_metrics()
+        out: list[str] = []
+        with self._lock:
+            for fam in sorted(self._families.values(), key=lambda f: f.name):
+                out.append(f"# HELP {fam.name} {fam.help}")
+                out.append(f"# TYPE {fam.name} {fam.kind}")
+                for labels, v in sorted(fam.values.items()):
+                    out.append(f"{fam.name}{_fmt_labels(labels)} {_fmt_value(v)}")
+                for labels, h in sorted(fam.hists.items()):
+                    running = 0
+                    for b, c in zip(fam.buckets, h.counts or [0] * len(fam.buckets), strict=True):
+                        running += c
+                        le = _fmt_labels(labels, (("le", _fmt_value(b)),))
+                        out.append(f"{fam.name}_bucket{le} {running}")
+                    inf = _fmt_labels(labels, (("le", "+Inf"),))
+                    out.append(f"{fam.name}_bucket{inf} {h.n}")
+                    out.append(f"{fam.name}_sum{_fmt_labels(labels)} {_fmt_value(h.total)}")
+                    out.append(f"{fam.name}_count{_fmt_labels(labels)} {h.n}")
+        return "\n".join(out) + "\n"
+
+    def _process_metrics(self) -> None:
+        # The standard process_* names (Prometheus client library guidelines); Linux ru_maxrss is KiB.
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.set(
+            "process_cpu_seconds_total", "User and system CPU time.", ru.ru_utime + ru.ru_stime
+        )
+        self.set(
+            "process_max_resident_memory_bytes", "Peak resident set size.", ru.ru_maxrss * 1024
+        )
+        rss = _current_rss()
+        if rss is not None:
+            self.set("process_resident_memory_bytes", "Resident set size.", rss)
+        self.set("process_start_time_seconds", "Start time (Unix seconds).", self.started)
+
+    # -- what the daemon feeds in -----------------------------------------------------------------
+
+    def record_deliveries(self, rows: Iterable[dict[str, Any]]) -> None:
+        for d in rows:
+            service = str(d.get("service") or "")
+            status = str(d.get("status") or "")
+            self.inc("mtalens_deliveries_total", "Delivery attempts by agent and status.",
+                     service=service, status=status)  # fmt: skip
+            if service in ("smtp", "lmtp"):
+                self.inc(f"postfix_{service}_messages_processed_total",
+                         f"Messages processed by the {service} client, by status.", status=status)  # fmt: skip
+                for col, stage in DELAY_STAGES:
+                    v = d.get(col)
+                    if v is not None:
+                        self.observe(f"postfix_{service}_delivery_delay_seconds",
+                                     f"{service} delivery delay by stage (delays=a/b/c/d).",
+                                     float(v), DELAY_BUCKETS, stage=stage)  # fmt: skip
+            dsn = str(d.get("dsn") or "")
+            if service == "smtp" and status == "deferred":
+                self.inc("postfix_smtp_deferred_messages_total", "Deferred deliveries.")
+                self.inc("postfix_smtp_deferred_messages_by_dsn_total",
+                         "Deferred deliveries by enhanced status code.", dsn=dsn)  # fmt: skip
+            if service == "smtp" and status == "bounced":
+                self.inc("postfix_smtp_bounced_messages_by_dsn_total",
+                         "Bounced deliveries by enhanced status code.", dsn=dsn)  # fmt: skip
+            if status == "bounced":
+                self.record_bounce("log", d.get("reason"), d.get("category"))
+
+    def record_bounce(self, source: str, reason: Any, category: Any) -> None:
+        self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",
+                 origin=source, reason=str(reason or "unclassified"),
+                 category=str(category or "unclassified"))  # fmt: skip
+
+    def record_rejections(self, rows: Iterable[dict[str, Any]]) -> None:
+        for r in rows:
+            if r.get("service") == "smtpd" and r.get("action") == "reject":
+                code = "" if r.get("reply_code") is None else str(r["reply_code"])
+                self.inc("postfix_smtpd_messages_rejected_total",
+                         "Messages rejected by smtpd, by reply code.", code=code)  # fmt: skip
+
+    def record_auth_failures(self, n: int) -> None:
+        if n:
+            self.inc("postfix_smtpd_sasl_authentication_failures_total",
+                     "SASL authentication failures.", float(n))  # fmt: skip
+
+    def record_lines(self, source: str, read: int, stored: int,
+                     ignored: dict[str, int], quarantined: dict[str, int]) -> None:  # fmt: skip
+        help_ = "Log lines by source (configured path) and outcome."
+        self.inc("mtalens_lines_total", help_, read, source=source, outcome="read")
+        self.inc("mtalens_lines_total", help_, stored, source=source, outcome="stored")
+        self.inc(
+            "mtalens_lines_total", help_, sum(ignored.values()), source=source, outcome="ignored"
+        )
+        self.inc("mtalens_lines_total", help_, sum(quarantined.values()), source=source,
+                 outcome="quarantined")  # fmt: skip
+        for reason, n in quarantined.items():
+            self.inc("mtalens_quarantined_lines_total", "Quarantined lines by reason.", n,
+                     source=source, reason=reason)  # fmt: skip
+        for rule, n in ignored.items():
+            self.inc("mtalens_ignored_lines_total", "Ignored lines by rule.", n,
+                     source=source, rule=rule)  # fmt: skip
+
+
+def _current_rss() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize()
+
+
+class MetricsServer:
+    """``GET /metrics`` on a daemon thread; ``port=0`` picks a free port (see ``.port``)."""
+
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9154) -> None:
+        registry = metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = registry.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # scrapes every few seconds would flood the daemon's log
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.host = host
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="mtalens-metrics")  # fmt: skip
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,682 @@
+"""`mtalens watch`: tail Postfix logs and bounce mailboxes into the store, exactly once.
+
+Tailing (STYLE.md section 5). Files are tracked by (device, inode), not by name; watchdog
+(inotify) events only wake the loop, which then stats every source (and does so anyway every
+``poll_interval``). Per file, lines are read from its checkpoint to the last ``\\n``; a partial
+last line stays unread until its newline arrives. The checkpoint (device, inode, fingerprint of
+the first bytes, offset) is committed in the same transaction as the rows it covers
+(``pipeline.ingest``), so ``kill -9`` at any moment loses only an uncommitted batch, which is read
+again after the restart.
+
+- rename-and-create rotation: the name now points at a new inode; the old file (still open) is
+  drained for ``drain_grace`` seconds after it stops growing, then read to its end (a last line
+  without newline counts) and closed; the new file is read from 0.
+- copytruncate: same inode but smaller than the offset, or its first bytes changed. The lines
+  between the checkpoint and the truncation are in the copy (``mail.log.1``, ``mail.log-DATE``):
+  a sibling whose first bytes match the checkpoint is read from the checkpoint's offset first.
+- deleted / recreated: a deleted file is drained through its open descriptor, a recreated one is
+  a new inode.
+- restart: a rotated sibling whose first bytes match a checkpoint with unread bytes (rotated while
+  the daemon was down) is read before the live files.
+
+Mailboxes: Maildir ``new/`` messages are decoded and stored (``pipeline.bounces``), and only after
+that commit moved to ``cur/`` (maildir(5): ``cur/NAME:2,``). mbox files are read by offset
+(complete messages only: a message ends where the next ``From`` line starts, the last one once
+the file has been quiet for ``drain_grace``). Both rely on the bounce store's content-hash key
+for exactly-once: a message committed but not yet moved (or an mbox offset not yet saved) when
+the daemon died is read again and recognised as a duplicate.
+
+Readers while it runs (DuckDB: one read-write process or many read-only ones). The daemon holds
+the database file only during short *write windows*: it opens it read-write, commits what is new
+(one transaction per batch per source), closes it, and waits at least ``commit_interval`` before
+the next window. Between windows any process can open it read-only; ``Store.open(read_only=True)``
+retries on a lock conflict for ``$MTALENS_LOCK_WAIT`` seconds, so `mtalens query`/`report` just
+work. A reader that keeps the file open delays the next window (the daemon retries with back-off;
+nothing is lost, the bytes wait in the files): notebooks should open, query and close
+(``with Store.open(db, read_only=True) as s: ...``) rather than hold a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from glob import glob, has_magic
+from pathlib import Path
+from typing import IO, Any, Final
+from zoneinfo import ZoneInfo
+
+from parsers.syslog import SyslogClock
+from pipeline import bounces
+from pipeline.alerts import AlertEngine
+from pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
+from pipeline.ingest import FP_LEN, Checkpoint, LineCounts, LogIngestor, fingerprint, read_head
+from pipeline.mailbox import MailboxMessage, split_mbox
+from pipeline.metrics import LAG_BUCKETS, Metrics, MetricsServer
+from pipeline.store import Store, StoreError
+from pipeline.watch_config import WatchConfig, load_watch_config
+
+log = logging.getLogger("mtalens.watch")
+
+MAILDIR_BATCH: Final = 500  # messages per write window and Maildir
+MBOX_KEY_PREFIX: Final = "mbox:"
+# RFC 4155: a message starts with a "From " line at the start of the file or after a blank line
+_MBOX_SEPARATOR: Final = re.compile(rb"\n\r?\nFrom ")
+_RESERVED_LOG_KEYS: Final = frozenset(vars(logging.makeLogRecord({})))
+
+
+# --- structured logs -----------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus the record's ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in vars(record).items():
+            if k not in _RESERVED_LOG_KEYS and k not in out:
+                out[k] = v
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_json_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# --- tailing -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tail:
+    key: tuple[int, int]  # (device, inode)
+    path: Path  # last name seen
+    source: str  # the configured path or glob (metrics label)
+    fh: IO[bytes]
+    cp: Checkpoint | None = None
+    clock: SyslogClock | None = None
+    orphaned_at: float | None = None  # monotonic time it lost its name
+    last_size: int = -1
+    grew_at: float = 0.0
+
+
+def _rotated_siblings(path: Path) -> list[Path]:
+    """``mail.log.1``, ``mail.log.2.gz``, ``mail.log-20260301``: logrotate's names for ``path``."""
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    out = [
+        p
+        for p in entries
+        if p.name != path.name
+        and p.name.startswith((path.name + ".", path.name + "-"))
+        and p.is_file()
+    ]
+    return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def _expand(pattern: str) -> list[Path]:
+    if has_magic(pattern):
+        return [Path(p) for p in sorted(glob(pattern)) if os.path.isfile(p)]
+    return [Path(pattern)] if os.path.isfile(pattern) else []
+
+
+def _maildir_name(name: str) -> str:
+    # maildir(5): a message moved to cur/ gets the info suffix ":2," (no flags yet)
+    return name if ":2," in name else name + ":2,"
+
+
+@dataclass(slots=True)
+class WatchStats:
+    windows: int = 0
+    lines: int = 0
+    maildir_messages: int = 0
+    mbox_messages: int = 0
+    rotations: int = 0
+    truncations: int = 0
+    lock_waits: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Watcher:
+    """The daemon. ``run()`` in the main thread installs signal handlers; ``window()`` does one
+    write window and can be driven directly (tests, notebooks)."""
+
+    def __init__(
+        self,
+        config: WatchConfig,
+        *,
+        config_path: str | Path | None = None,
+        metrics: Metrics | None = None,
+        tz: tzinfo | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = metrics or Metrics()
+        self.tz = tz or _zone(config.timezone)
+        self.stats = WatchStats()
+        self.alerts = AlertEngine(config.rules, webhook=config.webhook)
+        self._wake = threading.Event()
+        self._stop = False
+        self._reload = False
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Forget everything in memory; the store's checkpoints say where to resume."""
+        self.ingestor: LogIngestor | None = None
+        self.tails: dict[tuple[int, int], _Tail] = {}
+        self._source_of_key: dict[str, str] = {}
+        self._started = False
+
+    # -- control --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def reload(self) -> None:
+        if self.config_path is None:
+            log.info("reload requested, no config file")
+            return
+        new = load_watch_config(self.config_path)
+        # the command line's sources stay if the file has none
+        self.config = new.with_overrides(
+            db=self.config.db if new.db is None else None,
+            logs=self.config.logs if not new.logs else None,
+            maildirs=self.config.maildirs if not new.maildirs else None,
+            mboxes=self.config.mboxes if not new.mboxes else None,
+        )
+        self.alerts = AlertEngine(self.config.rules, webhook=self.config.webhook)
+        log.info("config reloaded", extra={"logs": list(self.config.logs),
+                                           "rules": len(self.config.rules)})  # fmt: skip
+
+    # -- the write window -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _open_store(self) -> Iterator[Store]:
+        delay = 0.05
+        while True:
+            try:
+                store = Store.open(self.config.db)
+                break
+            except StoreError as exc:
+                if "locked" not in str(exc):
+                    raise
+                self.stats.lock_waits += 1
+                self.metrics.inc("mtalens_store_lock_waits_total",
+                                 "Write windows delayed by a reader holding the store.")  # fmt: skip
+                if self._stop and delay >= 2.0:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def window(self, *, final: bool = False) -> None:
+        """Open the store, commit everything new from every source, close the store."""
+        t0 = time.monotonic()
+        with self._open_store() as store:
+            try:
+                self._window(store, final=final)
+            except Exception:
+                # a failed commit leaves the correlator ahead of the store: start again from
+                # the checkpoints (nothing committed is read twice, nothing uncommitted lost)
+                self.stats.errors += 1
+                log.exception("write window failed; resuming from the checkpoints")
+                self._close_tails()
+                self._reset_state()
+                raise
+        self.stats.windows += 1
+        spent = time.monotonic() - t0
+        self.metrics.inc(
+            "mtalens_write_windows_total", "Write windows (store open, commit, close)."
+        )
+        self.metrics.observe("mtalens_write_window_seconds", "Time the store is held per window.",
+                             spent, LAG_BUCKETS)  # fmt: skip
+        self.metrics.set("mtalens_last_commit_timestamp_seconds", "When the last window closed.",
+                         time.time())  # fmt: skip
+
+    def _window(self, store: Store, *, final: bool) -> None:
+        if self.ingestor is None:
+            self.ingestor = LogIngestor(store, tz=self.tz, year=self.config.year)
+            self.ingestor.on_commit = self._on_commit
+        ing = self.ingestor
+        ing.store = store
+        if not self._started:
+            ing.load_open_messages()
+            self._drain_siblings_at_start(ing)
+            self._started = True
+        self._tail_logs(ing, final=final)
+        for md in self.config.maildirs:
+            self._maildir(store, Path(md))
+        for mb in self.config.mboxes:
+            self._mbox(store, Path(mb), final=final)
+        self.alerts.evaluate()
+
+    # -- logs -----------------------------------------------------------------------------------
+
+    def _drain_siblings_at_start(self, ing: LogIngestor) -> None:
+        """Rotated while we were down: finish the rotated files a checkpoint says are unread, and
+        read whole those that appeared after our last commit for that name (created and rotated
+        away while we were down). Files older than that are history: ``mtalens ingest`` them."""
+        names = {p for pattern in self.config.logs for p in _expand(pattern)}
+        for path in sorted(names):
+            sibs = [s for s in _rotated_siblings(path) if s not in names]
+            known = [str(path), *map(str, sibs)]
+            row = ing.store.con.execute(
+                "SELECT max(updated_at) FROM checkpoints WHERE path IN (SELECT unnest(?))", [known]
+            ).fetchone()
+            last = row[0].timestamp() if row and row[0] is not None else None
+            for sib in sibs:  # oldest first
+                try:
+                    head = read_head(sib)
+                    mtime = sib.stat().st_mtime
+                except OSError:
+                    continue
+                if not head:
+                    continue
+                cp = ing.find_checkpoint(head)
+                unread = cp is not None and cp.offset < _logical_size(sib)
+                missed = cp is None and last is not None and mtime > last
+                if unread or missed:
+                    log.info("reading rotated file left unfinished", extra={"path": str(sib),
+                             "offset": cp.offset if cp else 0})  # fmt: skip
+                    ing.ingest_file(sib)
+
+    def _tail_logs(self, ing: LogIngestor, *, final: bool) -> None:
+        now = time.monotonic()
+        seen: dict[tuple[int, int], tuple[Path, str]] = {}
+        for pattern in self.config.logs:
+            for path in _expand(pattern):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                seen.setdefault((st.st_dev, st.st_ino), (path, pattern))
+        # rotated-away files first: their lines were written before the new file's
+        for key, gone in list(self.tails.items()):
+            if key in seen:
+                continue
+            self._drain_orphan(ing, key, gone, now, final=final)
+        for key, (path, pattern) in seen.items():
+            tail = self.tails.get(key)
+            if tail is None:
+                try:
+                    fh = open(path, "rb")  # noqa: SIM115 - closed when the tail is dropped
+                except OSError as exc:
+                    log.warning("cannot open log", extra={"path": str(path), "error": str(exc)})
+                    continue
+                st = os.fstat(fh.fileno())
+                if (st.st_dev, st.st_ino) != key:  # replaced between stat and open: next time
+                    fh.close()
+                    continue
+                tail = self.tails[key] = _Tail(key=key, path=path, source=pattern, fh=fh,
+                                               grew_at=now)  # fmt: skip
+            elif tail.orphaned_at is not None:
+                tail.orphaned_at = None
+            tail.path = path
+            self._advance(ing, tail, final=False)
+
+    def _drain_orphan(
+        self, ing: LogIngestor, key: tuple[int, int], tail: _Tail, now: float, *, final: bool
+    ) -> None:
+        """A file that lost its name (rotated, deleted): read on through its descriptor until it
+        has been quiet for ``drain_grace``, then to its very end, then close it."""
+        if tail.orphaned_at is None:
+            tail.orphaned_at = now
+            self.stats.rotations += 1
+            log.info("log rotated away, draining", extra={"path": str(tail.path)})
+        self._advance(ing, tail, final=False)
+        quiet = time.monotonic() - max(tail.grew_at, tail.orphaned_at) >= self.config.drain_grace
+        if final or quiet:
+            self._advance(ing, tail, final=True)
+            tail.fh.close()
+            del self.tails[key]
+
+    def _advance(self, ing: LogIngestor, tail: _Tail, *, final: bool) -> None:
+        fd = tail.fh.fileno()
+        st = os.fstat(fd)
+        if st.st_size != tail.last_size:
+            tail.last_size = st.st_size
+            tail.grew_at = time.monotonic()
+        if tail.cp is not None and (
+            st.st_size < tail.cp.offset or _head_hash(fd, tail.cp.fp_len) != tail.cp.fp_hash
+        ):
+            self._truncated(ing, tail)
+        if tail.cp is None:
+            head = os.pread(fd, FP_LEN, 0)
+            if not head:
+                return
+            tail.cp, tail.clock = ing.open_source(tail.path, head, st)
+            self._source_of_key[tail.cp.source_key] = tail.source
+            if tail.cp.offset > st.st_size:  # cannot happen for a matching head; be safe
+                tail.cp.offset = 0
+        elif tail.cp.fp_len < FP_LEN and st.st_size > tail.cp.fp_len:
+            head = os.pread(fd, FP_LEN, 0)  # identify the file by more of its bytes from now on
+            tail.cp.fp_len, tail.cp.fp_hash = len(head), fingerprint(head)
+        assert tail.clock is not None
+        if st.st_size > tail.cp.offset or (final and st.st_size != tail.cp.offset):
+            before = ing.stats.read
+            tail.fh.seek(tail.cp.offset)
+            ing.consume(tail.fh, tail.cp, tail.clock, final=final)
+            self.stats.lines += ing.stats.read - before
+        self.metrics.set("mtalens_unread_bytes", "Bytes written to a source and not yet committed.",
+                         max(0, st.st_size - tail.cp.offset), source=tail.source)  # fmt: skip
+
+    def _truncated(self, ing: LogIngestor, tail: _Tail) -> None:
+        """copytruncate: read what the copy holds past our checkpoint, then start the file anew."""
+        assert tail.cp is not None
+        self.stats.truncations += 1
+        cp = tail.cp
+        found = False
+        for sib in reversed(_rotated_siblings(tail.path)):
+            try:
+                head = read_head(sib)
+            except OSError:
+                continue
+            if len(head) >= cp.fp_len and fingerprint(head[: cp.fp_len]) == cp.fp_hash:
+                log.info("log truncated, reading the rest from its copy",
+                         extra={"path": str(tail.path), "copy": str(sib), "offset": cp.offset})  # fmt: skip
+                ing.ingest_file(sib)
+                found = True
+                break
+        if not found:
+            log.warning("log truncated and no copy found: lines written after offset and before "
+                        "the truncation are lost", extra={"path": str(tail.path),
+                                                         "offset": cp.offset})  # fmt: skip
+        tail.cp, tail.clock = None, None
+
+    def _on_commit(self, batch: Batch, source_key: str, counts: LineCounts) -> None:
+        deliveries = [dict(zip(DELIVERY_COLUMNS, r, strict=True)) for r in batch.deliveries]
+        rejections = [dict(zip(REJECTION_COLUMNS, r, strict=True)) for r in batch.rejections]
+        auths = [dict(zip(AUTH_COLUMNS, r, strict=True)) for r in batch.auth_failures]
+        m = self.metrics
+        m.record_deliveries(deliveries)
+        m.record_rejections(rejections)
+        m.record_auth_failures(len(auths))
+        source = self._source_of_key.get(source_key, "rotated")
+        m.record_lines(source, counts.read, counts.stored, dict(counts.ignored),
+                       dict(counts.quarantined))  # fmt: skip
+        newest = max((d["logged_at"] for d in deliveries), default=None)
+        if newest is not None:
+            lag = max(0.0, time.time() - newest.timestamp())
+            m.set(
+                "mtalens_lag_seconds", "Wall clock minus the newest committed log timestamp.", lag
+            )
+        self.alerts.feed(deliveries, auths)
+
+    def close(self) -> None:
+        """Close the files still open (``run`` does it on exit)."""
+        self._close_tails()
+        self.tails.clear()
+
+    def _close_tails(self) -> None:
+        for t in self.tails.values():
+            with contextlib.suppress(OSError):
+                t.fh.close()
+
+    # -- mailboxes ------------------------------------------------------------------------------
+
+    def _maildir(self, store: Store, root: Path) -> None:
+        new, cur = root / "new", root / "cur"
+        try:
+            files = sorted(p for p in new.iterdir() if p.is_file() and not p.name.startswith("."))[
+                :MAILDIR_BATCH
+            ]
+        except OSError:
+            return
+        if not files:
+            return
+        msgs = []
+        for f in files:
+            try:
+                msgs.append(MailboxMessage(source=str(f), index=1, offset=0, raw=f.read_bytes()))
+            except OSError:
+                continue  # moved by someone else meanwhile
+        self._store_messages(store, msgs, origin="maildir")
+        # only now, after the commit, move them on (maildir(5))
+        cur.mkdir(exist_ok=True)
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f, cur / _maildir_name(f.name))
+        self.stats.maildir_messages += len(msgs)
+
+    def _store_messages(self, store: Store, msgs: list[MailboxMessage], *, origin: str) -> None:
+        classifier = bounces.default_classifier()
+        decoded = [bounces.decode_message(m) for m in msgs]
+        result = bounces.IngestResult(read=len(decoded))
+        bounces._write_batch(store, decoded, classifier, datetime.now(UTC), result)
+        m = self.metrics
+        for outcome, n in (("stored", result.stored), ("duplicate", result.duplicates),
+                           ("quarantined", result.quarantined)):  # fmt: skip
+            m.inc("mtalens_mailbox_messages_total", "Bounce mailbox messages by outcome.", n,
+                  origin=origin, outcome=outcome)  # fmt: skip
+        for d in decoded:
+            for row in bounces.rows_of(d, classifier):
+                if row.action == "failed":
+                    m.record_bounce(origin, row.reason, row.category)
+
+    def _mbox(self, store: Store, path: Path, *, final: bool) -> None:
+        try:
+            st = path.stat()
+            head = read_head(path)
+        except OSError:
+            return
+        if not head:
+            return
+        key, offset = _mbox_checkpoint(store, head)
+        if st.st_size < offset:
+            offset = 0  # rewritten (a client expunged messages): content hashes skip the rest
+        if st.st_size == offset:
+            return
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        quiet = time.time() - st.st_mtime >= self.config.drain_grace
+        if final or quiet:
+            end = len(data)
+        else:
+            # the last message is complete once the next From_ line begins after it
+            seps = list(_MBOX_SEPARATOR.finditer(data))
+            end = seps[-1].end() - len(b"From ") if seps else 0
+        if end <= 0:
+            return
+        prior = _mbox_prior_count(store, str(path), offset)
+        parts = list(split_mbox(io.BytesIO(data[:end])))
+        if end < len(data) and parts:
+            # the blank line before the next From_ is the separator's, as when read whole
+            off, raw = parts[-1]
+            cut = 2 if raw.endswith(b"\r\n\r\n") else 1 if raw.endswith(b"\n\n") else 0
+            parts[-1] = (off, raw[: len(raw) - cut])
+        msgs = [
+            MailboxMessage(source=str(path), index=prior + i, offset=offset + off, raw=raw)
+            for i, (off, raw) in enumerate(parts, start=1)
+        ]
+        self._store_messages(store, msgs, origin="mbox")
+        with store.transaction() as con:
+            con.execute(
+                'INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode, fp_len,'
+                ' fp_hash, "offset", updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                [key, str(path), st.st_dev, st.st_ino, len(head), fingerprint(head),
+                 offset + end, datetime.now(UTC)],
+            )  # fmt: skip
+        self.stats.mbox_messages += len(msgs)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> WatchStats:
+        """Until SIGTERM/SIGINT (or one window with ``once``); SIGHUP reloads the config."""
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main and not once:
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+            signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        server = None
+        if self.config.metrics_port is not None and not once:
+            server = MetricsServer(self.metrics, self.config.metrics_host,
+                                   self.config.metrics_port).start()  # fmt: skip
+            log.info("metrics listening", extra={"host": server.host, "port": server.port})
+        observer = None if once else self._start_observer()
+        log.info("watch started", extra={"logs": list(self.config.logs),
+                 "maildirs": list(self.config.maildirs), "mboxes": list(self.config.mboxes),
+                 "inotify": observer is not None, "once": once})  # fmt: skip
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    self.window(final=once)
+                except StoreError:
+                    raise
+                except Exception:
+                    if once:
+                        raise
+                    time.sleep(min(self.config.poll_interval, 1.0))  # logged; state was reset
+                if once or self._stop:
+                    break
+                # at most one window per commit_interval; otherwise sleep until woken or polled
+                rest = self.config.commit_interval - (time.monotonic() - started)
+                if rest > 0:
+                    time.sleep(rest)
+                self._wake.wait(self.config.poll_interval)
+                self._wake.clear()
+                if self._reload:
+                    self._reload = False
+                    try:
+                        self.reload()
+                    except Exception as exc:
+                        log.error(
+                            "reload failed, keeping the old config", extra={"error": str(exc)}
+                        )
+            if self._stop and not once:
+                self.window()  # flush what arrived since the last window, then checkpoint
+        finally:
+            if observer is not None:
+                observer.stop()
+                observer.join(timeout=5)
+            if server is not None:
+                server.stop()
+            self._close_tails()
+            log.info("watch stopped", extra={"windows": self.stats.windows,
+                     "lines": self.stats.lines, "maildir_messages": self.stats.maildir_messages,
+                     "mbox_messages": self.stats.mbox_messages})  # fmt: skip
+        return self.stats
+
+    def _watched_dirs(self) -> set[str]:
+        dirs: set[str] = set()
+        for pattern in self.config.logs:
+            parent = Path(pattern).parent
+            if not has_magic(str(parent)) and parent.is_dir():
+                dirs.add(str(parent))
+        for md in self.config.maildirs:
+            if (Path(md) / "new").is_dir():
+                dirs.add(str(Path(md) / "new"))
+        for mb in self.config.mboxes:
+            if Path(mb).parent.is_dir():
+                dirs.add(str(Path(mb).parent))
+        return dirs
+
+    def _start_observer(self) -> Any:
+        if self.config.poll:
+            return None
+        try:
+            from watchdog.events import FileSystemEvent, FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:  # pragma: no cover - watchdog is a dependency
+            return None
+        wake = self._wake
+
+        class Hint(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                wake.set()
+
+        observer = Observer()
+        try:
+            for d in self._watched_dirs():
+                observer.schedule(Hint(), d, recursive=False)
+            observer.start()
+        except OSError as exc:  # e.g. inotify watch limit: polling still works
+            log.warning("inotify unavailable, polling", extra={"error": str(exc)})
+            return None
+        return observer
+
+
+def _zone(name: str | None) -> tzinfo:
+    if name:
+        return ZoneInfo(name)
+    tz = datetime.now().astimezone().tzinfo
+    return tz if tz is not None else UTC
+
+
+def _head_hash(fd: int, n: int) -> str:
+    return fingerprint(os.pread(fd, n, 0))
+
+
+def _logical_size(path: Path) -> int:
+    if path.suffix != ".gz":
+        return path.stat().st_size
+    import gzip
+
+    with gzip.open(path, "rb") as fh:
+        return sum(len(c) for c in iter(lambda: fh.read(1 << 20), b""))
+
+
+def _mbox_checkpoint(store: Store, head: bytes) -> tuple[str, int]:
+    rows = store.con.execute(
+        'SELECT source_key, fp_len, fp_hash, "offset" FROM checkpoints WHERE source_key LIKE ?',
+        [MBOX_KEY_PREFIX + "%"],
+    ).fetchall()
+    for key, fp_len, fp_hash, offset in rows:
+        if fp_len <= len(head) and fingerprint(head[:fp_len]) == fp_hash:
+            return str(key), int(offset)
+    return MBOX_KEY_PREFIX + fingerprint(head)[:32], 0
+
+
+def _mbox_prior_count(store: Store, source: str, offset: int) -> int:
+    row = store.con.execute(
+        'SELECT (SELECT count(*) FROM bounce_reports WHERE source = ? AND "offset" < ?)'
+        " + (SELECT count(*) FROM quarantine WHERE source = ? AND source_kind = 'mail'"
+        ' AND "offset" < ?)',
+        [source, offset, source, offset],
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def build_watcher(config_path: str | Path | None, **overrides: Any) -> Watcher:
+    """The config file's settings with the command line's on top (start-up errors raise)."""
+    config = load_watch_config(config_path).with_overrides(**overrides)
+    if not (config.logs or config.maildirs or config.mboxes):
+        raise ValueError(
+            "nothing to watch: give --log, --maildir or --mbox (or [watch] in the config)"
+        )
+    return Watcher(config, config_path=config_path)

@@ -1,0 +1,193 @@
+"""The ``[watch]`` and ``[alerts]`` sections of ``mtalens.toml`` for ``mtalens watch``.
+
+Example (every key optional; command-line options win over the file)::
+
+    [watch]
+    db = "/var/lib/mtalens/mtalens.duckdb"
+    logs = ["/var/log/mail.log", "/var/log/postfix/*.log"]   # files or globs
+    maildirs = ["/var/mail/bounces/Maildir"]                 # new/ is read, then moved to cur/
+    mboxes = []                                              # read by offset
+    poll = false              # true: no inotify, stat every poll_interval seconds
+    poll_interval = 1.0       # seconds between checks even when inotify is quiet
+    commit_interval = 1.0     # shortest time between two write windows (seconds)
+    drain_grace = 5.0         # keep reading a rotated-away file this long (seconds)
+    timezone = "UTC"          # IANA zone of timestamps without an offset
+    metrics_port = 9154       # Prometheus endpoint; absent = off
+    metrics_host = "127.0.0.1"
+
+    [alerts]
+    webhook = "http://127.0.0.1:9000/hook"   # optional; alerts are always logged as JSON
+
+    [[alerts.rule]]
+    id = "bounces"            # unique, names the alert
+    kind = "bounce_rate"      # bounce_rate | deferral_rate | sasl_failures | blocklist | queue_delay_p90
+    window = 600              # seconds of log time
+    threshold = 0.05          # a rate (0..1), a count, or seconds (queue_delay_p90)
+    min_events = 20           # rates and p90 need this many events in the window
+    domain = "example.com"    # bounce/deferral rate: one domain; absent = every domain
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+
+class WatchConfigError(Exception):
+    """The configuration file is missing, not TOML, or holds a bad value (start-up error)."""
+
+
+class AlertKind(StrEnum):
+    BOUNCE_RATE = "bounce_rate"
+    DEFERRAL_RATE = "deferral_rate"
+    SASL_FAILURES = "sasl_failures"
+    BLOCKLIST = "blocklist"
+    QUEUE_DELAY_P90 = "queue_delay_p90"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRule:
+    id: str
+    kind: AlertKind
+    window: float = 600.0
+    threshold: float = 1.0
+    min_events: int = 1
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchConfig:
+    db: str | None = None
+    logs: tuple[str, ...] = ()
+    maildirs: tuple[str, ...] = ()
+    mboxes: tuple[str, ...] = ()
+    poll: bool = False
+    poll_interval: float = 1.0
+    commit_interval: float = 1.0
+    drain_grace: float = 5.0
+    timezone: str | None = None
+    year: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    webhook: str | None = None
+    rules: tuple[AlertRule, ...] = field(default_factory=tuple)
+
+    def with_overrides(self, **values: Any) -> WatchConfig:
+        """Command-line values that were given (not None, not empty) replace the file's."""
+        given = {k: v for k, v in values.items() if v is not None and v != () and v != []}
+        for k in ("logs", "maildirs", "mboxes"):
+            if k in given:
+                given[k] = tuple(str(x) for x in given[k])
+        return replace(self, **given)
+
+
+_WATCH_KEYS: Final = {
+    "db": str,
+    "logs": list,
+    "maildirs": list,
+    "mboxes": list,
+    "poll": bool,
+    "poll_interval": (int, float),
+    "commit_interval": (int, float),
+    "drain_grace": (int, float),
+    "timezone": str,
+    "year": int,
+    "metrics_port": int,
+    "metrics_host": str,
+}
+_RULE_KEYS: Final = {
+    "id": str,
+    "kind": str,
+    "window": (int, float),
+    "threshold": (int, float),
+    "min_events": int,
+    "domain": str,
+}
+
+
+def _check(section: str, data: dict[str, Any], keys: dict[str, Any]) -> None:
+    for k, v in data.items():
+        if k not in keys:
+            raise WatchConfigError(f"[{section}]: unknown key {k!r} (known: {', '.join(keys)})")
+        if isinstance(v, bool) and keys[k] is not bool:
+            raise WatchConfigError(f"[{section}] {k}: expected {keys[k]}, got a boolean")
+        if not isinstance(v, keys[k]):
+            raise WatchConfigError(f"[{section}] {k}: wrong type {type(v).__name__}")
+
+
+def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
+    """Build the config from parsed TOML (other sections are ignored: they belong to others)."""
+    watch = data.get("watch", {})
+    alerts = data.get("alerts", {})
+    if not isinstance(watch, dict) or not isinstance(alerts, dict):
+        raise WatchConfigError("[watch] and [alerts] must be tables")
+    _check("watch", watch, _WATCH_KEYS)
+    values: dict[str, Any] = dict(watch)
+    for k in ("logs", "maildirs", "mboxes"):
+        if k in values:
+            if not all(isinstance(x, str) for x in values[k]):
+                raise WatchConfigError(f"[watch] {k}: a list of paths")
+            values[k] = tuple(values[k])
+    for k in ("poll_interval", "commit_interval", "drain_grace"):
+        if k in values:
+            values[k] = float(values[k])
+            if values[k] <= 0:
+                raise WatchConfigError(f"[watch] {k}: must be > 0")
+    port = values.get("metrics_port")
+    if port is not None and not 0 <= port <= 65535:
+        raise WatchConfigError(f"[watch] metrics_port: {port} is not a TCP port")
+    webhook = alerts.get("webhook")
+    if webhook is not None and not (
+        isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
+    ):
+        raise WatchConfigError("[alerts] webhook: an http:// or https:// URL")
+    rules: list[AlertRule] = []
+    seen: set[str] = set()
+    for raw in alerts.get("rule", []):
+        if not isinstance(raw, dict):
+            raise WatchConfigError("[[alerts.rule]]: must be a table")
+        _check("alerts.rule", raw, _RULE_KEYS)
+        if "id" not in raw or "kind" not in raw:
+            raise WatchConfigError("[[alerts.rule]]: needs `id` and `kind`")
+        if raw["id"] in seen:
+            raise WatchConfigError(f"[[alerts.rule]]: duplicate id {raw['id']!r}")
+        seen.add(raw["id"])
+        try:
+            kind = AlertKind(raw["kind"])
+        except ValueError:
+            known = ", ".join(k.value for k in AlertKind)
+            raise WatchConfigError(
+                f"rule {raw['id']}: unknown kind {raw['kind']!r} ({known})"
+            ) from None
+        rule = AlertRule(
+            id=raw["id"],
+            kind=kind,
+            window=float(raw.get("window", 600)),
+            threshold=float(raw.get("threshold", 1)),
+            min_events=int(raw.get("min_events", 1)),
+            domain=raw["domain"].lower() if "domain" in raw else None,
+        )
+        if rule.window <= 0:
+            raise WatchConfigError(f"rule {rule.id}: window must be > 0")
+        rules.append(rule)
+    return WatchConfig(**values, webhook=webhook, rules=tuple(rules))
+
+
+def load_watch_config(path: str | Path | None) -> WatchConfig:
+    """The file's settings, or the defaults when ``path`` is None."""
+    if path is None:
+        return WatchConfig()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WatchConfigError(f"{p}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise WatchConfigError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        return parse_watch_config(data)
+    except WatchConfigError as exc:
+        raise WatchConfigError(f"{p}: {exc}") from exc

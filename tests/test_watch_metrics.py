@@ -1,0 +1,145 @@
+"""Metrics (Prometheus text over real HTTP on 127.0.0.1) and alerts (once per episode, JSON log
+line, webhook to a real HTTP server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from pipeline.alerts import AlertEngine
+from pipeline.metrics import MetricsServer
+from pipeline.watch import Watcher
+from pipeline.watch_config import AlertKind, AlertRule, WatchConfig
+
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+def delivery(sec: int, rcpt: str, status: str, **kw: Any) -> dict[str, Any]:
+    return {"logged_at": T0 + timedelta(seconds=sec), "recipient": rcpt, "status": status, **kw}
+
+
+def test_metrics_from_a_real_log_over_http(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Mar  2 06:00:01 mx1 postfix/smtp[201]: 4A1B2C3D4E: to=<a@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, delay=1.5, delays=0.1/0.2/0.3/0.9, dsn=2.0.0, status=sent (250 ok)\n"
+        "Mar  2 06:00:02 mx1 postfix/smtp[201]: 5B2C3D4E5F: to=<b@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, delay=2, delays=0.1/0.2/0.3/1.4, dsn=5.1.1, status=bounced (host "
+        "mx.example.com[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command))\n"
+        "Mar  2 06:00:03 mx1 postfix/smtpd[301]: NOQUEUE: reject: RCPT from unknown[198.51.100.9]:"
+        " 554 5.7.1 <c@example.net>: Relay access denied; from=<x@example.org> "
+        "to=<c@example.net> proto=ESMTP helo=<h>\n"
+        "Mar  2 06:00:04 mx1 postfix/smtpd[301]: warning: unknown[198.51.100.9]: SASL LOGIN "
+        "authentication failed: UGFzc3dvcmQ6\n"
+        "\xff garbage\n"
+    )
+    w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), logs=(str(log),), timezone="UTC",
+                            year=2026))  # fmt: skip
+    w.window()
+    w.close()
+    server = MetricsServer(w.metrics, "127.0.0.1", 0).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = r.read().decode()
+    finally:
+        server.stop()
+    assert 'postfix_smtp_messages_processed_total{status="sent"} 1' in text
+    assert 'postfix_smtp_messages_processed_total{status="bounced"} 1' in text
+    assert 'postfix_smtp_bounced_messages_by_dsn_total{dsn="5.1.1"} 1' in text
+    assert 'postfix_smtpd_messages_rejected_total{code="554"} 1' in text
+    assert "postfix_smtpd_sasl_authentication_failures_total 1" in text
+    assert 'postfix_smtp_delivery_delay_seconds_count{stage="transmission"} 2' in text
+    assert 'postfix_smtp_delivery_delay_seconds_sum{stage="transmission"} 2.3' in text
+    assert f'mtalens_lines_total{{outcome="read",source="{log}"}} 5' in text
+    assert f'mtalens_lines_total{{outcome="quarantined",source="{log}"}} 1' in text
+    assert "mtalens_bounces_total{" in text
+    assert "process_resident_memory_bytes " in text
+    assert "example.com" not in text and "198.51.100.9" not in text  # no per-address labels
+
+
+class _Hook(BaseHTTPRequestHandler):
+    got: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        n = int(self.headers["Content-Length"])
+        _Hook.got.append(json.loads(self.rfile.read(n)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_bounce_rate_fires_once_per_episode_to_log_and_webhook(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    srv = HTTPServer(("127.0.0.1", 0), _Hook)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    _Hook.got = []
+    try:
+        rule = AlertRule(id="b", kind=AlertKind.BOUNCE_RATE, window=60, threshold=0.5,
+                         min_events=4)  # fmt: skip
+        eng = AlertEngine([rule], webhook=f"http://127.0.0.1:{srv.server_port}/", background=False)
+        eng.feed([delivery(i, f"u{i}@bad.example", "bounced") for i in range(3)])
+        assert eng.evaluate() == []  # 3 < min_events
+        eng.feed([delivery(3, "u@bad.example", "sent"), delivery(4, "v@good.example", "sent")])
+        fired = eng.evaluate()
+        assert [(f["state"], f["key"], f["value"]) for f in fired] == [
+            ("firing", "bad.example", 0.75)
+        ]
+        eng.feed([delivery(5 + i, f"w{i}@bad.example", "bounced") for i in range(5)])
+        assert eng.evaluate() == []  # still the same episode
+        eng.feed([delivery(200 + i, f"x{i}@bad.example", "sent") for i in range(5)])
+        assert [f["state"] for f in eng.evaluate()] == ["resolved"]
+        eng.feed([delivery(300 + i, f"y{i}@bad.example", "bounced") for i in range(6)])
+        assert [f["state"] for f in eng.evaluate()] == ["firing"]  # a new episode
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert [(g["alert"], g["state"]) for g in _Hook.got] == [
+        ("b", "firing"),
+        ("b", "resolved"),
+        ("b", "firing"),
+    ]
+    logged = [r for r in caplog.records if r.name == "mtalens.alerts"]
+    assert [r.getMessage() for r in logged] == ["alert firing", "alert resolved", "alert firing"]
+
+
+def test_other_alert_kinds() -> None:
+    rules = [
+        AlertRule(id="sasl", kind=AlertKind.SASL_FAILURES, window=60, threshold=3),
+        AlertRule(id="bl", kind=AlertKind.BLOCKLIST, window=60, threshold=1),
+        AlertRule(
+            id="p90", kind=AlertKind.QUEUE_DELAY_P90, window=600, threshold=30, min_events=10
+        ),
+        AlertRule(
+            id="defer",
+            kind=AlertKind.DEFERRAL_RATE,
+            window=60,
+            threshold=0.5,
+            domain="slow.example",
+            min_events=2,
+        ),
+    ]
+    eng = AlertEngine(rules, post=lambda url, p: None)
+    auth = [{"logged_at": T0 + timedelta(seconds=i), "client_ip": "203.0.113.5"} for i in range(3)]
+    eng.feed(
+        [delivery(i, f"a{i}@x.example", "sent", delay=float(5 if i < 8 else 100)) for i in range(10)]
+        + [delivery(11, "b@y.example", "bounced", blocklist="zen.spamhaus.org")]
+        + [delivery(12, "c@slow.example", "deferred"), delivery(13, "d@slow.example", "deferred"),
+           delivery(14, "e@other.example", "deferred")],
+        auth,
+    )  # fmt: skip
+    got = {(f["alert"], f["key"]) for f in eng.evaluate()}
+    # p90 of [5]*8 + [100]*2 is 100 (nearest rank 9 of 10)
+    assert got == {("sasl", "203.0.113.5"), ("bl", "zen.spamhaus.org"), ("p90", ""),
+                   ("defer", "slow.example")}  # fmt: skip
