@@ -39,7 +39,7 @@ app.command()(watch)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file [default: ./mtalens.duckdb]"),
+    typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"),
 ]
 
 
@@ -68,15 +68,15 @@ def ingest(
     db: DbOption = None,
     year: Annotated[
         int | None,
-        typer.Option(help="Year of RFC 3164 timestamps (they have none) [default: from file mtime]."),
+        typer.Option(help="Year of RFC 3164 timestamps (they have none) (default: from file mtime)."),
     ] = None,
     timezone: Annotated[
         str | None,
-        typer.Option("--timezone", help="IANA zone of timestamps without an offset [default: local]."),
+        typer.Option("--timezone", help="IANA zone of timestamps without an offset (default: local)."),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Summary format.")] = Format.table,
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar [default: on a terminal].")
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
 ) -> None:
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""

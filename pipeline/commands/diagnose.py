@@ -36,7 +36,7 @@ def diagnose(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db", envvar="MTALENS_DB", help="DuckDB store file [default: ./mtalens.duckdb]"
+            "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
         ),
     ] = None,
     since: Annotated[
@@ -58,7 +58,7 @@ def diagnose(
     resolver: Annotated[
         list[str] | None,
         typer.Option(
-            "--resolver", help="Check FCrDNS live with this nameserver [default: DNS cache only]."
+            "--resolver", help="Check FCrDNS live with this nameserver (default: DNS cache only)."
         ),
     ] = None,
     port: Annotated[int, typer.Option("--port", help="Nameserver port for --resolver.")] = 53,

@@ -40,7 +40,7 @@ ResolverOption = Annotated[
     list[str] | None,
     typer.Option(
         "--resolver",
-        help="Nameserver IP to query (repeatable) [default: the nameservers in /etc/resolv.conf]",
+        help="Nameserver IP to query (repeatable) (default: the nameservers in /etc/resolv.conf)",
     ),
 ]
 PortOption = Annotated[int, typer.Option("--port", help="Nameserver port")]
@@ -142,7 +142,7 @@ def blocklist(
         typer.Option(
             "--zone",
             "-z",
-            help=f"DNSBL zone (repeatable) [default: {', '.join(DEFAULT_BLOCKLISTS)}]",
+            help=f"DNSBL zone (repeatable) (default: {', '.join(DEFAULT_BLOCKLISTS)})",
         ),
     ] = None,
     resolver: ResolverOption = None,

@@ -30,7 +30,7 @@ ConfigOption = Annotated[
 ]
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 AsOfOption = Annotated[
-    datetime | None, typer.Option("--as-of", help="Evaluate as of this UTC time [default: now].")
+    datetime | None, typer.Option("--as-of", help="Evaluate as of this UTC time (default: now).")
 ]
 
 

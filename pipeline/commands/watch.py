@@ -17,11 +17,11 @@ def watch(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db", envvar="MTALENS_DB", help="DuckDB store file [default: ./mtalens.duckdb]"
+            "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="mtalens.toml with [watch] and [alerts].")
+        Path | None, typer.Option("--config", help="mtalens.toml with \\[watch] and \\[alerts] sections.")
     ] = None,
     log: Annotated[
         list[str] | None, typer.Option("--log", help="Log file or glob (repeatable).")
@@ -36,14 +36,14 @@ def watch(
         bool | None, typer.Option("--poll/--inotify", help="Poll instead of inotify.")
     ] = None,
     poll_interval: Annotated[
-        float | None, typer.Option("--poll-interval", help="Seconds between checks [1].")
+        float | None, typer.Option("--poll-interval", help="Seconds between checks (default: 1).")
     ] = None,
     commit_interval: Annotated[
-        float | None, typer.Option("--commit-interval", help="Seconds between write windows [1].")
+        float | None, typer.Option("--commit-interval", help="Seconds between write windows (default: 1).")
     ] = None,
     drain_grace: Annotated[
         float | None,
-        typer.Option("--drain-grace", help="Seconds to keep reading a rotated file [5]."),
+        typer.Option("--drain-grace", help="Seconds to keep reading a rotated file (default: 5)."),
     ] = None,
     timezone: Annotated[
         str | None, typer.Option("--timezone", help="IANA zone of timestamps without offset.")
@@ -52,7 +52,7 @@ def watch(
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
     ] = None,
     metrics_host: Annotated[
-        str | None, typer.Option("--metrics-host", help="Metrics bind address [127.0.0.1].")
+        str | None, typer.Option("--metrics-host", help="Metrics bind address (default: 127.0.0.1).")
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
