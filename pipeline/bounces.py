@@ -163,6 +163,8 @@ def _classify(
         remote_host=rcpt.remote_mta if rcpt else None,
         action=str(rcpt.action) if rcpt and report.kind is not ReportKind.COMPLAINT else None,
         kind=hint or _CLASSIFIER_KIND.get(report.kind),
+        command=str(rcpt.command) if rcpt and rcpt.command else None,
+        diagnostic_type=rcpt.diagnostic_type if rcpt else None,
     )
     return c.reason, c.category, c.hard, c.rule_id, c.blocklist
 

@@ -21,10 +21,15 @@ matches when every field it gives matches; inside a list, any element may match)
 ``hard``          optional override of the per-reason hard/soft default
 ``source``        where the fact comes from (RFC section, provider documentation URL)
 ``status``        enhanced status code prefixes: "5.1.1", "4.4", "5"; "x.1.1" for any class
+``without_status`` status prefixes that must not match (same forms as ``status``)
 ``reply_code``    basic SMTP reply codes (RFC 5321 section 4.2)
 ``action``        DSN Action values (RFC 3464 section 2.3.3)
 ``kind``          decoder hints: delivered, feedback, vacation, autoreply, delayed, expired
 ``remote_host``   host name suffixes of the remote MTA ("protection.outlook.com")
+``diagnostic_type`` RFC 3464 section 2.3.6 diagnostic types ("smtp", "x-unix", ...)
+``command``       the SMTP command the failure answered: CONNECT, HELO, MAIL, RCPT, DATA
+                  (given by the caller, e.g. Postfix's smtp_stage or a decoder's finding, else
+                  read from the diagnostic text: "(in reply to end of DATA command)")
 ``phrases``       lower-case substrings of the diagnostic (whitespace collapsed to one space)
 ``regex``         regular expressions searched in the same normalised text
 ``with_phrases``  at least one of these must also occur
@@ -49,6 +54,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import ahocorasick
+
+from parsers.bounces.records import SmtpCommand
 
 
 class Reason(StrEnum):
@@ -185,6 +192,10 @@ _NOT_BEFORE_CODE: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.#/:=-
 # Remote host as Postfix ("host mx.example.com[192.0.2.1] said:"), Exim and others write it.
 _BRACKET_IP = re.compile(r"\[(?:ipv6:)?[0-9a-f.:]{3,}\]")
 _TRAILING_HOST = re.compile(r"([a-z0-9][a-z0-9-]*(?:\.[a-z0-9-]+)+)\.? ?$")
+# " 550 5.7.1 " / " 550-5.7.1 " inside a text: the next line of a multi-line reply (RFC 5321
+# section 4.2.1, RFC 2034 section 3)
+# (the text is whitespace-collapsed, so the leading space always follows a word)
+_CONTINUATION = re.compile(r" [245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
 _BLOCKED_USING = re.compile(r"blocked using ([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 
 
@@ -210,10 +221,13 @@ class Rule:
     category: Category | None = None
     hard: bool | None = None
     status: tuple[tuple[str, ...], ...] = ()
+    without_status: tuple[tuple[str, ...], ...] = ()
     reply_code: frozenset[int] = frozenset()
     action: frozenset[str] = frozenset()
     kind: frozenset[str] = frozenset()
     remote_host: tuple[str, ...] = ()
+    command: frozenset[SmtpCommand] = frozenset()
+    diagnostic_type: frozenset[str] = frozenset()
     phrases: frozenset[str] = frozenset()
     regex: tuple[re.Pattern[str], ...] = ()
     with_phrases: frozenset[str] = frozenset()
@@ -238,6 +252,8 @@ class _Facts:
     action: str | None
     kind: str | None
     host: str | None
+    command: SmtpCommand | None
+    diagnostic_type: str | None
     text: str
     bare: bool
     found: frozenset[str]
@@ -251,10 +267,13 @@ _RULE_KEYS: Final = frozenset(
         "hard",
         "source",
         "status",
+        "without_status",
         "reply_code",
         "action",
         "kind",
         "remote_host",
+        "command",
+        "diagnostic_type",
         "phrases",
         "regex",
         "with_phrases",
@@ -263,7 +282,18 @@ _RULE_KEYS: Final = frozenset(
     }
 )
 _MATCH_KEYS: Final = frozenset(
-    {"status", "reply_code", "action", "kind", "remote_host", "phrases", "regex", "without_codes"}
+    {
+        "status",
+        "reply_code",
+        "action",
+        "kind",
+        "remote_host",
+        "command",
+        "diagnostic_type",
+        "phrases",
+        "regex",
+        "without_codes",
+    }
 )
 
 
@@ -321,6 +351,12 @@ def _parse_rule(raw: Mapping[str, Any], origin: str) -> Rule:
         patterns = tuple(re.compile(p) for p in _strings(raw, "regex", where))
     except re.error as exc:
         raise RuleError(f"{where}: bad regex: {exc}") from None
+    commands: set[SmtpCommand] = set()
+    for c in _strings(raw, "command", where):
+        cmd = command_of(c)
+        if cmd is None:
+            raise RuleError(f"{where}: unknown SMTP command {c!r}")
+        commands.add(cmd)
     without_codes = raw.get("without_codes", False)
     if not isinstance(without_codes, bool):
         raise RuleError(f"{where}: without_codes must be true or false")
@@ -332,10 +368,15 @@ def _parse_rule(raw: Mapping[str, Any], origin: str) -> Rule:
         category=category,
         hard=hard,
         status=tuple(_parse_status(s, where) for s in _strings(raw, "status", where)),
+        without_status=tuple(
+            _parse_status(s, where) for s in _strings(raw, "without_status", where)
+        ),
         reply_code=frozenset(codes),
         action=frozenset(a.lower() for a in _strings(raw, "action", where)),
         kind=kinds,
         remote_host=tuple(h.lower().lstrip(".") for h in _strings(raw, "remote_host", where)),
+        command=frozenset(commands),
+        diagnostic_type=frozenset(t.lower() for t in _strings(raw, "diagnostic_type", where)),
         phrases=_lower_phrases(raw, "phrases", where),
         regex=patterns,
         with_phrases=_lower_phrases(raw, "with_phrases", where),
@@ -367,6 +408,75 @@ def parse_rule_file(text: str, origin: str) -> tuple[tuple[Rule, ...], tuple[Blo
             Blocklist(name=name, phrases=_lower_phrases(raw, "phrases", where), source=source)
         )
     return rules, tuple(lists)
+
+
+# Postfix smtp_stage / the command names callers pass -> the command (RFC 5321 section 4.1).
+_COMMAND_NAMES: Final[Mapping[str, SmtpCommand]] = {
+    "connect": SmtpCommand.CONNECT,
+    "greeting": SmtpCommand.CONNECT,
+    "banner": SmtpCommand.CONNECT,
+    "initial connection": SmtpCommand.CONNECT,
+    "helo": SmtpCommand.HELO,
+    "ehlo": SmtpCommand.HELO,
+    "lhlo": SmtpCommand.HELO,
+    "starttls": SmtpCommand.HELO,
+    "auth": SmtpCommand.HELO,
+    "xforward": SmtpCommand.HELO,
+    "xclient": SmtpCommand.HELO,
+    "mail": SmtpCommand.MAIL,
+    "mail from": SmtpCommand.MAIL,
+    "rcpt": SmtpCommand.RCPT,
+    "rcpt to": SmtpCommand.RCPT,
+    "data": SmtpCommand.DATA,
+    "end of data": SmtpCommand.DATA,
+    "bdat": SmtpCommand.DATA,
+    "message body": SmtpCommand.DATA,
+}
+# How MTAs name the answered command in a reply text (whitespace-collapsed, lower case), found
+# by the same phrase scan as the rules; the decoders read it more fully from the whole report
+# (parsers/bounces/diagnostic.py: the sources of these texts are cited there).
+_COMMAND_PHRASES: Final[tuple[tuple[str, SmtpCommand], ...]] = (
+    ("in reply to end of data command", SmtpCommand.DATA),
+    ("in reply to data command", SmtpCommand.DATA),
+    ("after end of data", SmtpCommand.DATA),
+    ("after pipelined end of data", SmtpCommand.DATA),
+    ("failed after i sent the message", SmtpCommand.DATA),
+    ("smtp command data", SmtpCommand.DATA),
+    ("in reply to rcpt to command", SmtpCommand.RCPT),
+    ("after rcpt to", SmtpCommand.RCPT),
+    ("after pipelined rcpt to", SmtpCommand.RCPT),
+    ("does not like recipient", SmtpCommand.RCPT),
+    ("in reply to mail from command", SmtpCommand.MAIL),
+    ("after mail from", SmtpCommand.MAIL),
+    ("after pipelined mail from", SmtpCommand.MAIL),
+    ("but sender was rejected", SmtpCommand.MAIL),
+    ("in reply to ehlo command", SmtpCommand.HELO),
+    ("in reply to helo command", SmtpCommand.HELO),
+    ("after ehlo", SmtpCommand.HELO),
+    ("after helo", SmtpCommand.HELO),
+    ("but my name was rejected", SmtpCommand.HELO),
+    ("refused to talk to me", SmtpCommand.CONNECT),
+    ("after initial connection", SmtpCommand.CONNECT),
+    ("but greeting failed", SmtpCommand.CONNECT),
+    ("establish an smtp connection", SmtpCommand.CONNECT),
+)
+_COMMAND_CUES: Final = frozenset(p for p, _ in _COMMAND_PHRASES)
+
+
+def _command_in(found: frozenset[str]) -> SmtpCommand | None:
+    if _COMMAND_CUES.isdisjoint(found):
+        return None
+    return next(cmd for p, cmd in _COMMAND_PHRASES if p in found)
+
+
+def command_of(value: str | None) -> SmtpCommand | None:
+    """Map a command name ("RCPT TO", "end of DATA", "MAIL FROM", "CONNECT", ...) to a command."""
+    if not value:
+        return None
+    key = " ".join(value.strip().lower().split())
+    if key.upper() in SmtpCommand.__members__:
+        return SmtpCommand[key.upper()]
+    return _COMMAND_NAMES.get(key)
 
 
 def _status_parts(status: str | None) -> tuple[str, ...] | None:
@@ -425,6 +535,8 @@ def _facts(
     remote_host: str | None,
     action: str | None,
     kind: str | None,
+    command: str | None,
+    diagnostic_type: str | None,
     find: Callable[[str], frozenset[str]],
 ) -> _Facts:
     text = normalise(diagnostic) if diagnostic else ""
@@ -439,6 +551,10 @@ def _facts(
     klass = parts[0] if parts else (str(code)[0] if code else None)
     host = remote_host.strip().lower().rstrip(".") if remote_host else None
     act = action.strip().lower() if action else None
+    # multi-line replies joined into one text repeat their codes mid-sentence ("multiple 550
+    # 5.7.1 addresses in From:"); phrases are looked for without those
+    found = find(_CONTINUATION.sub(" ", text) if text else text)
+    cmd = command_of(command) or _command_in(found)
     return _Facts(
         status=parts,
         reply_code=code,
@@ -446,9 +562,11 @@ def _facts(
         action=act or None,
         kind=kind.strip().lower() if kind else None,
         host=host or None,
+        command=cmd,
+        diagnostic_type=diagnostic_type.strip().lower() if diagnostic_type else None,
         text=text,
         bare=parts is None and code is None and not act,
-        found=find(text),
+        found=found,
     )
 
 
@@ -475,6 +593,12 @@ def _matches(rule: Rule, f: _Facts) -> bool:
     if rule.reply_code and f.reply_code not in rule.reply_code:
         return False
     if rule.status and not _status_matches(rule.status, f):
+        return False
+    if rule.without_status and _status_matches(rule.without_status, f):
+        return False
+    if rule.command and f.command not in rule.command:
+        return False
+    if rule.diagnostic_type and f.diagnostic_type not in rule.diagnostic_type:
         return False
     if rule.remote_host:
         host = f.host or _host_in_text(f.text)
@@ -568,6 +692,7 @@ class Classifier:
                 always.append(i)
         for bl in self.blocklists:
             phrases |= bl.phrases
+        phrases |= _COMMAND_CUES
         self._by_phrase = {k: tuple(v) for k, v in by_phrase.items()}
         self._by_kind = {k: tuple(v) for k, v in by_kind.items()}
         self._by_action = {k: tuple(v) for k, v in by_action.items()}
@@ -631,8 +756,22 @@ class Classifier:
         remote_host: str | None = None,
         action: str | None = None,
         kind: str | None = None,
+        command: str | None = None,
+        diagnostic_type: str | None = None,
     ) -> Classification:
-        f = _facts(status, reply_code, diagnostic, remote_host, action, kind, self._find)
+        """``command``: the SMTP command the failure answered (Postfix smtp_stage such as
+        "RCPT TO" or "end of DATA", or a ``SmtpCommand``); read from the diagnostic if None."""
+        f = _facts(
+            status,
+            reply_code,
+            diagnostic,
+            remote_host,
+            action,
+            kind,
+            command,
+            diagnostic_type,
+            self._find,
+        )
         rules = self.rules
         rule = next(
             (rules[i] for i in self._candidates(f) if _matches(rules[i], f)),
@@ -678,6 +817,8 @@ def classify(
     remote_host: str | None = None,
     action: str | None = None,
     kind: str | None = None,
+    command: str | None = None,
+    diagnostic_type: str | None = None,
 ) -> Classification:
     """Classify with the default rules (see ``Classifier.classify``)."""
     return default_classifier().classify(
@@ -687,4 +828,6 @@ def classify(
         remote_host=remote_host,
         action=action,
         kind=kind,
+        command=command,
+        diagnostic_type=diagnostic_type,
     )

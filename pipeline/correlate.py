@@ -340,6 +340,7 @@ class Correlator:
                 reply_code=d.reply_code,
                 diagnostic=d.detail,
                 remote_host=d.remote_host or d.relay_host,
+                command=d.smtp_stage,
                 # only a bounce is a final failure; a deferral is a temporary one, not a DSN
                 # "delayed" notice (RFC 3464 2.3.3), so no Action is implied for it
                 action="failed" if d.status == "bounced" else None,

@@ -526,5 +526,159 @@ def test_agreement_with_sisimai_corpus_does_not_regress() -> None:
 
     res = score_reasons.score(default_classifier(), score_reasons.load_rows(CORPUS))
     assert res["n"] > 800
-    assert res["reason_agreement"] >= 0.86
+    assert res["reason_agreement"] >= 0.87
     assert res["hard_agreement"] >= 0.92
+
+
+# --- the SMTP command the failure answered (issue 3: "filtered" = refused after DATA) ---------
+
+# (reason, rule id, kwargs) for the rules that use the command, the expiry cause and the
+# diagnostic type. Texts written for these tests.
+STAGE_CASES: list[tuple[str, str, dict[str, object]]] = [
+    (
+        "filtered",
+        "unknown-user-after-data",
+        {
+            "status": "5.0.0",
+            "diagnostic": "host mx.example.jp[192.0.2.7] said: 550 Unknown user bea@example.jp "
+            "(in reply to end of DATA command)",
+        },
+    ),
+    (
+        "filtered",
+        "unknown-user-after-data",
+        {"status": "5.0.0", "diagnostic": "550 No such user", "command": "end of DATA"},
+    ),
+    (
+        "userunknown",
+        "user-unknown",
+        {"status": "5.0.0", "diagnostic": "550 No such user", "command": "RCPT TO"},
+    ),
+    (
+        "userunknown",
+        "unknown-user-stated-x.1.1-after-data",
+        {"status": "5.1.1", "diagnostic": "550 5.1.1 User unknown", "command": "DATA"},
+    ),
+    (
+        "blocked",
+        "refused-at-greeting-or-helo",
+        {"status": "5.0.0", "diagnostic": "550 Go away", "command": "CONNECT"},
+    ),
+    (
+        "blocked",
+        "refused-at-greeting-or-helo",
+        {
+            "status": "5.0.0",
+            "diagnostic": "Connected to 192.0.2.9 but my name was rejected. Remote host said: "
+            "501 5.0.0 Invalid HELO name",
+        },
+    ),
+    (
+        "mailboxfull",
+        "expired-mailbox-full",
+        {"kind": "expired", "status": "4.2.2", "action": "failed"},
+    ),
+    (
+        "networkerror",
+        "expired-routing-loop",
+        {"kind": "expired", "status": "4.4.6", "action": "failed"},
+    ),
+    (
+        "expired",
+        "connection-failure-final",
+        {
+            "action": "failed",
+            "diagnostic": "Technical details of permanent failure: The recipient server did not "
+            "accept our requests to connect.",
+        },
+    ),
+    (
+        "hostunknown",
+        "host-unknown-final",
+        {"action": "failed", "diagnostic": "cy@nowhere.example: Domain does not exist"},
+    ),
+    (
+        "hostunknown",
+        "host-unknown-final",
+        {"action": "failed", "diagnostic": "Unrouteable address"},
+    ),
+    (
+        "mailererror",
+        "local-mailer-exit",
+        {"status": "5.0.0", "diagnostic": "127", "diagnostic_type": "X-Unix"},
+    ),
+    (
+        "mailererror",
+        "mailer-error",
+        {
+            "status": "5.1.1",
+            "diagnostic": 'procmail: Couldn\'t create "/var/mail/dee": No such user',
+        },
+    ),
+    (
+        "notcompliantrfc",
+        "google-not-rfc5322",
+        {
+            "status": "5.7.1",
+            "diagnostic": "550-5.7.1 Messages with multiple 550 5.7.1 addresses in From: header "
+            "are not accepted.",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("reason", "rule_id", "kwargs"), STAGE_CASES, ids=[f"{r}-{i}" for r, i, _ in STAGE_CASES]
+)
+def test_stage_and_cause_rules(reason: str, rule_id: str, kwargs: dict[str, object]) -> None:
+    got = classify(**kwargs)  # type: ignore[arg-type]
+    assert (got.reason, got.rule_id) == (reason, rule_id)
+
+
+def test_connection_failure_with_5xx_is_not_expiry() -> None:
+    got = classify(action="failed", status="5.4.1", diagnostic="Connection refused")
+    assert got.reason == "networkerror"
+
+
+@pytest.mark.parametrize(
+    ("value", "command"),
+    [
+        ("RCPT TO", "RCPT"),
+        ("end of DATA", "DATA"),
+        ("MAIL FROM", "MAIL"),
+        ("CONNECT", "CONNECT"),
+        ("ehlo", "HELO"),
+        ("STARTTLS", "HELO"),
+        ("DATA", "DATA"),
+        ("", None),
+        ("frobnicate", None),
+    ],
+)
+def test_command_names(value: str, command: str | None) -> None:
+    from pipeline.classify import command_of
+
+    got = command_of(value)
+    assert (str(got) if got else None) == command
+
+
+def test_unknown_command_in_rule_file_fails() -> None:
+    text = '[[rule]]\nid = "x"\nreason = "blocked"\ncommand = ["HELLO"]\nsource = "test"\n'
+    with pytest.raises(RuleError, match="unknown SMTP command"):
+        parse_rule_file(text, "t.toml")
+
+
+def test_command_rules_stay_fast() -> None:
+    import time
+
+    c = default_classifier()
+    text = (
+        "host mx.example.jp[192.0.2.7] said: 550 Unknown user bea@example.jp (in reply to end "
+        "of DATA command)"
+    )
+    c.classify(status="5.0.0", diagnostic=text)
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        c.classify(status="5.0.0", diagnostic=text, remote_host="mx.example.jp", action="failed")
+    per_call = (time.perf_counter() - t0) / n
+    assert per_call < 100e-6  # budget 20 us; generous here for a shared, loaded machine

@@ -7,7 +7,7 @@ import re
 from typing import Final
 
 from parsers.bounces.mime import Mail, Part, decode_words, parse_date, parse_header_block
-from parsers.bounces.records import BounceReport, OriginalMessage
+from parsers.bounces.records import BounceReport, OriginalMessage, SmtpCommand
 
 # RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
 STATUS_RE: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -43,6 +43,179 @@ def find_status(text: str) -> str | None:
 def find_reply_code(text: str) -> str | None:
     m = REPLY_RE.search(text)
     return m.group(1) if m else None
+
+
+# Which SMTP command a failure answered, as the MTAs write it (RFC 5321 section 4.1 names the
+# commands; the end of DATA is the "." line of section 4.1.1.4):
+#   Postfix smtp(8): "host x said: 550 ... (in reply to end of DATA command)", also RCPT TO,
+#     MAIL FROM, DATA, EHLO...; "host x refused to talk to me: 554 ..." at the greeting.
+#   Exim (spec, "SMTP error from remote mail server after <command>:"): "after RCPT TO:<a>",
+#     "after end of data", "after MAIL FROM:<s> SIZE=n", "after initial connection",
+#     "after pipelined end of data".
+#   1&1/other Exim rewrites: "SMTP error from remote server for RCPT TO command" / "TEXT command".
+#   qmail-remote (qmail 1.03, the texts quoted in qmail-send bounces): "x does not like
+#     recipient.", "x failed after I sent the message.", "Connected to x but sender was
+#     rejected.", "... but greeting failed.", "... but my name was rejected.", "Sorry, I wasn't
+#     able to establish an SMTP connection."
+#   m-FILTER: "-------SMTP command" followed by the command on the next line.
+#   Sendmail/Courier transcripts (">>> COMMAND" then "<<< reply") are read by
+#   ``command_from_transcript``.
+_COMMAND_RE: Final = re.compile(
+    r"in reply to (?P<pf>end of data|data|rcpt to|mail from|ehlo|helo|lhlo|starttls|auth)"
+    r"\s+command"
+    r"|(?P<pfc>refused to talk to me)"
+    r"|(?:smtp error from remote (?:mail )?(?:server|mailer)|rejected(?: by [^\n]{0,80}?)?)\s+"
+    r"after\s+(?:pipelined\s+)?(?P<ex>end of data|data|rcpt to|mail from|initial connection|"
+    r"ehlo|helo|lhlo|starttls|auth)"
+    r"|smtp error from remote (?:mail )?server for (?P<oi>rcpt to|mail from|data|text) command"
+    r"|(?P<qr>does not like recipient)|(?P<qd>failed after i sent the message)"
+    r"|(?P<qm>but sender was rejected)|(?P<qh>but my name was rejected)"
+    r"|(?P<qc>but greeting failed|wasn't able to establish an smtp connection)"
+    r"|smtp command[ \t:]*\n?[ \t]*-*[ \t]*(?P<mf>data|rcpt to|mail from|ehlo|helo)\b"
+    r"|(?:^|[\s(])after (?P<gen>end of data|rcpt to|mail from)\b",
+    re.IGNORECASE,
+)
+_COMMAND_WORDS: Final = {
+    "end of data": SmtpCommand.DATA,
+    "data": SmtpCommand.DATA,
+    "text": SmtpCommand.DATA,
+    ".": SmtpCommand.DATA,
+    "rcpt to": SmtpCommand.RCPT,
+    "rcpt": SmtpCommand.RCPT,
+    "mail from": SmtpCommand.MAIL,
+    "mail": SmtpCommand.MAIL,
+    "ehlo": SmtpCommand.HELO,
+    "helo": SmtpCommand.HELO,
+    "lhlo": SmtpCommand.HELO,
+    "starttls": SmtpCommand.HELO,
+    "auth": SmtpCommand.HELO,
+    "initial connection": SmtpCommand.CONNECT,
+    "connect": SmtpCommand.CONNECT,
+}
+_COMMAND_GROUPS: Final = {
+    "pfc": SmtpCommand.CONNECT,
+    "qr": SmtpCommand.RCPT,
+    "qd": SmtpCommand.DATA,
+    "qm": SmtpCommand.MAIL,
+    "qh": SmtpCommand.HELO,
+    "qc": SmtpCommand.CONNECT,
+}
+# Sendmail savemail.c / Courier transcripts: ">>> RCPT To:<a>" sent, "<<< 550 ..." received.
+_SENT_RE: Final = re.compile(r"^[ \t]*>>>[ \t]*(\.|[a-z]{4}(?:[ \t]+(?:to|from))?)", re.I)
+_ERROR_REPLY_RE: Final = re.compile(r"^[ \t]*<<<[ \t]*[45]\d\d", re.I)
+
+
+def find_command(text: str) -> SmtpCommand | None:
+    """The SMTP command a failure answered, when the text names it (see ``_COMMAND_RE``)."""
+    if not text:
+        return None
+    found = command_from_transcript(text, None)
+    if found is not None:
+        return found
+    m = _COMMAND_RE.search(text)
+    if m is None:
+        return None
+    group = m.lastgroup
+    if group in _COMMAND_GROUPS:
+        return _COMMAND_GROUPS[group]
+    return _COMMAND_WORDS.get(" ".join(m.group(group or 0).lower().split()))
+
+
+def command_from_transcript(text: str, addr: str | None) -> SmtpCommand | None:
+    """The command that the first error reply (about ``addr`` when given) answered.
+
+    A reply answers the last command sent, except under ESMTP pipelining (RFC 2920 section 3.1:
+    the client sends RCPT TO and DATA in one batch and the replies come back in command order):
+    Sendmail then logs only ">>> DATA", followed by several "<<<" replies. All but the last of
+    them answer the pipelined RCPT TO commands, the last one answers DATA.
+    """
+    if ">>>" not in text or "<<<" not in text:
+        return None
+    want = addr.lower() if addr else None
+    last: SmtpCommand | None = None
+    replies: list[tuple[bool, bool]] = []  # (is an error, names addr) after the last command
+    continued = False
+
+    def verdict() -> SmtpCommand | None:
+        for i, (error, named) in enumerate(replies):
+            if error and (want is None or named):
+                if last is SmtpCommand.DATA and i < len(replies) - 1:
+                    return SmtpCommand.RCPT
+                return last
+        return None
+
+    for line in text.split("\n"):
+        sent = _SENT_RE.match(line)
+        if sent is not None:
+            found = verdict() if last is not None else None
+            if found is not None:
+                return found
+            words = sent.group(1).lower().split()
+            last = _COMMAND_WORDS.get(" ".join(words[:2])) or _COMMAND_WORDS.get(words[0])
+            replies = []
+            continued = False
+            continue
+        if line.lstrip().startswith("<<<"):
+            named = bool(want and want in line.lower())
+            if continued:  # the next line of a multi-line reply (RFC 5321 section 4.2.1)
+                error, was_named = replies[-1]
+                replies[-1] = (error, was_named or named)
+            else:
+                replies.append((_ERROR_REPLY_RE.match(line) is not None, named))
+            m = _REPLY_LINE_RE.match(line)
+            continued = m is not None and m.group(2) == "-"
+    return verdict() if last is not None else None
+
+
+def command_near(text: str, addr: str) -> SmtpCommand | None:
+    """The command named in the paragraph about ``addr`` (Postfix and Exim human-readable parts:
+    the address, then its reason up to the next blank line) or in a transcript about it."""
+    if not text:
+        return None
+    found = command_from_transcript(text, addr)
+    if found is not None:
+        return found
+    idx = text.lower().find(addr.lower())
+    if idx < 0:
+        return None
+    para = text[idx : idx + 1500]
+    gap = _BLANK_RE.search(para)
+    return find_command(para[: gap.start()] if gap else para)
+
+
+_BLANK_RE: Final = re.compile(r"\n[ \t]*\n")
+# RFC 5321 section 4.2.1: a multi-line reply repeats the code on each line, "-" after all but the
+# last; Sendmail's transcript prefixes the received lines with "<<< ".
+_REPLY_LINE_RE: Final = re.compile(r"^[ \t]*(?:<<<[ \t]*)?([245]\d\d)([- ])(.*)$")
+
+
+def complete_reply(diagnostic: str, text: str) -> str:
+    """A Diagnostic-Code holding only the first line of a multi-line reply ("552-5.7.0 This
+    message was blocked because ...", Sendmail's DSN) completed from the transcript that has all
+    its lines; the diagnostic itself when the text does not have them."""
+    first = _REPLY_LINE_RE.match(diagnostic)
+    if first is None or first.group(2) != "-" or not text:
+        return diagnostic
+    # the diagnostic was unfolded and squeezed; match its words across any whitespace
+    needle = re.compile(r"\s+".join(re.escape(w) for w in first.group(3).split()))
+    for found in needle.finditer(text):
+        idx = found.start()
+        start = text.rfind("\n", 0, idx) + 1
+        parts: list[str] = []
+        for line in text[start : start + 4000].split("\n"):
+            m = _REPLY_LINE_RE.match(line)
+            if m is None or m.group(1) != first.group(1):
+                break
+            parts.append(m.group(3).strip())
+            if m.group(2) == " ":
+                break
+        if len(parts) >= 2:
+            # the enhanced code is repeated on every line (RFC 2034 section 3): keep it once
+            code = STATUS_RE.match(parts[0])
+            if code is not None:
+                parts[1:] = [p.removeprefix(code.group(0)).strip() for p in parts[1:]]
+            return squeeze(f"{first.group(1)} " + " ".join(parts))
+    return diagnostic
 
 
 def find_address(text: str) -> str | None:

@@ -98,7 +98,12 @@ def decode(mail: Mail) -> BounceReport | None:
         if addr.lower() in recipients:
             continue
         nxt = next((p[0] for p in positions[idx + 1 :] if p[2].lower() != addr.lower()), len(head))
-        block = head[max(0, start - 300) : start] + head[start:nxt]
+        # the text before the address explains it too, but not past the previous recipient
+        prev = max((p[1] for p in positions[:idx] if p[2].lower() != addr.lower()), default=0)
+        if prev:
+            eol = head.find("\n", prev, start)
+            prev = eol + 1 if eol >= 0 else prev
+        block = head[max(prev, start - 300) : start] + head[start:nxt]
         recipients[addr.lower()] = recipient_from_block(addr, block[-2000:], action=action)
     for addr in wanted:
         if addr.lower() not in recipients:

@@ -30,6 +30,16 @@ class ReportKind(StrEnum):
     NOT_BOUNCE = "not_bounce"
 
 
+class SmtpCommand(StrEnum):
+    """The SMTP command a failure reply answered (RFC 5321 section 4.1), or the connection."""
+
+    CONNECT = "CONNECT"  # the greeting (RFC 5321 section 3.1) or the TCP connection itself
+    HELO = "HELO"  # EHLO/HELO/LHLO, STARTTLS and AUTH: the session set-up
+    MAIL = "MAIL"  # MAIL FROM: the sender was refused
+    RCPT = "RCPT"  # RCPT TO: this recipient was refused
+    DATA = "DATA"  # DATA or the end of data (".", RFC 5321 section 4.1.1.4): the content
+
+
 class Action(StrEnum):
     """RFC 3464 section 2.3.3 action values."""
 
@@ -53,6 +63,7 @@ class BounceRecipient:
     last_attempt_date: datetime | None = None
     will_retry_until: datetime | None = None
     hint: str | None = None  # decoder's finding, e.g. "expired" (Postfix: failed + 4.x.x)
+    command: SmtpCommand | None = None  # the command the failure answered, when the text says
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

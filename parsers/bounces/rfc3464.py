@@ -17,7 +17,11 @@ from parsers.bounces.diagnostic import (
     RETURNED_TYPES,
     base_report,
     clean_address,
+    command_from_transcript,
+    command_near,
+    complete_reply,
     find_address,
+    find_command,
     find_reply_code,
     find_status,
     original_from_part,
@@ -120,6 +124,14 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
     status_raw = _get(group, "status")
     status = find_status(status_raw) if status_raw else None
     diag_type, diag = split_typed(_get(group, "diagnostic-code"))
+    if diag and "\x1b" in diag:
+        diag = _iso2022(diag)
+    if diag:
+        diag = complete_reply(diag, human)
+    elif human:
+        # No Diagnostic-Code: the human-readable part is the only explanation (RFC 3464
+        # section 2.1 / RFC 6522 section 3: the first part "describes the condition(s)").
+        diag = _paragraph(human, addr) or None
     _, remote = split_typed(_get(group, "remote-mta"))
     status = better_status(status, diag, _near(human, addr))
     if action is None:
@@ -134,9 +146,19 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
         # Postfix bounce(8): a message that timed out in the queue is returned as "failed"
         # with the last temporary status (postconf(5) maximal_queue_lifetime).
         hint = "expired"
+    # The command the failure answered: the diagnostic may say it (Exim puts "SMTP error ...
+    # after RCPT TO" there), else the human-readable part's paragraph or transcript about this
+    # recipient, else the transcript's first failing command (Sendmail writes a transcript of
+    # the failed dialogue only; its replies to DATA name no recipient).
+    command = (
+        (find_command(diag) if diag else None)
+        or command_near(human, addr)
+        or command_from_transcript(human, None)
+    )
     return BounceRecipient(
         recipient=addr,
         original_recipient=clean_address(orig) if orig else None,
+        command=command,
         action=action,
         status=status,
         reply_code=reply,
@@ -179,7 +201,55 @@ def _near(human: str, addr: str) -> str | None:
     idx = human.lower().find(addr.lower())
     if idx < 0:
         return None
-    return human[idx : idx + 1200]
+    # up to the end of this recipient's paragraph: the next one is another recipient's
+    near = human[idx : idx + 1200]
+    gap = _BLANK_LINE_RE.search(near)
+    return near[: gap.start()] if gap else near
+
+
+_BLANK_LINE_RE: Final = re.compile(r"\n[ \t]*\n")
+
+
+_RAW_ESC_RE: Final = re.compile(r"\x1b[$(][@ABJ]")
+
+
+def _iso2022(text: str) -> str:
+    """A header value sent as raw ISO-2022-JP (RFC 1468 escape sequences, no RFC 2047 words)."""
+    if not _RAW_ESC_RE.search(text):
+        return text
+    try:
+        return text.encode("ascii").decode("iso-2022-jp")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def _paragraph(human: str, addr: str) -> str:
+    """The paragraph of the human-readable part that names ``addr`` (else its first 600
+    characters when it names no address at all), squeezed, at most about 1200 characters."""
+    low = human[:20_000].lower()
+    idx = low.find(addr.lower())
+    if idx < 0:
+        return "" if "@" in low[:2000] else squeeze(human[:600])
+    start = max(low.rfind("\n\n", 0, idx), idx - 400, 0)
+    end = low.find("\n\n", idx)
+    end = end if 0 <= end < idx + 1000 else idx + 1000
+    # a list of recipients without blank lines: stop at the next line naming another address
+    eol = low.find("\n", idx)
+    while 0 <= eol < end:
+        nxt = low.find("\n", eol + 1)
+        line = low[eol + 1 : nxt if nxt >= 0 else end]
+        if "@" in line and addr.lower() not in line:
+            end = eol
+            break
+        eol = nxt
+    para = squeeze(human[start:end])
+    # a short paragraph just above is the notice's summary of the condition ("The user(s)
+    # account is disabled." above the per-recipient lines)
+    above = low[:start].rstrip()
+    lead = above[above.rfind("\n\n") + 1 :].strip() if above else ""
+    if lead and len(lead) < 200 and "@" not in lead:
+        para = squeeze(lead) + " " + para
+    return para
 
 
 def kind_of(recipients: tuple[BounceRecipient, ...]) -> ReportKind:

@@ -7,6 +7,7 @@ import re
 from typing import Final
 
 from parsers.bounces.diagnostic import (
+    find_command,
     find_reply_code,
     find_status,
     original_from_text,
@@ -67,6 +68,7 @@ def recipient_from_block(
         diagnostic_type="smtp" if reply else None,
         diagnostic=diag,
         hint=hint,
+        command=find_command(block[:4000]) if block else None,
     )
 
 
