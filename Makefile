@@ -19,6 +19,7 @@ install: $(BIN)/mtalens
 demo: install
 	rm -f $(DB) $(DB).wal
 	$(BIN)/mtalens ingest --db $(DB) --year 2026 --timezone UTC sample_logs/postfix
+	$(BIN)/mtalens bounces ingest --db $(DB) sample_logs/bounces
 	$(BIN)/mtalens report --db $(DB)
 
 test: install
