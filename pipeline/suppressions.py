@@ -215,6 +215,9 @@ def _args(policy: SuppressionsConfig) -> list[Any]:
 
 
 DECISIONS_SQL: Final = "SELECT * FROM suppression_decisions(?, ?, ?, ?, ?, ?, ?, ?)"
+# The straightforward definition (0004), kept as the specification the fast one is checked
+# against (tests/test_suppressions_fast.py) and as the benchmark's baseline.
+REFERENCE_SQL: Final = "SELECT * FROM suppression_decisions_reference(?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +258,17 @@ def decisions_frame(
     store: Store, policy: SuppressionsConfig, *, now: datetime, suppressed_only: bool = True
 ) -> pl.DataFrame:
     sql = DECISIONS_SQL + (" WHERE suppressed" if suppressed_only else "") + " ORDER BY address"
+    table = store.con.sql(sql, params=[now, *_args(policy)]).to_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def reference_decisions_frame(
+    store: Store, policy: SuppressionsConfig, *, now: datetime, suppressed_only: bool = True
+) -> pl.DataFrame:
+    """``decisions_frame`` by the straightforward definition (slow; for tests and the bench)."""
+    sql = REFERENCE_SQL + (" WHERE suppressed" if suppressed_only else "") + " ORDER BY address"
     table = store.con.sql(sql, params=[now, *_args(policy)]).to_arrow_table()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
