@@ -2,29 +2,55 @@
 
 The notebooks hold no logic: every query here is a named query shared with the CLI and the HTML
 report (``pipeline/queries/*.sql``), and every plot takes a frame and returns its Axes.
-The store is opened read-only, so a notebook never writes.
+
+Each function takes the store as ``db``: a path (``None``: ``$MTALENS_DB``, else
+``./mtalens.duckdb``), opened read-only, queried and closed again within the call, so a notebook
+never holds the file while `mtalens watch` runs. DuckDB allows one read-write process or many
+read-only ones, never both; the daemon writes in short windows and a read-only open waits one out
+(``$MTALENS_LOCK_WAIT``, pipeline/store.py), so each call sees the data as of the last window.
+Frames are fully materialised before the store is closed. An open :class:`Store` is accepted too
+(tests, or a store the caller closes itself); it is used and left open.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from pipeline import reports
 from pipeline.diagnose import Context, diagnose, run_query
-from pipeline.store import Store
+from pipeline.store import Store, StoreError, resolve_db_path
 from pipeline.timerange import EPOCH, FAR_FUTURE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+StoreRef = Store | str | os.PathLike[str] | None
 
-def open_store(db: str | os.PathLike[str] | None = None) -> Store:
-    """``db``, else ``$MTALENS_DB``, else ``./mtalens.duckdb``; read-only."""
-    return Store.open(db, read_only=True)
+
+def store_path(db: str | os.PathLike[str] | None = None) -> Path:
+    """``db``, else ``$MTALENS_DB``, else ``./mtalens.duckdb``; it must exist (nothing is
+    opened: pass the path to the functions below)."""
+    path = resolve_db_path(db)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store (run `mtalens ingest` first)")
+    return path
+
+
+@contextmanager
+def reading(db: StoreRef = None) -> Iterator[Store]:
+    """The store for one call: opened read-only and closed on exit (a Store is passed through)."""
+    if isinstance(db, Store):
+        yield db
+        return
+    with Store.open(db, read_only=True) as store:
+        yield store
 
 
 def _ctx(store: Store, since: datetime | None, until: datetime | None) -> Context:
@@ -40,48 +66,60 @@ def _table_frame(t: reports.Table) -> pl.DataFrame:
 
 
 def totals(
-    store: Store, since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """The `report` totals section: received, delivered, deferred, bounced, rejected..."""
-    [t] = reports.report(
-        store, since=since or EPOCH, until=until or FAR_FUTURE, sections=("totals",)
-    )
+    with reading(db) as store:
+        [t] = reports.report(
+            store, since=since or EPOCH, until=until or FAR_FUTURE, sections=("totals",)
+        )
     return _table_frame(t)
 
 
 def outcomes_by_hour(
-    store: Store, since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
-    return _frame(run_query(_ctx(store, since, until), "outcomes_by_hour"))
+    with reading(db) as store:
+        return _frame(run_query(_ctx(store, since, until), "outcomes_by_hour"))
 
 
 def bounce_reasons_by_destination(
-    store: Store, top: int = 10, since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None, top: int = 10, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
-    return _frame(
-        run_query(_ctx(store, since, until), "bounce_reasons_by_destination", {"top": top})
-    )
+    with reading(db) as store:
+        return _frame(
+            run_query(_ctx(store, since, until), "bounce_reasons_by_destination", {"top": top})
+        )
 
 
 def delay_stages(
-    store: Store, since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """p50/p90/max of the four Postfix delay stages of successful deliveries."""
-    return _frame(run_query(_ctx(store, since, until), "delay_stages"))
+    with reading(db) as store:
+        return _frame(run_query(_ctx(store, since, until), "delay_stages"))
 
 
 def delays_by(
-    store: Store, by: str = "hour", since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None,
+    by: str = "hour",
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> pl.DataFrame:
     """`mtalens stats delays --by BY`: count and percentiles of total delay and each stage."""
-    t = reports.delay_stats(store, by=by, since=since or EPOCH, until=until or FAR_FUTURE, top=1000)
+    with reading(db) as store:
+        t = reports.delay_stats(
+            store, by=by, since=since or EPOCH, until=until or FAR_FUTURE, top=1000
+        )
     return _table_frame(t)
 
 
 def findings(
-    store: Store, since: datetime | None = None, until: datetime | None = None
+    db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:
     """`mtalens diagnose` as a frame: one row per finding."""
+    with reading(db) as store:
+        found = diagnose(_ctx(store, since, until))
     rows = [
         {
             "severity": str(f.severity),
@@ -93,28 +131,28 @@ def findings(
             "destinations": ", ".join(f.evidence.destinations),
             "remedy": f.remedy,
         }
-        for f in diagnose(_ctx(store, since, until))
+        for f in found
     ]
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 
-def bounces(store: Store) -> pl.DataFrame:
+def _arrow_frame(db: StoreRef, sql: str) -> pl.DataFrame:
+    with reading(db) as store:
+        table = store.con.sql(sql).to_arrow_table()  # materialised: independent of the store
+    return pl.from_arrow(table)  # type: ignore[return-value]
+
+
+def bounces(db: StoreRef = None) -> pl.DataFrame:
     """The ``bounces`` view (failed recipients from DSNs), newest first."""
-    return pl.from_arrow(  # type: ignore[return-value]
-        store.con.sql("SELECT * FROM bounces ORDER BY report_date DESC NULLS LAST").to_arrow_table()
-    )
+    return _arrow_frame(db, "SELECT * FROM bounces ORDER BY report_date DESC NULLS LAST")
 
 
-def complaints(store: Store) -> pl.DataFrame:
-    return pl.from_arrow(  # type: ignore[return-value]
-        store.con.sql(
-            "SELECT * FROM complaints ORDER BY report_date DESC NULLS LAST"
-        ).to_arrow_table()
-    )
+def complaints(db: StoreRef = None) -> pl.DataFrame:
+    return _arrow_frame(db, "SELECT * FROM complaints ORDER BY report_date DESC NULLS LAST")
 
 
-def bounces_by_reason(store: Store) -> pl.DataFrame:
-    frame = bounces(store)
+def bounces_by_reason(db: StoreRef = None) -> pl.DataFrame:
+    frame = bounces(db)
     if frame.is_empty():
         return pl.DataFrame(schema={"reason": pl.Utf8, "count": pl.UInt32})
     return (
@@ -125,12 +163,13 @@ def bounces_by_reason(store: Store) -> pl.DataFrame:
     )
 
 
-def suppressions(store: Store, now: datetime) -> pl.DataFrame:
+def suppressions(db: StoreRef = None, *, now: datetime) -> pl.DataFrame:
     """Suppressed addresses under the default policy (pipeline/suppressions.py)."""
     from pipeline.config import SuppressionsConfig
     from pipeline.suppressions import decisions_frame
 
-    return decisions_frame(store, SuppressionsConfig(), now=now)
+    with reading(db) as store:
+        return decisions_frame(store, SuppressionsConfig(), now=now)
 
 
 # --------------------------------------------------------------------------------------------

@@ -266,3 +266,83 @@ def test_text_output_neutralises_control_characters() -> None:
     )
     text = render_text([f])
     assert "\x1b" not in text and "\x07" not in text and "evil ?[31mred" in text
+
+
+def _dsn(queue_id: str, recipient: str, arrival: str, when: str) -> bytes:
+    """A Postfix bounce(8) DSN (RFC 3464 multipart/report, with Postfix's X-Postfix-Queue-ID)
+    about one refusal naming Spamhaus, as the sample's mx1 would send it."""
+    return f"""Return-Path: <>
+Date: {when}
+From: MAILER-DAEMON@mx1.example.net (Mail Delivery System)
+Subject: Undelivered Mail Returned to Sender
+To: news@example.net
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B/{queue_id}"
+Message-Id: <{queue_id}.dsn@mx1.example.net>
+
+--B/{queue_id}
+Content-Type: text/plain; charset=us-ascii
+
+Your message could not be delivered.
+
+--B/{queue_id}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx1.example.net
+X-Postfix-Queue-ID: {queue_id}
+X-Postfix-Sender: rfc822; news@example.net
+Arrival-Date: {arrival}
+
+Final-Recipient: rfc822; {recipient}
+Original-Recipient: rfc822;{recipient}
+Action: failed
+Status: 5.7.1
+Diagnostic-Code: smtp; 554 5.7.1 Service unavailable; Client host [192.0.2.10]
+    blocked using zen.spamhaus.org
+Last-Attempt-Date: {when}
+
+--B/{queue_id}--
+""".replace("\n", "\r\n").encode()
+
+
+def test_blocklist_refusal_and_its_dsn_count_once(tmp_path: Path) -> None:
+    from pipeline import bounces
+
+    # one DSN about a refusal the log shows (3A128B001B, info@corp-a.example), one about a
+    # refusal the log does not show (its message was never logged here)
+    (tmp_path / "same.eml").write_bytes(
+        _dsn(
+            "3A128B001B",
+            "info@corp-a.example",
+            "Tue,  1 Dec 2026 11:30:00 +0000 (UTC)",
+            "Tue,  1 Dec 2026 11:30:01 +0000 (UTC)",
+        )
+    )
+    (tmp_path / "other.eml").write_bytes(
+        _dsn(
+            "7F00AA0001",
+            "sales@corp-z.example",
+            "Tue,  1 Dec 2026 12:00:00 +0000 (UTC)",
+            "Tue,  1 Dec 2026 12:00:02 +0000 (UTC)",
+        )
+    )
+    with Store.open(tmp_path / "b.duckdb") as store:
+        LogIngestor(store, tz=UTC, year=2026).run([PROBLEMS])
+        bounces.ingest(store, sorted(tmp_path.glob("*.eml")), now=lambda: NOW)
+        linked = store.con.execute(
+            "SELECT queue_id FROM bounce_deliveries WHERE recipient = 'info@corp-a.example'"
+        ).fetchall()
+        assert linked == [("3A128B001B",)]  # the link the dedupe relies on
+        found = diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE, clock=lambda: NOW))
+    sh = next(f for f in found if f.id == "blocklisted:spamhaus")
+    assert sh.evidence.count == 4  # 3 logged refusals + 1 known only from its DSN
+    assert sh.evidence.fact("attempts") == 3
+    assert sh.evidence.fact("from_bounce_reports_only") == 1
+    assert sh.evidence.destinations == (
+        "corp-a.example",
+        "corp-b.example",
+        "corp-c.example",
+        "corp-z.example",
+    )
+    assert sh.evidence.last_seen == datetime(2026, 12, 1, 12, 0, 2, tzinfo=UTC)

@@ -18,9 +18,10 @@ SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
             || coalesce(client_ip, '') || ']: ' || coalesce(reason, '') || '; from=<'
             || coalesce(sender, '') || '> to=<' || coalesce(recipient, '') || '> helo=<'
             || coalesce(helo, '') || '>' ORDER BY logged_at)[1:3] AS examples,
-       list(DISTINCT lower(split_part(recipient, '@', -1))) AS destinations,
+       list(DISTINCT lower(split_part(recipient, '@', -1))
+            ORDER BY lower(split_part(recipient, '@', -1))) AS destinations,
        count(DISTINCT client_ip) AS clients,
-       list(DISTINCT client_ip)[1:10] AS client_ips
+       list(DISTINCT client_ip ORDER BY client_ip)[1:10] AS client_ips
 FROM rejections
 WHERE logged_at >= $since AND logged_at < $until AND reason ILIKE '%Relay access denied%'
 HAVING count(*) > 0;
@@ -37,7 +38,7 @@ WITH d AS (
 SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
        min(logged_at) AS first_seen, max(logged_at) AS last_seen,
        list(ex ORDER BY logged_at)[1:3] AS examples,
-       list(DISTINCT recipient_domain) AS destinations,
+       list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        any_value(relay_port) AS port
 FROM d
 WHERE status IN ('bounced', 'deferred')
@@ -54,7 +55,7 @@ WITH d AS (
 )
 SELECT recipient_domain AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
-       list(DISTINCT recipient_domain) AS destinations
+       list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations
 FROM d
 WHERE status <> 'sent' AND (diagnostic ILIKE '%loops back to myself%' OR dsn LIKE '_.4.6')
 GROUP BY 1 ORDER BY count DESC;
@@ -146,7 +147,8 @@ SELECT CASE WHEN diagnostic ILIKE '%try again%' THEN 'lookup-failing' ELSE 'nxdo
        count(*) AS count, min(logged_at) AS first_seen, max(logged_at) AS last_seen,
        list(ex ORDER BY logged_at)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
-       list(DISTINCT regexp_extract(diagnostic, 'type=([A-Z]+)', 1)) AS record_types,
+       list(DISTINCT regexp_extract(diagnostic, 'type=([A-Z]+)', 1)
+            ORDER BY regexp_extract(diagnostic, 'type=([A-Z]+)', 1)) AS record_types,
        count(DISTINCT recipient) AS recipients
 FROM d GROUP BY 1 ORDER BY count DESC;
 
@@ -170,7 +172,9 @@ HAVING count(*) > 0;
 -- Our own sending/listening addresses as the logs show them: the IP a remote server quotes in
 -- square brackets when it refuses us for who we are (reputation, PTR, rate; the remote's own
 -- "host X[ip] said:" prefix removed first), and the local
--- address of postscreen(8) "CONNECT from [client]:port to [server]:25".
+-- address of postscreen(8) "CONNECT from [client]:port to [server]:25". A quoted address is
+-- what the remote saw us connect from, so it is kept even on loopback (a relay or filter on
+-- this machine, a lab); postscreen's loopback listener is not a sending address.
 SELECT DISTINCT ip FROM (
   SELECT unnest(regexp_extract_all(regexp_replace(diagnostic, '^host \S+\[[^\]]*\] said: ', ''),
                                     '\[([0-9]{1,3}(?:\.[0-9]{1,3}){3})[\] ]', 1)) AS ip
@@ -180,31 +184,53 @@ SELECT DISTINCT ip FROM (
   UNION ALL
   SELECT regexp_extract(detail, ' to \[([0-9a-fA-F:.]+)\]', 1) FROM events
   WHERE kind = 'ps-connect' AND logged_at >= $since AND logged_at < $until
-) WHERE ip <> '' AND ip NOT LIKE '127.%' ORDER BY ip;
+    AND regexp_extract(detail, ' to \[([0-9a-fA-F:.]+)\]', 1) NOT LIKE '127.%'
+    AND regexp_extract(detail, ' to \[([0-9a-fA-F:.]+)\]', 1) <> '::1'
+) WHERE ip <> '' ORDER BY ip;
 
 -- name: blocklisted
 -- Refusals naming a blocklist (pipeline/rules/default.toml [[blocklist]] tables), from the
--- delivery log and from bounce reports.
-WITH d AS (
-  SELECT logged_at AS ts, blocklist, recipient_domain AS dest,
+-- delivery log and from bounce reports. One refusal is one recipient of one message: a DSN
+-- about a refusal the log also shows (linked by the bounce_deliveries view, 0005: the report's
+-- X-Postfix-Queue-ID or Message-ID, then the recipient) is the same refusal, counted once; a
+-- DSN counts on its own only when the log has no blocklisted attempt for that message and
+-- recipient in the range (the log was not ingested, or the refusal happened elsewhere).
+-- Retries of a deferred recipient are one refusal too (`attempts` counts the log lines).
+WITH logged AS (
+  SELECT logged_at AS ts, blocklist, recipient_domain AS dest, message_key,
+         lower(recipient) AS rcpt, lower(orig_recipient) AS orig_rcpt,
          strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
          || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
          || ' (' || coalesce(diagnostic, '') || ')' AS ex
   FROM deliveries
   WHERE logged_at >= $since AND logged_at < $until AND status <> 'sent' AND blocklist IS NOT NULL
+), reported AS (
+  SELECT DISTINCT c.report_hash, c.position, coalesce(c.last_attempt_date, r.report_date) AS ts,
+         c.blocklist, lower(split_part(c.recipient, '@', -1)) AS dest, bd.message_key,
+         lower(c.recipient) AS rcpt, lower(bd.original_recipient) AS orig_rcpt,
+         'bounce report ' || coalesce(strftime(r.report_date, '%Y-%m-%d %H:%M:%S'), '') || ' for <'
+         || c.recipient || '>: ' || coalesce(c.status, '') || ' ' || coalesce(c.diagnostic, '') AS ex
+  FROM bounce_recipients c
+  JOIN bounce_reports r USING (report_hash)
+  LEFT JOIN bounce_deliveries bd USING (report_hash, position)
+  WHERE r.kind = 'bounce' AND c.action = 'failed' AND c.blocklist IS NOT NULL
+    AND coalesce(c.last_attempt_date, r.report_date) >= $since
+    AND coalesce(c.last_attempt_date, r.report_date) < $until
+), d AS (
+  SELECT ts, blocklist, dest, ex, message_key || ' ' || rcpt AS refusal, 1 AS attempt FROM logged
   UNION ALL
-  SELECT coalesce(last_attempt_date, report_date), blocklist,
-         lower(split_part(recipient, '@', -1)),
-         'bounce report ' || coalesce(strftime(report_date, '%Y-%m-%d %H:%M:%S'), '') || ' for <'
-         || recipient || '>: ' || coalesce(status, '') || ' ' || coalesce(diagnostic, '')
-  FROM bounces
-  WHERE blocklist IS NOT NULL
-    AND coalesce(last_attempt_date, report_date) >= $since
-    AND coalesce(last_attempt_date, report_date) < $until
+  SELECT ts, blocklist, dest, ex, coalesce(message_key || ' ' || rcpt, report_hash || ' ' || position), 0
+  FROM reported b
+  WHERE NOT EXISTS (
+    SELECT 1 FROM logged l
+    WHERE l.message_key = b.message_key
+      AND (l.rcpt IN (b.rcpt, b.orig_rcpt) OR l.orig_rcpt IN (b.rcpt, b.orig_rcpt)))
 )
-SELECT blocklist AS subject, count(*) AS count, min(ts) AS first_seen, max(ts) AS last_seen,
-       list(ex ORDER BY ts)[1:3] AS examples,
-       list(DISTINCT dest ORDER BY dest) AS destinations
+SELECT blocklist AS subject, count(DISTINCT refusal) AS count, min(ts) AS first_seen,
+       max(ts) AS last_seen, list(ex ORDER BY ts, ex)[1:3] AS examples,
+       list(DISTINCT dest ORDER BY dest) AS destinations,
+       sum(attempt) AS attempts,
+       count(DISTINCT refusal) FILTER (attempt = 0) AS from_bounce_reports_only
 FROM d GROUP BY 1 ORDER BY count DESC, subject;
 
 -- name: sender_authentication
@@ -252,7 +278,7 @@ SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
        list(ex ORDER BY logged_at)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        any_value(regexp_replace(diagnostic, ' by host .*$', '')) AS error,
-       (SELECT list(DISTINCT e.detail) FROM events e
+       (SELECT list(DISTINCT e.detail ORDER BY e.detail) FROM events e
          WHERE e.service IN ('smtp', 'lmtp') AND e.kind IN ('tls-warning', 'tls-error')
            AND e.logged_at BETWEEN min(d.logged_at) - INTERVAL 1 MINUTE AND max(d.logged_at)) AS tls_library_errors
 FROM d GROUP BY 1 ORDER BY count DESC, subject;
@@ -264,7 +290,7 @@ SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || service || ': ' || detail
             ORDER BY logged_at)[1:3] AS examples,
        []::VARCHAR[] AS destinations,
-       list(DISTINCT remote_ip) FILTER (remote_ip IS NOT NULL) AS clients
+       list(DISTINCT remote_ip ORDER BY remote_ip) FILTER (remote_ip IS NOT NULL) AS clients
 FROM events
 WHERE logged_at >= $since AND logged_at < $until
   AND service IN ('smtpd', 'postscreen', 'tlsproxy') AND kind IN ('tls-error', 'tls-warning')
@@ -300,13 +326,20 @@ FROM d WHERE kind IS NOT NULL GROUP BY kind ORDER BY count DESC;
 
 -- name: recipient_failures
 -- Final outcomes per recipient whose reason is mailbox full or user unknown, as a share of all
--- remote recipients with a final outcome in the range (RFC 3463 X.2.2 and X.1.1).
+-- remote recipients with a final outcome in the range (RFC 3463 X.2.2 and X.1.1). Remote: mail
+-- we send out through smtp(8)/lmtp(8). Not counted, in the numerator or the denominator: local
+-- delivery (local(8), virtual(8), pipe) and the null-sender notifications this server makes
+-- itself (bounce(8) DSNs and delay warnings, sent from MAIL FROM:<>: RFC 3461 section 6.2,
+-- RFC 5321 section 4.5.5), which are not recipients anyone chose to send to.
 WITH o AS (
   SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
          || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
          || ' (' || coalesce(diagnostic, '') || ')' AS ex
-  FROM recipient_outcomes
-  WHERE logged_at >= $since AND logged_at < $until AND service IN ('smtp', 'lmtp', 'virtual', 'local')
+  FROM recipient_outcomes o
+  WHERE logged_at >= $since AND logged_at < $until AND service IN ('smtp', 'lmtp')
+    AND coalesce(sender, '') <> ''
+    AND NOT EXISTS (SELECT 1 FROM messages m
+                    WHERE m.message_key = o.message_key AND m.bounce_of_key IS NOT NULL)
 ), total AS (SELECT count(*) AS n FROM o)
 SELECT reason AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
@@ -343,15 +376,26 @@ WITH s AS (
          min(logged_at) FILTER (half = 2) AS first_seen, max(logged_at) FILTER (half = 2) AS last_seen,
          list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
               || '>, relay=' || coalesce(relay, '') || ', delay=' || delay || ', ' || stage || '=' || v
-              ORDER BY v DESC) FILTER (half = 2) AS worst,
-         list(DISTINCT split_part(recipient, '@', -1)) FILTER (half = 2 AND v > 0) AS dests
+              ORDER BY v DESC, logged_at, queue_id) FILTER (half = 2) AS worst
   FROM long GROUP BY stage
+), slow AS (
+  -- the destinations behind the growth: recent deliveries above the earlier p90 of that stage
+  -- by the same factor and amount the stage as a whole must have grown by (so a local
+  -- delivery 0.01 s over a p90 of 0 is not one), the slowest first, then by name
+  SELECT l.stage, lower(split_part(l.recipient, '@', -1)) AS dest, max(l.v) AS worst_v
+  FROM long l JOIN agg a USING (stage)
+  WHERE l.half = 2 AND l.v > a.earlier_p90
+    AND l.v >= $delay_factor * greatest(a.earlier_p90, 0.1)
+    AND l.v - a.earlier_p90 >= $delay_min_growth
+  GROUP BY ALL
+), dests AS (
+  SELECT stage, list(dest ORDER BY worst_v DESC, dest) AS dests FROM slow GROUP BY stage
 )
 SELECT stage AS subject, recent_n AS count, first_seen, last_seen, worst[1:3] AS examples,
-       dests AS destinations,
+       coalesce(dests, []::VARCHAR[]) AS destinations,
        round(earlier_p90, 3) AS earlier_p90_s, round(recent_p90, 3) AS recent_p90_s,
        round(recent_p50, 3) AS recent_p50_s, earlier_n
-FROM agg
+FROM agg LEFT JOIN dests USING (stage)
 WHERE earlier_n >= $delay_min_samples AND recent_n >= $delay_min_samples
   AND recent_p90 >= $delay_factor * greatest(earlier_p90, 0.1)
   AND recent_p90 - earlier_p90 >= $delay_min_growth
