@@ -6,7 +6,7 @@ DB ?= sample.duckdb
 
 .PHONY: install demo test lint fmt type bench clean
 
-$(BIN)/mtalens: pyproject.toml requirements.lock
+$(BIN)/mtalens: pyproject.toml requirements.lock setup.py parsers/_pfscan.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'

@@ -1,0 +1,831 @@
+"""The fast ingest loop: the C scanner (:mod:`parsers.fastscan`) plus a correlation loop on
+integer op codes and Arrow columns, committed by a writer thread.
+
+It produces the same store as :meth:`pipeline.ingest.LogIngestor._consume` with the pure-Python
+parser (``tests/test_fastpath.py`` compares them table by table):
+
+- the C scanner reads the envelope and the common Postfix line types straight into Arrow
+  buffers (deliveries, events) and small op tuples (what the correlation needs); every other
+  line comes back as a FALLBACK op and goes through the Python parser, which stays the only
+  source of quarantine reasons and ignore rules;
+- the correlation mirrors :class:`pipeline.correlate.Correlator` with timestamps kept as UTC
+  microseconds (message keys are computed exactly as ``int(ts.timestamp() * 1_000_000)``);
+- batches commit at the same line counts as the pure path, each in one transaction with its
+  checkpoint; the INSERTs of batch N run in a writer thread (DuckDB releases the GIL while it
+  executes) while batch N+1 is scanned, with at most one batch in flight, so memory stays
+  bounded.
+
+Off when the extension is not built, when ``MTALENS_PURE_PYTHON=1``, or when the ingestor has
+an ``on_commit`` hook (that hook is given row tuples, which only the pure path builds).
+``MTALENS_FAST_SERIAL=1`` commits in the reading thread (for profiling).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import operator
+import os
+import time
+import traceback
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
+
+from parsers import fastscan
+from parsers import postfix as pf
+from parsers.errors import ParseError
+from parsers.syslog import SyslogClock, parse_envelope, split_program
+from pipeline.correlate import (
+    AUTH_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    REJECTION_COLUMNS,
+    MessageState,
+)
+
+if TYPE_CHECKING:
+    from pipeline.ingest import Checkpoint, LineCounts, LogIngestor
+
+log = logging.getLogger(__name__)
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US: Final = timedelta(microseconds=1)
+TS_TYPE: Final = pa.timestamp("us", tz="UTC")
+READ_CHUNK: Final = 4 * 1024 * 1024
+
+
+def enabled() -> bool:
+    """The extension is built and the user did not ask for the pure-Python path."""
+    return fastscan.AVAILABLE and os.environ.get("MTALENS_PURE_PYTHON", "") not in ("1", "true")
+
+
+def to_us(ts: datetime) -> int:
+    return (ts - EPOCH) // ONE_US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def key_of(host: str, qid: str, at_us: int) -> str:
+    # pipeline.correlate.message_key: int(first_seen.timestamp() * 1_000_000), where
+    # timestamp() is the correctly rounded microseconds / 10**6 (CPython datetime_timestamp)
+    return f"{host}|{qid}|{int(at_us / 1_000_000 * 1_000_000)}"
+
+
+def tz_offset_fn(tz: tzinfo) -> fastscan.TzOffset | None:
+    """The callback the scanner asks, once per distinct local minute, for the zone's offset:
+    the same ``datetime(..., tzinfo=tz)`` Python's SyslogClock builds (fold=0)."""
+    if tz is UTC:
+        return None
+
+    def offset(y: int, mo: int, d: int, hh: int, mi: int) -> int:
+        off = datetime(y, mo, d, hh, mi, tzinfo=tz).utcoffset()
+        return 0 if off is None else int(off.total_seconds())
+
+    return offset
+
+
+# --- correlation on integer timestamps -----------------------------------------------------------
+
+_MSG_TS: Final = ("first_seen", "arrived_at", "removed_at", "expired_at", "last_seen")
+
+
+class Msg:
+    """pipeline.correlate.MessageState with UTC-microsecond timestamps."""
+
+    __slots__ = (
+        "arrived_at",
+        "bounce_of_key",
+        "client_ip",
+        "client_name",
+        "client_port",
+        "discarded",
+        "expired_at",
+        "first_seen",
+        "held",
+        "host",
+        "key",
+        "last_seen",
+        "message_id",
+        "notification_kind",
+        "nrcpt",
+        "orig_message_key",
+        "orig_queue_id",
+        "origin",
+        "persisted",
+        "queue_id",
+        "rejected",
+        "removed_at",
+        "sasl_method",
+        "sasl_username",
+        "sender",
+        "size",
+        "source_key",
+    )  # fmt: skip
+
+    def __init__(self, key: str, host: str, qid: str, at: int, origin: str, source_key: str | None):
+        self.key = key
+        self.host = host
+        self.queue_id = qid
+        self.origin = origin
+        self.message_id: str | None = None
+        self.sender: str | None = None
+        self.size: int | None = None
+        self.nrcpt: int | None = None
+        self.client_name: str | None = None
+        self.client_ip: str | None = None
+        self.client_port: int | None = None
+        self.sasl_method: str | None = None
+        self.sasl_username: str | None = None
+        self.orig_queue_id: str | None = None
+        self.orig_message_key: str | None = None
+        self.bounce_of_key: str | None = None
+        self.notification_kind: str | None = None
+        self.first_seen = at
+        self.arrived_at: int | None = None
+        self.removed_at: int | None = None
+        self.expired_at: int | None = None
+        self.last_seen = at
+        self.held = False
+        self.discarded = False
+        self.rejected = False
+        self.source_key = source_key
+        self.persisted = False
+
+    @classmethod
+    def from_state(cls, st: MessageState) -> Msg:
+        m = cls(st.message_key, st.host, st.queue_id, to_us(st.first_seen), st.origin,
+                st.source_key)  # fmt: skip
+        for name in MESSAGE_COLUMNS[3:]:
+            if name in _MSG_TS:
+                v = getattr(st, name)
+                setattr(m, name, None if v is None else to_us(v))
+            elif name != "origin":
+                setattr(m, name, getattr(st, name))
+        m.persisted = st.persisted
+        return m
+
+
+@dataclass(slots=True)
+class Rows:
+    """What one batch writes besides the scanner's columns: rows from the Python path."""
+
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+    rejections: list[tuple[Any, ...]] = field(default_factory=list)
+    auth_failures: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class FastCorrelator:
+    """pipeline.correlate.Correlator's rules, on ints; fed by op tuples and by records."""
+
+    def __init__(self, classify: Any, *, stale_after: timedelta, recent_size: int) -> None:
+        self.open: dict[tuple[str, str], Msg] = {}
+        self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}
+        self.classify = classify
+        self.stale_us = stale_after // ONE_US
+        self.recent_size = recent_size
+        self.touched: dict[str, Msg] = {}
+        self.latest: int | None = None
+        self._memo: dict[tuple[Any, ...], tuple[Any, Any, Any, Any, Any]] = {}
+
+    def remember_closed(self, st: Msg) -> None:
+        k = (st.host, st.queue_id)
+        self.recent[k] = st.key
+        self.recent.move_to_end(k)
+        while len(self.recent) > self.recent_size:
+            self.recent.popitem(last=False)
+
+    def new(self, host: str, qid: str, at: int, source_key: str, origin: str) -> Msg:
+        k = (host, qid)
+        old = self.open.pop(k, None)
+        if old is not None:
+            self.remember_closed(old)
+        st = Msg(key_of(host, qid, at), host, qid, at, origin, source_key)
+        if self.pending_links:
+            link = self.pending_links.pop(k, None)
+            if link is not None:
+                st.bounce_of_key, st.notification_kind = link
+                st.origin = "bounce"
+        self.open[k] = st
+        return st
+
+    def get(self, host: str, qid: str, at: int, source_key: str) -> Msg:
+        st = self.open.get((host, qid))
+        if st is None:
+            st = self.new(host, qid, at, source_key, "unknown")
+        st.last_seen = at
+        self.touched[st.key] = st
+        return st
+
+    def evict_stale(self) -> None:
+        if self.latest is None:
+            return
+        horizon = self.latest - self.stale_us
+        for k in [k for k, st in self.open.items() if st.last_seen < horizon]:
+            st = self.open.pop(k)
+            self.remember_closed(st)
+            self.touched[st.key] = st
+
+    def client(self, host: str, qid: str, at: int, sk: str, service: str, name: str | None,
+               ip: str | None, port: int | None, method: str | None, user: str | None,
+               orig_qid: str | None) -> None:  # fmt: skip
+        st = self.new(host, qid, at, sk, "pickup")
+        self.touched[st.key] = st
+        st.origin = "qmqpd" if service == "qmqpd" else "smtpd"
+        st.client_name = name
+        st.client_ip = ip
+        st.client_port = port
+        st.sasl_method = method
+        st.sasl_username = user
+        if orig_qid:
+            st.orig_queue_id = orig_qid
+            ok = (host, orig_qid)
+            prev = self.open.get(ok)
+            st.orig_message_key = prev.key if prev else self.recent.get(ok)
+        if st.bounce_of_key:
+            st.origin = "bounce"
+
+    def pickup(self, host: str, qid: str, at: int, sk: str, sender: str) -> None:
+        st = self.new(host, qid, at, sk, "pickup")
+        self.touched[st.key] = st
+        st.sender = sender
+        if st.bounce_of_key:
+            st.origin = "bounce"
+
+    def notification(self, host: str, qid: str, at: int, sk: str, kind: str, new_qid: str) -> None:
+        st = self.get(host, qid, at, sk)
+        nk = (host, new_qid)
+        new = self.open.get(nk)
+        if new is not None and new.bounce_of_key is None:
+            new.bounce_of_key = st.key
+            new.notification_kind = kind
+            new.origin = "bounce"
+            self.touched[new.key] = new
+        else:
+            self.pending_links[nk] = (st.key, kind)
+
+    def classify_delivery(
+        self, dsn: str | None, code: int | None, detail: str, rhost: str | None, status: str
+    ) -> tuple[Any, Any, Any, Any, Any]:
+        if status == "sent":
+            return "delivered", "success", None, "status-sent", None
+        if self.classify is None:
+            return None, None, None, None, None
+        # the classifier is a pure function of these arguments (ordered immutable rules)
+        memo_key = (dsn, code, detail, rhost, status == "bounced")
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            return hit
+        cl = self.classify(
+            status=dsn,
+            reply_code=code,
+            diagnostic=detail,
+            remote_host=rhost,
+            # as pipeline.correlate: only a bounce is a final failure (RFC 3464 2.3.3)
+            action="failed" if status == "bounced" else None,
+        )
+        out = (cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist)
+        if len(self._memo) >= 65536:  # bounded: ingest memory must not grow with the file
+            self._memo.clear()
+        self._memo[memo_key] = out
+        return out
+
+    def feed_record(
+        self, rec: pf.Record, at_dt: datetime, host: str, instance: str, service: str,
+        sk: str, offset: int, rows: Rows,
+    ) -> None:  # fmt: skip
+        """Correlator.feed for a record of the Python parser (a FALLBACK line)."""
+        at = to_us(at_dt)
+        if self.latest is None or at > self.latest:
+            self.latest = at
+        if isinstance(rec, pf.Delivery):
+            st = self.get(host, rec.queue_id, at, sk)
+            a = b = c = e = None
+            if rec.delays is not None:
+                a, b, c, e = rec.delays
+            reason, category, hard, rule_id, blocklist = self.classify_delivery(
+                rec.dsn, rec.reply_code, rec.detail, rec.remote_host or rec.relay_host, rec.status
+            )
+            rows.deliveries.append(
+                (st.key, host, rec.queue_id, at_dt, service, instance, rec.recipient,
+                 rec.orig_recipient, rec.relay, rec.relay_host, rec.relay_ip, rec.relay_port,
+                 rec.conn_use, rec.delay, a, b, c, e, rec.dsn, rec.status, rec.reply_code,
+                 rec.smtp_stage, rec.detail, rec.remote_host, reason, category, hard, rule_id,
+                 blocklist, sk, offset)
+            )  # fmt: skip
+        elif isinstance(rec, pf.Client):
+            self.client(host, rec.queue_id, at, sk, service, rec.client_name, rec.client_ip,
+                        rec.client_port, rec.sasl_method, rec.sasl_username, rec.orig_queue_id)  # fmt: skip
+        elif isinstance(rec, pf.Pickup):
+            self.pickup(host, rec.queue_id, at, sk, rec.sender)
+        elif isinstance(rec, pf.MessageId):
+            st = self.get(host, rec.queue_id, at, sk)
+            if not rec.resent or st.message_id is None:
+                st.message_id = rec.message_id
+        elif isinstance(rec, pf.QueueActive):
+            st = self.get(host, rec.queue_id, at, sk)
+            st.sender, st.size, st.nrcpt = rec.sender, rec.size, rec.nrcpt
+            if st.arrived_at is None:
+                st.arrived_at = at
+        elif isinstance(rec, pf.Removed):
+            st = self.get(host, rec.queue_id, at, sk)
+            st.removed_at = at
+            del self.open[(host, rec.queue_id)]
+            self.remember_closed(st)
+        elif isinstance(rec, pf.Expired):
+            st = self.get(host, rec.queue_id, at, sk)
+            st.expired_at = at
+            if st.sender is None:
+                st.sender = rec.sender
+        elif isinstance(rec, pf.Notification):
+            self.notification(host, rec.queue_id, at, sk, rec.kind, rec.new_queue_id)
+            rows.events.append((at_dt, host, service, "notification-" + rec.kind, rec.queue_id,
+                                None, None, rec.new_queue_id, sk, offset))  # fmt: skip
+        elif isinstance(rec, pf.Reject):
+            if rec.queue_id is not None:
+                st = self.get(host, rec.queue_id, at, sk)
+                if rec.action in ("reject", "milter-reject"):
+                    st.rejected = True
+                elif rec.action in ("hold", "milter-hold"):
+                    st.held = True
+                elif rec.action in ("discard", "milter-discard"):
+                    st.discarded = True
+            rows.rejections.append(
+                (at_dt, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
+                 rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,
+                 rec.helo, rec.proto, sk, offset)
+            )  # fmt: skip
+        elif isinstance(rec, pf.AuthFailure):
+            rows.auth_failures.append(
+                (at_dt, host, service, rec.client_name, rec.client_ip, rec.mechanism,
+                 rec.sasl_username, rec.reason, sk, offset)
+            )  # fmt: skip
+        elif isinstance(rec, pf.Event):
+            rows.events.append((at_dt, host, service, rec.kind, rec.queue_id, rec.remote_host,
+                                rec.remote_ip, rec.detail, sk, offset))  # fmt: skip
+
+
+# --- Arrow ---------------------------------------------------------------------------------------
+
+_ARROW_TYPES: Final = {
+    fastscan.KIND_STR: pa.string(),
+    fastscan.KIND_I64: pa.int64(),
+    fastscan.KIND_I32: pa.int32(),
+    fastscan.KIND_F64: pa.float64(),
+}
+
+
+def _array(col: fastscan.RawColumn, typ: pa.DataType | None = None) -> pa.Array:
+    kind, length, nulls, data, offsets, valid = col
+    vbuf = pa.py_buffer(valid) if valid is not None else None
+    t = typ if typ is not None else _ARROW_TYPES[kind]
+    if kind == fastscan.KIND_STR:
+        assert offsets is not None
+        return pa.Array.from_buffers(
+            t, length, [vbuf, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
+        )
+    return pa.Array.from_buffers(t, length, [vbuf, pa.py_buffer(data)], null_count=nulls)
+
+
+def _scan_tables(
+    scans: list[tuple[fastscan.Scan, list[str], list[Any], list[Any], list[Any], list[Any],
+                      list[Any]]],
+    source_key: str,
+) -> tuple[list[pa.Table], list[pa.Table], list[pa.Table]]:  # fmt: skip
+    """Delivery, event and rejection tables of the scanner's columns plus the Python-side
+    columns."""
+    dts: list[pa.Table] = []
+    ets: list[pa.Table] = []
+    rts: list[pa.Table] = []
+    for sc, keys, reason, category, hard, rule_id, blocklist in scans:
+        n = sc.deliveries[0][1]
+        if n:
+            cols: dict[str, pa.Array] = {"message_key": pa.array(keys, pa.string())}
+            for name, raw in zip(fastscan.DELIVERY_FIELDS, sc.deliveries, strict=True):
+                cols[name] = _array(raw, TS_TYPE if name == "logged_at" else None)
+            cols["reason"] = pa.array(reason, pa.string())
+            cols["category"] = pa.array(category, pa.string())
+            cols["hard"] = pa.array(hard, pa.bool_())
+            cols["rule_id"] = pa.array(rule_id, pa.string())
+            cols["blocklist"] = pa.array(blocklist, pa.string())
+            cols["source_key"] = pa.repeat(source_key, n)
+            dts.append(pa.table({c: cols[c] for c in DELIVERY_COLUMNS}))
+        m = sc.events[0][1]
+        if m:
+            ecols: dict[str, pa.Array] = {}
+            for name, raw in zip(fastscan.EVENT_FIELDS, sc.events, strict=True):
+                ecols[name] = _array(raw, TS_TYPE if name == "logged_at" else None)
+            ecols["source_key"] = pa.repeat(source_key, m)
+            ets.append(pa.table({c: ecols[c] for c in EVENT_COLUMNS}))
+        r = sc.rejections[0][1]
+        if r:
+            rcols: dict[str, pa.Array] = {}
+            for name, raw in zip(fastscan.REJECTION_FIELDS, sc.rejections, strict=True):
+                rcols[name] = _array(raw, TS_TYPE if name == "logged_at" else None)
+            rcols["queue_id"] = pa.nulls(r, pa.string())
+            rcols["source_key"] = pa.repeat(source_key, r)
+            rts.append(pa.table({c: rcols[c] for c in REJECTION_COLUMNS}))
+    return dts, ets, rts
+
+
+_MSG_TYPES: Final = {
+    "size": pa.int64(), "nrcpt": pa.int32(), "client_port": pa.int32(), "held": pa.bool_(),
+    "discarded": pa.bool_(), "rejected": pa.bool_(),
+}  # fmt: skip
+
+
+_MSG_ROW: Final = operator.attrgetter(
+    *("key" if name == "message_key" else name for name in MESSAGE_COLUMNS)
+)
+
+
+_MSG_SET: Final = ", ".join(f'"{c}" = u."{c}"' for c in MESSAGE_COLUMNS[1:])
+
+
+def _message_table(msgs: list[Msg]) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    for name, vals in zip(MESSAGE_COLUMNS, zip(*map(_MSG_ROW, msgs), strict=True), strict=True):
+        if name in _MSG_TS:
+            cols[name] = pa.array(vals, pa.int64()).cast(TS_TYPE)
+        else:
+            cols[name] = pa.array(vals, _MSG_TYPES.get(name, pa.string()))
+    return pa.table(cols)
+
+
+def _rows_table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
+    cols = list(zip(*rows, strict=True))
+    return pa.table({name: pa.array(list(col)) for name, col in zip(columns, cols, strict=True)})
+
+
+def _insert(con: Any, table: str, columns: tuple[str, ...], tbl: pa.Table) -> None:
+    if tbl.num_rows == 0:
+        return
+    con.register("_fast_batch", tbl)
+    cols = ", ".join(f'"{c}"' for c in columns)
+    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _fast_batch")
+    con.unregister("_fast_batch")
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch handed to the writer thread, and what to do once it committed."""
+
+    future: Future[None]
+    offset: int
+    clock_year: int
+    clock_month: int
+    counts: LineCounts
+
+
+class FastIngest:
+    """The fast path of one :class:`~pipeline.ingest.LogIngestor` (its open messages live here
+    once the fast path is in use)."""
+
+    def __init__(self, ing: LogIngestor) -> None:
+        self.ing = ing
+        src = ing.correlator
+        self.cor = FastCorrelator(
+            src.classify, stale_after=src.stale_after, recent_size=src.recent_size
+        )
+        self._adopted = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtalens-writer")
+        self._pending: _Pending | None = None
+        self._tzfn = tz_offset_fn(ing.tz)
+        # commit in the writer thread, overlapping the next batch's scan
+        self.threaded = os.environ.get("MTALENS_FAST_SERIAL", "") != "1"
+        # seconds spent per stage (bench/profile_ingest.py prints them); "write" is the writer
+        # thread's, "wait" the time the reader spent blocked on it
+        self.timings: dict[str, float] = dict.fromkeys(
+            ("scan", "correlate", "build", "write", "wait"), 0.0
+        )
+
+    def _adopt(self) -> None:
+        """Take over the messages the ingestor loaded from the store (once)."""
+        if self._adopted:
+            return
+        self._adopted = True
+        src = self.ing.correlator
+        for k, st in src.open.items():
+            self.cor.open[k] = Msg.from_state(st)
+        self.cor.recent.update(src.recent)
+        self.cor.pending_links.update(src.pending_links)
+        if src.latest is not None:
+            self.cor.latest = to_us(src.latest)
+
+    def consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
+        """LogIngestor.consume on the fast path (same contract, same rows)."""
+        self._adopt()
+        # The loop allocates millions of short-lived tuples: with the cyclic GC on, every few
+        # hundred allocations walk all live open-message objects (measured: ~10% of the run).
+        # The hot path makes no cycles; any the Python fallback makes are collected once the GC
+        # is back on, at the end of this call.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._consume(fh, cp, clock, final=final)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
+        from pipeline.ingest import LineCounts
+
+        ing = self.ing
+        batch_lines = ing.batch_lines
+        base = cp.offset  # file offset of data[0]
+        pending = b""
+        counts = LineCounts()
+        rows = Rows()
+        quarantine: list[tuple[Any, ...]] = []
+        scans: list[Any] = []
+        in_batch = 0
+        offset = cp.offset
+        eof = False
+        try:
+            while not eof:
+                chunk = fh.read(READ_CHUNK)
+                if not chunk:
+                    eof = True
+                    if not (pending and final):
+                        break
+                    data = pending
+                else:
+                    ing.stats.bytes += len(chunk)
+                    if ing.progress is not None:
+                        ing.progress(len(chunk))
+                    data = pending + chunk if pending else chunk
+                pos = 0
+                while True:
+                    t0 = time.perf_counter()
+                    sc = fastscan.scan(
+                        data, pos, max_lines=batch_lines - in_batch, final=eof,
+                        clock_year=clock.year, clock_month=clock.month, tz_offset=self._tzfn,
+                        base_offset=base,
+                    )  # fmt: skip
+                    t1 = time.perf_counter()
+                    self.timings["scan"] += t1 - t0
+                    if sc.lines == 0:
+                        break
+                    self._apply(sc, data, base, cp, clock, counts, rows, quarantine, scans)
+                    self.timings["correlate"] += time.perf_counter() - t1
+                    counts.read += sc.lines
+                    in_batch += sc.lines
+                    pos = sc.end
+                    offset = base + pos
+                    if in_batch >= batch_lines:
+                        self._submit(cp, offset, clock, counts, rows, quarantine, scans)
+                        counts, rows, quarantine, scans, in_batch = LineCounts(), Rows(), [], [], 0
+                pending = data[pos:]
+                base += pos
+            self._wait(cp)  # the checks below read what the last commit set
+            if in_batch or cp.offset != offset or not cp.clock_year:
+                self._submit(cp, offset, clock, counts, rows, quarantine, scans)
+        finally:
+            self._wait(cp)
+
+    def _apply(
+        self, sc: fastscan.Scan, data: bytes, base: int, cp: Checkpoint, clock: SyslogClock,
+        counts: LineCounts, rows: Rows, quarantine: list[tuple[Any, ...]], scans: list[Any],
+    ) -> None:  # fmt: skip
+        """Correlate one scan's ops in line order; FALLBACK lines through the Python parser."""
+        cor = self.cor
+        sk = cp.source_key
+        open_ = cor.open
+        touched = cor.touched
+        new = cor.new
+        n_deliv = sc.deliveries[0][1]
+        keys: list[str] = []
+        reason: list[Any] = ["delivered"] * n_deliv
+        category: list[Any] = ["success"] * n_deliv
+        hard: list[Any] = [None] * n_deliv
+        rule_id: list[Any] = ["status-sent"] * n_deliv
+        blocklist: list[Any] = [None] * n_deliv
+        if sc.max_ts is not None and (cor.latest is None or sc.max_ts > cor.latest):
+            cor.latest = sc.max_ts
+        counts.stored += sc.stored
+        for op in sc.ops:
+            code = op[0]
+            if code == 6 or code == 3 or code == 4 or code == 5 or code == 7:
+                at = op[1]
+                k = op[2]
+                st = open_.get(k)
+                if st is None:
+                    st = new(k[0], k[1], at, sk, "unknown")
+                st.last_seen = at
+                touched[st.key] = st
+                if code == 6:
+                    keys.append(st.key)
+                elif code == 3:
+                    st.message_id = op[3]
+                elif code == 4:
+                    st.sender, st.size, st.nrcpt = op[3], op[4], op[5]
+                    if st.arrived_at is None:
+                        st.arrived_at = at
+                elif code == 5:
+                    st.removed_at = at
+                    del open_[k]
+                    cor.remember_closed(st)
+                else:
+                    i = len(keys)
+                    keys.append(st.key)
+                    reason[i], category[i], hard[i], rule_id[i], blocklist[i] = (
+                        cor.classify_delivery(op[3], op[4], op[5], op[6], op[7])
+                    )
+            elif code == 1:
+                k = op[2]
+                cor.client(k[0], k[1], op[1], sk, "smtpd", op[3], op[4], op[5], op[6], op[7],
+                           op[8])  # fmt: skip
+            elif code == 2:
+                k = op[2]
+                cor.pickup(k[0], k[1], op[1], sk, op[3])
+            elif code == 8:
+                k = op[2]
+                cor.notification(k[0], k[1], op[1], sk, op[3], op[4])
+            else:  # FALLBACK: the Python parser, with the clock as it was before this line
+                _, start, end, year, month = op
+                if clock.year != year:
+                    clock.year = year
+                    clock._cache.clear()
+                clock.month = month
+                self._python_line(data[start:end], base + start, cp, clock, counts, rows,
+                                  quarantine)  # fmt: skip
+        if not sc.stopped:  # else the Python clock already holds the state after the last line
+            if clock.year != sc.clock_year:
+                clock._cache.clear()
+            clock.year, clock.month = sc.clock_year, sc.clock_month
+        scans.append((sc, keys, reason, category, hard, rule_id, blocklist))
+
+    def _python_line(
+        self, raw: bytes, offset: int, cp: Checkpoint, clock: SyslogClock, counts: LineCounts,
+        rows: Rows, quarantine: list[tuple[Any, ...]],
+    ) -> None:  # fmt: skip
+        """pipeline.ingest.LogIngestor._line, feeding this correlator."""
+        from pipeline.ingest import MAX_LINE
+
+        ing = self.ing
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw:
+            counts.ignore("empty-line")
+            return
+        if len(raw) > MAX_LINE:
+            ing._quarantine(
+                counts, quarantine, cp, offset, "line-too-long", f"{len(raw)} bytes", raw
+            )
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            ing._quarantine(counts, quarantine, cp, offset, "invalid-utf8", str(exc), raw)
+            return
+        if "\x00" in text:
+            ing._quarantine(counts, quarantine, cp, offset, "nul-byte", "NUL byte in line", raw)
+            return
+        try:
+            env = parse_envelope(text, clock)
+            program = env.program
+            if not (program.startswith("postfix") and "/" in program):
+                counts.ignore("other-program")
+                return
+            instance, service = split_program(program)
+            rec = pf.parse_message(service, env.text)
+            if isinstance(rec, pf.Ignored):
+                counts.ignore(rec.rule)
+                return
+            self.cor.feed_record(rec, env.logged_at, env.host, instance, service, cp.source_key,
+                                 offset, rows)  # fmt: skip
+            counts.stored += 1
+        except ParseError as exc:
+            ing._quarantine(counts, quarantine, cp, offset, exc.code, exc.detail, raw)
+        except Exception as exc:  # a parser bug must not stop the stream: keep the line
+            log.error("parser bug at %s:%d\n%s", cp.path, offset, traceback.format_exc())
+            ing._quarantine(counts, quarantine, cp, offset, f"bug:{type(exc).__name__}",
+                            str(exc)[:500], raw)  # fmt: skip
+
+    # -- commit ---------------------------------------------------------------------------------
+
+    def _submit(
+        self, cp: Checkpoint, offset: int, clock: SyslogClock, counts: LineCounts, rows: Rows,
+        quarantine: list[tuple[Any, ...]], scans: list[Any],
+    ) -> None:  # fmt: skip
+        """Build the batch's Arrow tables here (a snapshot), insert them in the writer thread."""
+        t0 = time.perf_counter()
+        cor = self.cor
+        cor.evict_stale()
+        msgs = list(cor.touched.values())
+        cor.touched = {}
+        now = self.ing.clock()
+        # rows already in the store are updated in place, the others inserted: the same rows as
+        # the pure path's DELETE + INSERT, but DuckDB's checkpoint after deletes rewrites the
+        # table (measured: commits grow with message_log, 27 s of COMMIT for 5 M lines)
+        changed = [m for m in msgs if m.persisted]
+        added = [m for m in msgs if not m.persisted]
+        for m in added:
+            m.persisted = True
+        dts, ets, rts = _scan_tables(scans, cp.source_key)
+        tables: list[tuple[str, tuple[str, ...], pa.Table]] = []
+        for t in dts:
+            tables.append(("delivery_log", DELIVERY_COLUMNS, t))
+        if rows.deliveries:
+            tables.append(("delivery_log", DELIVERY_COLUMNS,
+                           _rows_table(DELIVERY_COLUMNS, rows.deliveries)))  # fmt: skip
+        for t in rts:
+            tables.append(("rejection_log", REJECTION_COLUMNS, t))
+        if rows.rejections:
+            tables.append(("rejection_log", REJECTION_COLUMNS,
+                           _rows_table(REJECTION_COLUMNS, rows.rejections)))  # fmt: skip
+        if rows.auth_failures:
+            tables.append(("auth_failure_log", AUTH_COLUMNS,
+                           _rows_table(AUTH_COLUMNS, rows.auth_failures)))  # fmt: skip
+        for t in ets:
+            tables.append(("event_log", EVENT_COLUMNS, t))
+        if rows.events:
+            tables.append(("event_log", EVENT_COLUMNS, _rows_table(EVENT_COLUMNS, rows.events)))
+        upd_table = _message_table(changed) if changed else None
+        msg_table = _message_table(added) if added else None
+        qcols = ("source", "source_kind", "offset", "reason", "detail", "raw", "quarantined_at")
+        q_table = _rows_table(qcols, quarantine) if quarantine else None
+        acct_cols = ("source_key", "outcome", "rule", "lines", "recorded_at")
+        acct = counts.rows(cp.source_key, now)
+        acct_table = _rows_table(acct_cols, acct) if acct else None
+        ckpt = [cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
+                clock.year, clock.month or None, now]  # fmt: skip
+        store = self.ing.store
+
+        timings = self.timings
+
+        def write() -> None:
+            w0 = time.perf_counter()
+            with store.transaction() as con:
+                for name, cols, tbl in tables:
+                    _insert(con, name, cols, tbl)
+                if upd_table is not None:
+                    con.register("_fast_changed", upd_table)
+                    res = con.execute(f"UPDATE message_log SET {_MSG_SET} FROM _fast_changed u"
+                                      " WHERE message_log.message_key = u.message_key").fetchone()  # fmt: skip
+                    if res is None or res[0] != upd_table.num_rows:
+                        # a key on several rows (a line logged twice: same host, queue ID and
+                        # microsecond): the pure path's DELETE + INSERT leaves one row
+                        con.execute(
+                            "DELETE FROM message_log WHERE message_key IN "
+                            "(SELECT message_key FROM _fast_changed)"
+                        )
+                        _insert(con, "message_log", MESSAGE_COLUMNS, upd_table)
+                    con.unregister("_fast_changed")
+                if msg_table is not None:
+                    _insert(con, "message_log", MESSAGE_COLUMNS, msg_table)
+                if q_table is not None:
+                    _insert(con, "quarantine", qcols, q_table)
+                if acct_table is not None:
+                    _insert(con, "line_accounting_log", acct_cols, acct_table)
+                con.execute(
+                    "INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode, fp_len,"
+                    ' fp_hash, "offset", clock_year, clock_month, updated_at)'
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ckpt,
+                )
+            timings["write"] += time.perf_counter() - w0
+
+        self.timings["build"] += time.perf_counter() - t0
+        self._wait(cp)  # at most one batch in flight
+        if self.threaded:
+            fut = self._writer.submit(write)
+        else:
+            fut = Future()
+            write()
+            fut.set_result(None)
+        self._pending = _Pending(fut, offset, clock.year, clock.month, counts)
+
+    def _wait(self, cp: Checkpoint) -> None:
+        p = self._pending
+        if p is None:
+            return
+        self._pending = None
+        t0 = time.perf_counter()
+        p.future.result()  # a failed commit raises here, before its lines are counted
+        self.timings["wait"] += time.perf_counter() - t0
+        cp.offset = p.offset
+        cp.clock_year, cp.clock_month = p.clock_year, p.clock_month
+        s = self.ing.stats
+        c = p.counts
+        s.read += c.read
+        s.stored += c.stored
+        s.ignored += sum(c.ignored.values())
+        s.quarantined += sum(c.quarantined.values())
+        s.ignored_by_rule.update(c.ignored)
+        s.quarantined_by_reason.update(c.quarantined)
+
+
+__all__ = ["FastIngest", "enabled", "key_of", "to_us"]
