@@ -212,8 +212,20 @@ def parse_hostaddr(s: str) -> tuple[str, str | None, int | None]:
     port: int | None = None
     tail = s[rb + 1 :]
     if tail.startswith(":") and tail[1:].isdigit():
-        port = int(tail[1:])
+        port = _bounded(tail[1:], INT32_MAX, "bad-port")
     return name, ip, port
+
+
+INT32_MAX: Final = 2**31 - 1  # the store's INTEGER columns
+INT64_MAX: Final = 2**63 - 1  # BIGINT
+
+
+def _bounded(digits: str, limit: int, code: str) -> int:
+    """A logged number that does not fit its column is a malformed line, not a crash."""
+    value = int(digits)
+    if value > limit:
+        raise ParseError(code, f"{digits[:40]} exceeds {limit}")
+    return value
 
 
 _SAID_RE: Final = re.compile(
@@ -322,7 +334,7 @@ def _parse_delivery(qid: str, rest: str) -> Delivery:
         relay_host=rhost if relay not in ("none",) else None,
         relay_ip=rip,
         relay_port=rport,
-        conn_use=int(m["conn_use"]) if m["conn_use"] else None,
+        conn_use=_bounded(m["conn_use"], INT32_MAX, "bad-delivery") if m["conn_use"] else None,
         delay=delay,
         delays=delays,
         dsn=m["dsn"],
@@ -676,7 +688,10 @@ def _parse_qmgr(text: str, service: str) -> Record:
         m = _QMGR_FROM_RE.match(rest)
         if m:
             return QueueActive(
-                queue_id=qid, sender=m["from"], size=int(m["size"]), nrcpt=int(m["nrcpt"])
+                queue_id=qid,
+                sender=m["from"],
+                size=_bounded(m["size"], INT64_MAX, "bad-qmgr"),
+                nrcpt=_bounded(m["nrcpt"], INT32_MAX, "bad-qmgr"),
             )
         if ", status=expired" in rest:
             sender = _angle(rest, "from") or ""

@@ -209,3 +209,17 @@ def test_batch_size_does_not_change_the_result(tmp_path: Path, batch: int) -> No
     assert s.con.execute(q).fetchall() == ref.con.execute(q).fetchall()
     qm = "SELECT * FROM messages ORDER BY message_key"
     assert s.con.execute(qm).fetchall() == ref.con.execute(qm).fetchall()
+
+
+def test_numbers_too_big_for_their_columns_are_quarantined(store: Store, tmp_path: Path) -> None:
+    p = tmp_path / "big.log"
+    p.write_bytes(
+        b"Nov 28 11:00:00 mx1 postfix/qmgr[3]: 1A2B3C4D5E: from=<a@example.com>, size=99999999999999999999, nrcpt=1 (queue active)\n"
+        b"Nov 28 11:00:01 mx1 postfix/smtp[4]: 1A2B3C4D5E: to=<b@example.com>, relay=mx.example.com[192.0.2.1]:99999999999, delay=1, delays=0.1/0.1/0.4/0.4, dsn=2.0.0, status=sent (250 ok)\n"
+        b"Nov 28 11:00:02 mx1 postfix/smtp[4]: 1A2B3C4D5E: to=<c@example.com>, relay=mx.example.com[192.0.2.1]:25, conn_use=9999999999, delay=1, delays=0.1/0.1/0.4/0.4, dsn=2.0.0, status=sent (250 ok)\n"
+        b"Nov 28 11:00:03 mx1 postfix/qmgr[3]: 1A2B3C4D5E: removed\n"
+    )
+    stats = ingest(store, p)
+    assert stats.quarantined == 3 and stats.stored == 1 and stats.balanced  # type: ignore[attr-defined]
+    reasons = sorted(r[0] for r in store.con.execute("SELECT reason FROM quarantine").fetchall())
+    assert reasons == ["bad-delivery", "bad-port", "bad-qmgr"]
