@@ -135,13 +135,22 @@ class Batch:
 _CREATING = (pf.Client, pf.Pickup)
 
 
+def ends_message(service: str, rec: pf.Reject) -> bool:
+    """A reject or discard that ends a message Postfix never queues, so no ``removed`` follows:
+    cleanup(8)'s header/body checks and milter verdicts, and smtpd(8)'s at or after DATA. (An
+    smtpd reject at RCPT with a queue ID refuses one recipient of a message that goes on.)"""
+    if rec.action not in ("reject", "milter-reject", "discard", "milter-discard"):
+        return False
+    return service == "cleanup" or rec.stage in ("DATA", "END-OF-MESSAGE")
+
+
 class Correlator:
     def __init__(
         self,
         classify: ClassifyFn | None = None,
         *,
         stale_after: timedelta = timedelta(days=8),
-        recent_size: int = 200_000,
+        recent_size: int = 20_000,
     ) -> None:
         self.open: dict[tuple[str, str], MessageState] = {}
         self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()  # closed -> key
@@ -287,6 +296,9 @@ class Correlator:
                     st.held = True
                 elif rec.action in ("discard", "milter-discard"):
                     st.discarded = True
+                if ends_message(service, rec):
+                    self.open.pop((host, rec.queue_id), None)
+                    self._remember_closed(st)
             self.batch.rejections.append(
                 (at, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
                  rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,

@@ -47,6 +47,7 @@ from pipeline.correlate import (
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
     MessageState,
+    ends_message,
 )
 
 if TYPE_CHECKING:
@@ -359,6 +360,9 @@ class FastCorrelator:
                     st.held = True
                 elif rec.action in ("discard", "milter-discard"):
                     st.discarded = True
+                if ends_message(service, rec):
+                    self.open.pop((host, rec.queue_id), None)
+                    self.remember_closed(st)
             rows.rejections.append(
                 (at_dt, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
                  rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,

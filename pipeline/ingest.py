@@ -181,10 +181,10 @@ class LogIngestor:
         self.store = store
         # DuckDB checkpoints the WAL into the database file whenever it passes
         # checkpoint_threshold (16 MB by default); every ingest batch is bigger than that, so
-        # each commit would rewrite table blocks. Let the WAL grow during a bulk ingest: the
+        # each commit would rewrite table blocks. Let the WAL grow to 256 MB during a bulk ingest: the
         # checkpoint then happens once, at close (or at the next threshold).
         if not store.read_only and store.path != Path(":memory:"):
-            store.con.execute("SET checkpoint_threshold = '512MB'")
+            store.con.execute("SET checkpoint_threshold = '256MB'")
         self.tz = tz
         self.year = year
         self.batch_lines = batch_lines

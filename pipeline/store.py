@@ -81,7 +81,17 @@ class Store:
         self.read_only = read_only
 
     @classmethod
-    def open(cls, db: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> Store:
+    def open(
+        cls,
+        db: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        check_migrations: bool = True,
+    ) -> Store:
+        """Open (and, read-write, migrate) the store. A long-running process that reopens the
+        store often (the daemon's write windows) checks migrations once, at start-up, and
+        passes ``check_migrations=False`` afterwards: a migration file edited or added on disk
+        while it runs must not stop it (it is refused at the next start)."""
         path = resolve_db_path(db)
         if read_only and not path.exists():
             raise StoreError(f"{path}: no such store (run `mtalens ingest` first)")
@@ -100,10 +110,12 @@ class Store:
             raise StoreError(f"{path}: cannot open store: {str(exc).splitlines()[0]}") from exc
         con.execute("SET TimeZone = 'UTC'")
         store = cls(con, path, read_only)
-        if read_only:
-            store._check_migrations(apply=False)
-        else:
-            store._check_migrations(apply=True)
+        if check_migrations:
+            try:
+                store._check_migrations(apply=not read_only)
+            except StoreError:
+                con.close()
+                raise
         return store
 
     @classmethod

@@ -180,6 +180,7 @@ class Watcher:
         self.alerts = AlertEngine(config.rules, webhook=config.webhook)
         self._wake = threading.Event()
         self._stop = False
+        self._migrated = False  # migrations are checked at the first window only
         self._reload = False
         self._reset_state()
 
@@ -226,7 +227,8 @@ class Watcher:
         delay = 0.05
         while True:
             try:
-                store = Store.open(self.config.db)
+                store = Store.open(self.config.db, check_migrations=not self._migrated)
+                self._migrated = True
                 break
             except StoreError as exc:
                 if "locked" not in str(exc):

@@ -223,3 +223,24 @@ def test_numbers_too_big_for_their_columns_are_quarantined(store: Store, tmp_pat
     assert stats.quarantined == 3 and stats.stored == 1 and stats.balanced  # type: ignore[attr-defined]
     reasons = sorted(r[0] for r in store.con.execute("SELECT reason FROM quarantine").fetchall())
     assert reasons == ["bad-delivery", "bad-port", "bad-qmgr"]
+
+
+@pytest.mark.parametrize("fast", [False, None], ids=["pure", "auto"])
+def test_a_message_rejected_at_end_of_data_is_closed(
+    store: Store, tmp_path: Path, fast: bool | None
+) -> None:
+    p = tmp_path / "rej.log"
+    p.write_bytes(
+        b"Nov 28 11:00:00 mx1 postfix/smtpd[1]: 1A2B3C4D5E: client=a.example[192.0.2.1]\n"
+        b"Nov 28 11:00:01 mx1 postfix/cleanup[2]: 1A2B3C4D5E: milter-reject: END-OF-MESSAGE from a.example[192.0.2.1]: 5.7.1 Spam; from=<x@a.example> to=<y@example.net> proto=ESMTP helo=<a.example>\n"
+        b"Nov 28 11:05:00 mx1 postfix/smtpd[1]: 1A2B3C4D5E: client=b.example[192.0.2.2]\n"
+        b"Nov 28 11:05:01 mx1 postfix/smtpd[1]: 1A2B3C4D5E: reject: RCPT from b.example[192.0.2.2]: 550 5.1.1 <z@example.net>: Recipient address rejected: User unknown; from=<x@b.example> to=<z@example.net> proto=ESMTP helo=<b.example>\n"
+        b"Nov 28 11:05:02 mx1 postfix/qmgr[3]: 1A2B3C4D5E: from=<x@b.example>, size=100, nrcpt=1 (queue active)\n"
+    )
+    LogIngestor(store, tz=UTC, year=2026, clock=lambda: FIXED, fast=fast).run([p])
+    rows = store.con.execute(
+        "SELECT client_ip, rejected, sender FROM messages ORDER BY first_seen"
+    ).fetchall()
+    # the rejected message is closed; the queue ID's next use is a new message, and a reject at
+    # RCPT (one recipient refused) does not end it
+    assert rows == [("192.0.2.1", True, None), ("192.0.2.2", True, "x@b.example")]
