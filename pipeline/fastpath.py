@@ -38,8 +38,8 @@ import pyarrow as pa
 
 from parsers import fastscan
 from parsers import postfix as pf
-from parsers.errors import ParseError
-from parsers.syslog import SyslogClock, parse_envelope, split_program
+from parsers.lines import Malformed, Parsed, Skipped, parse_line
+from parsers.syslog import SyslogClock
 from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
@@ -676,43 +676,19 @@ class FastIngest:
         rows: Rows, quarantine: list[tuple[Any, ...]],
     ) -> None:  # fmt: skip
         """pipeline.ingest.LogIngestor._line, feeding this correlator."""
-        from pipeline.ingest import MAX_LINE
-
         ing = self.ing
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw:
-            counts.ignore("empty-line")
-            return
-        if len(raw) > MAX_LINE:
-            ing._quarantine(
-                counts, quarantine, cp, offset, "line-too-long", f"{len(raw)} bytes", raw
-            )
-            return
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            ing._quarantine(counts, quarantine, cp, offset, "invalid-utf8", str(exc), raw)
-            return
-        if "\x00" in text:
-            ing._quarantine(counts, quarantine, cp, offset, "nul-byte", "NUL byte in line", raw)
-            return
-        try:
-            env = parse_envelope(text, clock)
-            program = env.program
-            if not (program.startswith("postfix") and "/" in program):
-                counts.ignore("other-program")
-                return
-            instance, service = split_program(program)
-            rec = pf.parse_message(service, env.text)
-            if isinstance(rec, pf.Ignored):
-                counts.ignore(rec.rule)
-                return
-            self.cor.feed_record(rec, env.logged_at, env.host, instance, service, cp.source_key,
-                                 offset, rows)  # fmt: skip
-            counts.stored += 1
-        except ParseError as exc:
-            ing._quarantine(counts, quarantine, cp, offset, exc.code, exc.detail, raw)
+            v = parse_line(raw, clock)
+            if type(v) is Parsed:
+                env = v.envelope
+                self.cor.feed_record(v.record, env.logged_at, env.host, v.instance, v.service,
+                                     cp.source_key, offset, rows)  # fmt: skip
+                counts.stored += 1
+            elif type(v) is Skipped:
+                counts.ignore(v.rule)
+            else:
+                assert type(v) is Malformed
+                ing._quarantine(counts, quarantine, cp, offset, v.code, v.detail, raw)
         except Exception as exc:  # a parser bug must not stop the stream: keep the line
             log.error("parser bug at %s:%d\n%s", cp.path, offset, traceback.format_exc())
             ing._quarantine(counts, quarantine, cp, offset, f"bug:{type(exc).__name__}",

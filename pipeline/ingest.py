@@ -26,9 +26,8 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from parsers import postfix as pf
-from parsers.errors import ParseError
-from parsers.syslog import SyslogClock, month_of_3164, parse_envelope, split_program
+from parsers.lines import Malformed, Parsed, Skipped, parse_line
+from parsers.syslog import SyslogClock, month_of_3164
 from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
@@ -45,7 +44,6 @@ from pipeline.store import Store
 log = logging.getLogger(__name__)
 
 FP_LEN = 1024  # bytes of a file's head that identify it
-MAX_LINE = 64 * 1024  # longer lines are quarantined (Postfix's own line_length_limit is 2048)
 QUARANTINE_RAW_MAX = 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 
@@ -353,45 +351,25 @@ class LogIngestor:
         quarantine: list[tuple[Any, ...]],
     ) -> None:
         counts.read += 1
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw:
-            counts.ignore("empty-line")
-            return
-        if len(raw) > MAX_LINE:
-            self._quarantine(counts, quarantine, cp, offset, "line-too-long", f"{len(raw)} bytes", raw)
-            return
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._quarantine(counts, quarantine, cp, offset, "invalid-utf8", str(exc), raw)
-            return
-        if "\x00" in text:
-            self._quarantine(counts, quarantine, cp, offset, "nul-byte", "NUL byte in line", raw)
-            return
-        try:
-            env = parse_envelope(text, clock)
-            program = env.program
-            if not (program.startswith("postfix") and "/" in program):
-                counts.ignore("other-program")
-                return
-            instance, service = split_program(program)
-            rec = pf.parse_message(service, env.text)
-            if isinstance(rec, pf.Ignored):
-                counts.ignore(rec.rule)
-                return
-            self.correlator.feed(
-                rec,
-                at=env.logged_at,
-                host=env.host,
-                instance=instance,
-                service=service,
-                source_key=cp.source_key,
-                offset=offset,
-            )
-            counts.stored += 1
-        except ParseError as exc:
-            self._quarantine(counts, quarantine, cp, offset, exc.code, exc.detail, raw)
+            v = parse_line(raw, clock)
+            if type(v) is Parsed:
+                env = v.envelope
+                self.correlator.feed(
+                    v.record,
+                    at=env.logged_at,
+                    host=env.host,
+                    instance=v.instance,
+                    service=v.service,
+                    source_key=cp.source_key,
+                    offset=offset,
+                )
+                counts.stored += 1
+            elif type(v) is Skipped:
+                counts.ignore(v.rule)
+            else:
+                assert type(v) is Malformed
+                self._quarantine(counts, quarantine, cp, offset, v.code, v.detail, raw)
         except Exception as exc:  # a parser bug must not stop the stream: keep the line
             log.error("parser bug at %s:%d\n%s", cp.path, offset, traceback.format_exc())
             reason = f"bug:{type(exc).__name__}"

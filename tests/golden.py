@@ -8,41 +8,25 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from parsers import postfix as pf
-from parsers.errors import ParseError
-from parsers.syslog import SyslogClock, parse_envelope, split_program
+from parsers.lines import Malformed, Skipped, parse_line
+from parsers.syslog import SyslogClock
 
 
 def describe_line(raw: bytes, clock: SyslogClock) -> dict[str, Any]:
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    if not raw:
-        return {"outcome": "ignored", "rule": "empty-line"}
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"outcome": "quarantined", "reason": "invalid-utf8"}
-    if "\x00" in text:
-        return {"outcome": "quarantined", "reason": "nul-byte"}
-    try:
-        env = parse_envelope(text, clock)
-        if not pf.is_postfix_program(env.program):
-            return {"outcome": "ignored", "rule": "other-program", "program": env.program}
-        instance, service = split_program(env.program)
-        rec = pf.parse_message(service, env.text)
-    except ParseError as exc:
-        return {"outcome": "quarantined", "reason": exc.code}
-    if isinstance(rec, pf.Ignored):
-        return {"outcome": "ignored", "rule": rec.rule}
-    fields = {k: v for k, v in dataclasses.asdict(rec).items() if v is not None}
+    v = parse_line(raw, clock)
+    if isinstance(v, Skipped):
+        return {"outcome": "ignored", "rule": v.rule}
+    if isinstance(v, Malformed):
+        return {"outcome": "quarantined", "reason": v.code}
+    fields = {k: val for k, val in dataclasses.asdict(v.record).items() if val is not None}
     return {
         "outcome": "stored",
-        "logged_at": env.logged_at.isoformat(),
-        "host": env.host,
-        "instance": instance,
-        "service": service,
-        "record": type(rec).__name__,
-        **{"fields": json.loads(json.dumps(fields))},
+        "logged_at": v.envelope.logged_at.isoformat(),
+        "host": v.envelope.host,
+        "instance": v.instance,
+        "service": v.service,
+        "record": type(v.record).__name__,
+        "fields": json.loads(json.dumps(fields)),
     }
 
 
