@@ -359,8 +359,22 @@ _CODE_DSN_RE: Final = re.compile(r"^(?P<code>[2-5]\d\d)(?: (?P<dsn>[2-5]\.\d{1,3
 _DSN_ONLY_RE: Final = re.compile(r"^(?P<dsn>[2-5]\.\d{1,3}\.\d{1,3}) ")
 _KV_TAIL_RE: Final = re.compile(r"[;,] from=<.*$", re.S)
 _REJECT_ACTIONS: Final = frozenset(
-    {"reject", "defer", "hold", "discard", "warn", "filter", "redirect", "milter-reject",
-     "replace", "bcc", "prepend", "reject_warning", "milter-discard", "milter-hold"}
+    {
+        "reject",
+        "defer",
+        "hold",
+        "discard",
+        "warn",
+        "filter",
+        "redirect",
+        "milter-reject",
+        "replace",
+        "bcc",
+        "prepend",
+        "reject_warning",
+        "milter-discard",
+        "milter-hold",
+    }
 )
 
 
@@ -416,7 +430,9 @@ def _parse_checks(qid: str | None, text: str) -> Reject | None:
 
 
 def _parse_reject(qid: str | None, text: str) -> Reject:
-    checks = _parse_checks(qid, text) if ": header " in text[:30] or ": body " in text[:30] else None
+    checks = (
+        _parse_checks(qid, text) if ": header " in text[:30] or ": body " in text[:30] else None
+    )
     if checks is not None:
         return checks
     m = _REJECT_RE.match(text)
@@ -527,7 +543,9 @@ def _parse_smtpd(text: str) -> Record:
             return _parse_client(qid, rest)
         if rest.startswith(_REJECT_PREFIXES):
             return _parse_reject(qid, rest)
-        return Event(kind="smtpd-queue", queue_id=qid, remote_host=None, remote_ip=None, detail=rest)
+        return Event(
+            kind="smtpd-queue", queue_id=qid, remote_host=None, remote_ip=None, detail=rest
+        )
     if text.startswith("connect from "):
         return _client_event("connect", text[13:], "")
     if text.startswith("disconnect from "):
@@ -666,7 +684,9 @@ def _parse_cleanup(text: str) -> Record:
     if rest.startswith(_REJECT_PREFIXES):
         return _parse_reject(qid, rest)
     if rest.startswith("warning: "):
-        return Event(kind="warning", queue_id=qid, remote_host=None, remote_ip=None, detail=rest[9:])
+        return Event(
+            kind="warning", queue_id=qid, remote_host=None, remote_ip=None, detail=rest[9:]
+        )
     return Ignored(rule="cleanup-other")
 
 
@@ -701,7 +721,9 @@ def _parse_qmgr(text: str, service: str) -> Record:
         # qmgr logs delivery-like lines for recipients it gives up on itself (e.g. expired
         # with "status=deferred"); treat them as deliveries by the queue manager.
         return _parse_delivery(qid, rest)
-    return Event(kind=f"{service}-queue", queue_id=qid, remote_host=None, remote_ip=None, detail=rest)
+    return Event(
+        kind=f"{service}-queue", queue_id=qid, remote_host=None, remote_ip=None, detail=rest
+    )
 
 
 def _parse_pickup(text: str) -> Record:
@@ -823,8 +845,13 @@ def parse_message(service: str, text: str) -> Record:
     rule = _IGNORED_SERVICES.get(service)
     if rule is not None:
         if text.startswith(("fatal: ", "panic: ", "error: ")):
-            return Event(kind=text.split(":", 1)[0], queue_id=None, remote_host=None,
-                         remote_ip=None, detail=text)
+            return Event(
+                kind=text.split(":", 1)[0],
+                queue_id=None,
+                remote_host=None,
+                remote_ip=None,
+                detail=text,
+            )
         return Ignored(rule=rule)
     return Ignored(rule="postfix-unknown-service")
 

@@ -191,9 +191,7 @@ def _parse_5424(line: str, tz: tzinfo) -> LogLine:
     if text.startswith("\ufeff"):  # RFC 5424 6.4: BOM before a UTF-8 MSG
         text = text[1:]
     pid = int(procid) if procid.isdigit() else None
-    return LogLine(
-        logged_at=ts, host="" if host == "-" else host, program=app, pid=pid, text=text
-    )
+    return LogLine(logged_at=ts, host="" if host == "-" else host, program=app, pid=pid, text=text)
 
 
 def parse_envelope(line: str, clock: SyslogClock) -> LogLine:
@@ -245,4 +243,3 @@ __all__ = [
     "parse_envelope",
     "split_program",
 ]
-

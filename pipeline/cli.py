@@ -45,7 +45,8 @@ DbOption = Annotated[
 
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 SinceOption = Annotated[
-    str | None, typer.Option("--since", help="Start (ISO date/time, UTC by default, or 24h / 7d back).")
+    str | None,
+    typer.Option("--since", help="Start (ISO date/time, UTC by default, or 24h / 7d back)."),
 ]
 UntilOption = Annotated[str | None, typer.Option("--until", help="End, exclusive (same forms).")]
 
@@ -64,19 +65,26 @@ def _range(since: str | None, until: str | None) -> tuple[datetime, datetime]:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Log files or directories (rotated and .gz too).")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Log files or directories (rotated and .gz too).")
+    ],
     db: DbOption = None,
     year: Annotated[
         int | None,
-        typer.Option(help="Year of RFC 3164 timestamps (they have none) (default: from file mtime)."),
+        typer.Option(
+            help="Year of RFC 3164 timestamps (they have none) (default: from file mtime)."
+        ),
     ] = None,
     timezone: Annotated[
         str | None,
-        typer.Option("--timezone", help="IANA zone of timestamps without an offset (default: local)."),
+        typer.Option(
+            "--timezone", help="IANA zone of timestamps without an offset (default: local)."
+        ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Summary format.")] = Format.table,
     progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
     ] = None,
 ) -> None:
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
@@ -140,7 +148,9 @@ def report(
             )
         except reports.QueryError as exc:
             _fail(str(exc))
-    typer.echo(render_tables(tables, fmt, single=len(tables) == 1 and fmt is not Format.table), nl=False)
+    typer.echo(
+        render_tables(tables, fmt, single=len(tables) == 1 and fmt is not Format.table), nl=False
+    )
 
 
 stats_app = typer.Typer(help="Statistics over the store.", no_args_is_help=True)
@@ -150,7 +160,9 @@ app.add_typer(stats_app, name="stats")
 @stats_app.command("delays")
 def stats_delays(
     db: DbOption = None,
-    by: Annotated[str, typer.Option("--by", help=f"Group by: {', '.join(reports.DELAY_GROUPS)}.")] = "domain",
+    by: Annotated[
+        str, typer.Option("--by", help=f"Group by: {', '.join(reports.DELAY_GROUPS)}.")
+    ] = "domain",
     since: SinceOption = None,
     until: UntilOption = None,
     fmt: FormatOption = Format.table,
@@ -164,7 +176,12 @@ def stats_delays(
     with Store.open(db, read_only=True) as store:
         try:
             t = reports.delay_stats(
-                store, by=by, since=start, until=end, top=top, status=None if status == "any" else status
+                store,
+                by=by,
+                since=start,
+                until=end,
+                top=top,
+                status=None if status == "any" else status,
             )
         except reports.QueryError as exc:
             _fail(str(exc))

@@ -326,7 +326,9 @@ class Correlator:
         source_key: str,
         offset: int,
     ) -> None:
-        self.batch.events.append((at, host, service, kind, qid, rhost, rip, detail, source_key, offset))
+        self.batch.events.append(
+            (at, host, service, kind, qid, rhost, rip, detail, source_key, offset)
+        )
 
     def _delivery(
         self,

@@ -15,8 +15,11 @@ parser (``tests/test_fastpath.py`` compares them table by table):
   executes) while batch N+1 is scanned, with at most one batch in flight, so memory stays
   bounded.
 
-Off when the extension is not built, when ``MTALENS_PURE_PYTHON=1``, or when the ingestor has
-an ``on_commit`` hook (that hook is given row tuples, which only the pure path builds).
+Off when the extension is not built or when ``MTALENS_PURE_PYTHON=1``. An ``on_commit`` hook
+(`mtalens watch`'s metrics and alerts) is called after each commit, in the reading thread, with a
+:class:`~pipeline.correlate.Batch` whose delivery, rejection, auth-failure and event rows are the
+tuples the pure path would have built (column order of ``pipeline.correlate``); its ``touched``
+is empty (the messages are the fast path's :class:`Msg` objects, and no hook reads them).
 ``MTALENS_FAST_SERIAL=1`` commits in the reading thread (for profiling).
 """
 
@@ -43,6 +46,7 @@ from parsers.syslog import SyslogClock
 from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
+    Batch,
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
@@ -491,6 +495,34 @@ class _Pending:
     clock_year: int
     clock_month: int
     counts: LineCounts
+    batch: Batch | None  # for the ingestor's on_commit hook, if it has one
+
+
+def _table_rows(tbl: pa.Table) -> list[tuple[Any, ...]]:
+    """An Arrow table's rows as tuples (what ``pipeline.correlate.Batch`` holds)."""
+    return list(zip(*(col.to_pylist() for col in tbl.columns), strict=True))
+
+
+def _hook_batch(tables: list[tuple[str, tuple[str, ...], pa.Table]]) -> Batch:
+    """The rows of one commit, in the pure path's Batch shape, from the tables written."""
+    batch = Batch()
+    target = {
+        "delivery_log": batch.deliveries,
+        "rejection_log": batch.rejections,
+        "auth_failure_log": batch.auth_failures,
+        "event_log": batch.events,
+    }
+    for name, _cols, tbl in tables:
+        target[name].extend(_table_rows(tbl))
+    # in line order, as the pure path appends them (the scanner's rows come per scan, the
+    # Python fallback's after them); the alert windows expect time order. Offset is the last
+    # column of each of these tables, the source key the one before it.
+    for rows in target.values():
+        rows.sort(key=_LINE_ORDER)
+    return batch
+
+
+_LINE_ORDER: Final = operator.itemgetter(-2, -1)
 
 
 class FastIngest:
@@ -778,6 +810,8 @@ class FastIngest:
                 )
             timings["write"] += time.perf_counter() - w0
 
+        # the hook's rows: only when there is a hook (the bulk ingest does not pay for them)
+        batch = _hook_batch(tables) if self.ing.on_commit is not None else None
         self.timings["build"] += time.perf_counter() - t0
         self._wait(cp)  # at most one batch in flight
         if self.threaded:
@@ -786,7 +820,7 @@ class FastIngest:
             fut = Future()
             write()
             fut.set_result(None)
-        self._pending = _Pending(fut, offset, clock.year, clock.month, counts)
+        self._pending = _Pending(fut, offset, clock.year, clock.month, counts, batch)
 
     def _wait(self, cp: Checkpoint) -> None:
         p = self._pending
@@ -796,6 +830,10 @@ class FastIngest:
         t0 = time.perf_counter()
         p.future.result()  # a failed commit raises here, before its lines are counted
         self.timings["wait"] += time.perf_counter() - t0
+        hook = self.ing.on_commit
+        if hook is not None and p.batch is not None:
+            # as LogIngestor._commit: after the commit, before the checkpoint moves on
+            hook(p.batch, cp.source_key, p.counts)
         cp.offset = p.offset
         cp.clock_year, cp.clock_month = p.clock_year, p.clock_month
         s = self.ing.stats

@@ -306,7 +306,7 @@ class LogIngestor:
             from pipeline import fastpath
 
             use = fastpath.enabled() if self.fast is None else self.fast and fastpath.enabled()
-            self._fast_path = fastpath.FastIngest(self) if use and self.on_commit is None else False
+            self._fast_path = fastpath.FastIngest(self) if use else False
         if self._fast_path:
             self._fast_path.consume(fh, cp, clock, final=final)
             return
@@ -386,7 +386,9 @@ class LogIngestor:
         raw: bytes,
     ) -> None:
         counts.quarantine(reason)
-        rows.append((cp.path, "log", offset, reason, detail, raw[:QUARANTINE_RAW_MAX], self.clock()))
+        rows.append(
+            (cp.path, "log", offset, reason, detail, raw[:QUARANTINE_RAW_MAX], self.clock())
+        )
 
     # -- commit ---------------------------------------------------------------------------------
 

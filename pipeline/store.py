@@ -62,7 +62,9 @@ def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """A read-only open waits out the short write windows of `mtalens watch` (it holds the file
     only while it commits, see pipeline/watch.py): retry on a lock conflict for up to
     ``$MTALENS_LOCK_WAIT`` seconds (default 10)."""
-    deadline = time.monotonic() + (float(os.environ.get("MTALENS_LOCK_WAIT", "10")) if read_only else 0)
+    deadline = time.monotonic() + (
+        float(os.environ.get("MTALENS_LOCK_WAIT", "10")) if read_only else 0
+    )
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)

@@ -38,11 +38,11 @@ def parse_when(value: str | None, *, now: datetime, default: datetime) -> dateti
     return ts.astimezone(UTC)
 
 
-def time_range(
-    since: str | None, until: str | None, *, now: datetime
-) -> tuple[datetime, datetime]:
+def time_range(since: str | None, until: str | None, *, now: datetime) -> tuple[datetime, datetime]:
     start = parse_when(since, now=now, default=EPOCH)
     end = parse_when(until, now=now, default=FAR_FUTURE)
     if end <= start:
-        raise TimeRangeError(f"--until ({end.isoformat()}) is not after --since ({start.isoformat()})")
+        raise TimeRangeError(
+            f"--until ({end.isoformat()}) is not after --since ({start.isoformat()})"
+        )
     return start, end

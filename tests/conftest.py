@@ -23,7 +23,11 @@ def need(condition: bool, what: str) -> None:
 
 def need_binary(name: str) -> str:
     path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.path.exists(p)),
+        (
+            p
+            for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}")
+            if os.path.exists(p)
+        ),
         None,
     )
     need(path is not None, f"binary {name!r} (install its Debian package; .ci/run does)")

@@ -35,14 +35,38 @@ def db(tmp_path: Path) -> str:
 def test_ingest_summary_adds_up(tmp_path: Path) -> None:
     path = str(tmp_path / "c.duckdb")
     r = runner.invoke(
-        app, ["ingest", "--db", path, "--year", "2026", "--timezone", "UTC", "--format", "json", str(SAMPLES)]
+        app,
+        [
+            "ingest",
+            "--db",
+            path,
+            "--year",
+            "2026",
+            "--timezone",
+            "UTC",
+            "--format",
+            "json",
+            str(SAMPLES),
+        ],
     )
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["lines_read"] == s["lines_stored"] + s["lines_ignored"] + s["lines_quarantined"]
     assert s["lines_quarantined"] > 0 and s["lines_stored"] > 100
     again = runner.invoke(
-        app, ["ingest", "--db", path, "--year", "2026", "--timezone", "UTC", "--format", "json", str(SAMPLES)]
+        app,
+        [
+            "ingest",
+            "--db",
+            path,
+            "--year",
+            "2026",
+            "--timezone",
+            "UTC",
+            "--format",
+            "json",
+            str(SAMPLES),
+        ],
     )
     assert json.loads(again.output)["lines_read"] == 0
 
@@ -101,7 +125,9 @@ def test_query_is_read_only(db: str) -> None:
 
 
 def test_unreadable_path_one_line_error(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["ingest", "--db", str(tmp_path / "x.duckdb"), str(tmp_path / "missing.log")])
+    r = runner.invoke(
+        app, ["ingest", "--db", str(tmp_path / "x.duckdb"), str(tmp_path / "missing.log")]
+    )
     assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0 and "no such file" in r.output
 

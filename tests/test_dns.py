@@ -11,12 +11,10 @@ from pathlib import Path
 
 import dns.reversename
 import pytest
-from tests.conftest import need_binary
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.lab.dns_server import NsdServer
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -42,6 +40,8 @@ from pipeline.dns import (
     parse_tags,
 )
 from pipeline.store import Store
+from tests.conftest import need_binary
+from tests.lab.dns_server import NsdServer
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SOA = "@ SOA ns1.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ NS ns1.{zone}.\n"

@@ -35,7 +35,14 @@ def outcomes(store: Store) -> dict[str, tuple[object, ...]]:
 def test_final_status_per_recipient(store: Store) -> None:
     stats = ingest(store, SAMPLES / "mx1-rfc3164.log")
     got = outcomes(store)
-    assert got["nobody@outlook.example"] == ("bounced", "5.1.10", 550, "RCPT TO", "userunknown", True)
+    assert got["nobody@outlook.example"] == (
+        "bounced",
+        "5.1.10",
+        550,
+        "RCPT TO",
+        "userunknown",
+        True,
+    )
     # deferred (greylisted) first, delivered five minutes later: final is sent
     assert got["dave@slow.example"][:2] == ("sent", "2.0.0")
     # deferred twice, then qmgr gave the message up: expired
@@ -149,7 +156,10 @@ def test_year_rollover(store: Store) -> None:
     got = store.con.execute(
         "SELECT first_seen, removed_at FROM messages WHERE queue_id = '8A8B8C8D8E'"
     ).fetchone()
-    assert got == (datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC), datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC))
+    assert got == (
+        datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC),
+        datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC),
+    )
 
 
 def test_year_from_mtime_when_file_starts_last_year(store: Store, tmp_path: Path) -> None:
@@ -165,20 +175,31 @@ def test_year_from_mtime_when_file_starts_last_year(store: Store, tmp_path: Path
 
 
 def test_every_timestamp_style(store: Store) -> None:
-    ingest(store, SAMPLES / "rsyslog-rfc3339.log", SAMPLES / "journal-short-iso.log", SAMPLES / "rfc5424.log")
-    got = dict(store.con.execute("SELECT host, min(logged_at) FROM deliveries GROUP BY host").fetchall())
+    ingest(
+        store,
+        SAMPLES / "rsyslog-rfc3339.log",
+        SAMPLES / "journal-short-iso.log",
+        SAMPLES / "rfc5424.log",
+    )
+    got = dict(
+        store.con.execute("SELECT host, min(logged_at) FROM deliveries GROUP BY host").fetchall()
+    )
     assert got == {
         "mx2": datetime(2026, 11, 28, 13, 52, 14, 412345, tzinfo=UTC),
         "relay1": datetime(2026, 11, 28, 22, 10, 31, tzinfo=UTC),
         "mx3": datetime(2026, 11, 28, 8, 0, 1, tzinfo=UTC),
     }
-    inst = store.con.execute("SELECT DISTINCT instance FROM deliveries WHERE host = 'relay1'").fetchall()
+    inst = store.con.execute(
+        "SELECT DISTINCT instance FROM deliveries WHERE host = 'relay1'"
+    ).fetchall()
     assert inst == [("postfix-out",)]
 
 
 def test_bad_input_is_accounted_for(store: Store, tmp_path: Path) -> None:
     p = tmp_path / "bad.log"
-    long_line = b"Nov 28 11:00:00 mx1 postfix/smtpd[1]: connect from " + b"a" * 70_000 + b"[192.0.2.9]\n"
+    long_line = (
+        b"Nov 28 11:00:00 mx1 postfix/smtpd[1]: connect from " + b"a" * 70_000 + b"[192.0.2.9]\n"
+    )
     p.write_bytes((SAMPLES / "bad-input.log").read_bytes() + b"\n" + long_line)
     stats = ingest(store, p)
     assert stats.balanced  # type: ignore[attr-defined]
@@ -195,7 +216,9 @@ def test_bad_input_is_accounted_for(store: Store, tmp_path: Path) -> None:
 
 def test_missing_path_is_an_error_before_anything_is_written(store: Store, tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="no such file"):
-        LogIngestor(store, tz=UTC, year=2026).run([SAMPLES / "mx1-rfc3164.log", tmp_path / "nope.log"])
+        LogIngestor(store, tz=UTC, year=2026).run(
+            [SAMPLES / "mx1-rfc3164.log", tmp_path / "nope.log"]
+        )
     assert store.con.execute("SELECT count(*) FROM delivery_log").fetchone() == (0,)
 
 

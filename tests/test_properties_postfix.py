@@ -18,10 +18,7 @@ from pipeline.store import Store
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix"
 REAL_LINES = [
-    ln
-    for p in sorted(SAMPLES.glob("*.log"))
-    for ln in p.read_bytes().split(b"\n")
-    if ln.strip()
+    ln for p in sorted(SAMPLES.glob("*.log")) for ln in p.read_bytes().split(b"\n") if ln.strip()
 ]
 SERVICES = ["smtp", "smtpd", "qmgr", "cleanup", "pickup", "bounce", "postscreen", "local", "lmtp",
             "error", "virtual", "pipe", "postsuper", "dnsblog", "anvil", "whatever"]  # fmt: skip
@@ -59,7 +56,9 @@ def test_message_parser_is_total_on_raw_text(service: str, text: str) -> None:
     assert rec is not None
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.lists(st.one_of(st.sampled_from(REAL_LINES), st.binary(max_size=120)), max_size=60),
     st.integers(1, 50),
@@ -103,7 +102,9 @@ def test_chunking_does_not_change_lines_or_offsets(cuts: list[int]) -> None:
 
     def run(fh: io.RawIOBase | io.BytesIO) -> list[tuple[object, ...]]:
         store = Store.memory()
-        ing = LogIngestor(store, tz=UTC, year=2026, clock=lambda: datetime(2026, 11, 29, tzinfo=UTC))
+        ing = LogIngestor(
+            store, tz=UTC, year=2026, clock=lambda: datetime(2026, 11, 29, tzinfo=UTC)
+        )
         cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
                         clock_year=None, clock_month=None)  # fmt: skip
         ing._consume(fh, cp, SyslogClock(year=2026, tz=UTC), final=True)  # type: ignore[arg-type]

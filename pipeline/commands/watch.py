@@ -21,7 +21,8 @@ def watch(
         ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="mtalens.toml with \\[watch] and \\[alerts] sections.")
+        Path | None,
+        typer.Option("--config", help="mtalens.toml with \\[watch] and \\[alerts] sections."),
     ] = None,
     log: Annotated[
         list[str] | None, typer.Option("--log", help="Log file or glob (repeatable).")
@@ -39,7 +40,8 @@ def watch(
         float | None, typer.Option("--poll-interval", help="Seconds between checks (default: 1).")
     ] = None,
     commit_interval: Annotated[
-        float | None, typer.Option("--commit-interval", help="Seconds between write windows (default: 1).")
+        float | None,
+        typer.Option("--commit-interval", help="Seconds between write windows (default: 1)."),
     ] = None,
     drain_grace: Annotated[
         float | None,
@@ -52,7 +54,8 @@ def watch(
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on this port.")
     ] = None,
     metrics_host: Annotated[
-        str | None, typer.Option("--metrics-host", help="Metrics bind address (default: 127.0.0.1).")
+        str | None,
+        typer.Option("--metrics-host", help="Metrics bind address (default: 127.0.0.1)."),
     ] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
