@@ -8,6 +8,7 @@ are forward-only, so a change must be a new file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -85,10 +86,8 @@ def _tune(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("SET memory_limit = ?", [limit])
         except duckdb.Error as exc:
             raise StoreError(f"MTALENS_MEMORY_LIMIT={limit!r}: {str(exc).splitlines()[0]}") from exc
-    try:
+    with contextlib.suppress(duckdb.Error):  # older DuckDB without the setting
         con.execute("SET allocator_background_threads = true")
-    except duckdb.Error:  # older DuckDB without the setting
-        pass
 
 
 class Store:
