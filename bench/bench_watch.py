@@ -54,10 +54,11 @@ def run(rate: int, seconds: float, data: bytes, tmp: Path) -> dict[str, float]:
     log, db = tmp / f"mail-{rate}.log", tmp / f"bench-{rate}.duckdb"
     log.write_bytes(b"")
     lines = data.split(b"\n")[:-1]
+    err = open(tmp / f"watch-{rate}.err", "wb")  # noqa: SIM115 - closed after the daemon
     proc = subprocess.Popen(
         [sys.executable, "-c", "from pipeline.cli import main; main()", "watch", "--db", str(db),
          "--log", str(log), "--timezone", "UTC", "--commit-interval", "1", "--poll-interval", "1"],
-        stderr=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, "MTALENS_LOCK_WAIT": "30"},
+        stderr=err, cwd=ROOT, env={**os.environ, "MTALENS_LOCK_WAIT": "30"},
     )  # fmt: skip
     time.sleep(2.0)  # start-up
     marks: list[tuple[int, float]] = []  # (end offset, appended at)
@@ -98,7 +99,11 @@ def run(rate: int, seconds: float, data: bytes, tmp: Path) -> dict[str, float]:
     caught_up = time.monotonic() - t0
     cpu = cpu_seconds(proc.pid) - cpu0
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    code = proc.wait(timeout=60)
+    err.close()
+    if code != 0:  # the figures of a daemon that died are meaningless: show why
+        tail = (tmp / f"watch-{rate}.err").read_bytes()[-2000:].decode(errors="replace")
+        print(f"watch exited {code}:\n{tail}", file=sys.stderr)
     lags.sort()
     return {
         "rate": rate,

@@ -17,9 +17,9 @@ parser (``tests/test_fastpath.py`` compares them table by table):
 
 Off when the extension is not built or when ``MTALENS_PURE_PYTHON=1``. An ``on_commit`` hook
 (`mtalens watch`'s metrics and alerts) is called after each commit, in the reading thread, with a
-:class:`~pipeline.correlate.Batch` whose delivery, rejection, auth-failure and event rows are the
-tuples the pure path would have built (column order of ``pipeline.correlate``); its ``touched``
-is empty (the messages are the fast path's :class:`Msg` objects, and no hook reads them).
+:class:`ArrowBatch`: a :class:`~pipeline.correlate.Batch` that holds the commit's delivery,
+rejection, auth-failure and event rows as Arrow tables and builds the pure path's tuples only
+if the hook reads them; its ``touched`` is empty (no hook reads the messages).
 ``MTALENS_FAST_SERIAL=1`` commits in the reading thread (for profiling).
 """
 
@@ -46,10 +46,10 @@ from parsers.syslog import SyslogClock
 from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
-    Batch,
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
+    Batch,
     MessageState,
     ends_message,
 )
@@ -495,34 +495,73 @@ class _Pending:
     clock_year: int
     clock_month: int
     counts: LineCounts
-    batch: Batch | None  # for the ingestor's on_commit hook, if it has one
+    batch: ArrowBatch | None  # for the ingestor's on_commit hook, if it has one
 
 
-def _table_rows(tbl: pa.Table) -> list[tuple[Any, ...]]:
-    """An Arrow table's rows as tuples (what ``pipeline.correlate.Batch`` holds)."""
-    return list(zip(*(col.to_pylist() for col in tbl.columns), strict=True))
+_HOOK_TABLES: Final = ("delivery_log", "rejection_log", "auth_failure_log", "event_log")
 
 
-def _hook_batch(tables: list[tuple[str, tuple[str, ...], pa.Table]]) -> Batch:
-    """The rows of one commit, in the pure path's Batch shape, from the tables written."""
-    batch = Batch()
-    target = {
-        "delivery_log": batch.deliveries,
-        "rejection_log": batch.rejections,
-        "auth_failure_log": batch.auth_failures,
-        "event_log": batch.events,
-    }
+class _LazyRows:
+    """A Batch row list that :class:`ArrowBatch` builds from its tables on first read."""
+
+    def __init__(self, slot: Any) -> None:
+        self.slot = slot  # Batch's own slot descriptor
+
+    def __get__(self, obj: ArrowBatch | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        obj.materialize()
+        return self.slot.__get__(obj, owner)
+
+    def __set__(self, obj: ArrowBatch, value: list[tuple[Any, ...]]) -> None:
+        self.slot.__set__(obj, value)
+
+
+class ArrowBatch(Batch):
+    """What the ``on_commit`` hook gets on the fast path: the commit's rows as the Arrow tables
+    written (``tables``, by store table, columns as in ``pipeline.correlate``, in line order).
+    The pure path's tuple lists (``deliveries``, ...) are the same rows, built on first read;
+    a hook that can read columns (`mtalens watch`) never pays for them. ``touched`` is empty."""
+
+    __slots__ = ("_materialized", "tables")
+
+    deliveries = _LazyRows(Batch.deliveries)  # type: ignore[misc]
+    rejections = _LazyRows(Batch.rejections)  # type: ignore[misc]
+    auth_failures = _LazyRows(Batch.auth_failures)  # type: ignore[misc]
+    events = _LazyRows(Batch.events)  # type: ignore[misc]
+
+    def __init__(self, tables: dict[str, pa.Table]) -> None:
+        self._materialized = True  # the parent's __init__ only sets empty lists
+        super().__init__()
+        self._materialized = False
+        self.tables = tables
+
+    def materialize(self) -> None:
+        if self._materialized:
+            return
+        self._materialized = True
+        for name, attr in zip(_HOOK_TABLES, ("deliveries", "rejections", "auth_failures",
+                                             "events"), strict=True):  # fmt: skip
+            tbl = self.tables.get(name)
+            if tbl is not None:
+                rows = list(zip(*(col.to_pylist() for col in tbl.columns), strict=True))
+                setattr(self, attr, rows)
+
+
+def _hook_batch(tables: list[tuple[str, tuple[str, ...], pa.Table]]) -> ArrowBatch:
+    """The rows of one commit for the hook, one table per store table, in line order (as the
+    pure path appends them: here the scanner's rows come per scan, the Python fallback's after
+    them; the alert windows expect time order)."""
+    parts: dict[str, list[pa.Table]] = {}
     for name, _cols, tbl in tables:
-        target[name].extend(_table_rows(tbl))
-    # in line order, as the pure path appends them (the scanner's rows come per scan, the
-    # Python fallback's after them); the alert windows expect time order. Offset is the last
-    # column of each of these tables, the source key the one before it.
-    for rows in target.values():
-        rows.sort(key=_LINE_ORDER)
-    return batch
-
-
-_LINE_ORDER: Final = operator.itemgetter(-2, -1)
+        if name in _HOOK_TABLES and tbl.num_rows:
+            parts.setdefault(name, []).append(tbl)
+    out: dict[str, pa.Table] = {}
+    for name, tbls in parts.items():
+        # the Python fallback's tables infer their types (an all-null column is null-typed)
+        tbl = tbls[0] if len(tbls) == 1 else pa.concat_tables(tbls, promote_options="permissive")
+        out[name] = tbl.sort_by("line_offset")  # one source per consume: offset is line order
+    return ArrowBatch(out)
 
 
 class FastIngest:
@@ -785,8 +824,13 @@ class FastIngest:
                     _insert(con, name, cols, tbl)
                 if upd_table is not None:
                     con.register("_fast_changed", upd_table)
-                    res = con.execute(f"UPDATE message_log SET {_MSG_SET} FROM _fast_changed u"
-                                      " WHERE message_log.message_key = u.message_key").fetchone()  # fmt: skip
+                    # the first_seen bound lets DuckDB skip row groups (zone maps) of messages
+                    # older than any changed one instead of scanning the whole table each commit
+                    res = con.execute(
+                        f"UPDATE message_log SET {_MSG_SET} FROM _fast_changed u"
+                        " WHERE message_log.message_key = u.message_key"
+                        " AND message_log.first_seen >= (SELECT min(first_seen) FROM _fast_changed)"
+                    ).fetchone()
                     if res is None or res[0] != upd_table.num_rows:
                         # a key on several rows (a line logged twice: same host, queue ID and
                         # microsecond): the pure path's DELETE + INSERT leaves one row
@@ -846,4 +890,4 @@ class FastIngest:
         s.quarantined_by_reason.update(c.quarantined)
 
 
-__all__ = ["FastIngest", "enabled", "key_of", "to_us"]
+__all__ = ["ArrowBatch", "FastIngest", "enabled", "key_of", "to_us"]

@@ -22,10 +22,14 @@ from __future__ import annotations
 import resource
 import threading
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # kumina/postfix_exporter uses prometheus.ExponentialBuckets(1e-3, 2, 20) for delays; the same
 # shape here (1 ms .. ~9 days is too wide for a text page; 1 ms .. ~524 s covers delivery stages).
@@ -123,6 +127,31 @@ class Metrics:
                 h = fam.hists[key] = _Histogram(fam.buckets)
             h.observe(value)
 
+    def observe_many(
+        self, name: str, help: str, values: Sequence[float], buckets: tuple[float, ...],
+        **labels: str,
+    ) -> None:  # fmt: skip
+        """``observe`` for each value, in order, under one lock."""
+        if not values:
+            return
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            fam = self._family(name, "histogram", help, buckets)
+            h = fam.hists.get(key)
+            if h is None:
+                h = fam.hists[key] = _Histogram(fam.buckets)
+            if not h.counts:
+                h.counts = [0] * len(fam.buckets)
+            counts, bs, last = h.counts, fam.buckets, len(fam.buckets)
+            total = h.total
+            for v in values:
+                i = bisect_left(bs, v)  # the first bucket with v <= le, as _Histogram.observe
+                if i < last:
+                    counts[i] += 1
+                total += v
+            h.total = total
+            h.n += len(values)
+
     def value(self, name: str, **labels: str) -> float:
         """A counter's or gauge's current value (0 if never set); for tests and alerts."""
         with self._lock:
@@ -192,9 +221,62 @@ class Metrics:
             if status == "bounced":
                 self.record_bounce("log", d.get("reason"), d.get("category"))
 
-    def record_bounce(self, source: str, reason: Any, category: Any) -> None:
+    def record_delivery_table(self, tbl: pa.Table) -> None:
+        """``record_deliveries`` for an Arrow table of ``delivery_log`` rows (columns by name,
+        rows in line order): the same series, counted per label set rather than per row."""
+        if tbl.num_rows == 0:
+            return
+        service = _label_column(tbl["service"], "")
+        status = _label_column(tbl["status"], "")
+        keys = pa.table({
+            "service": service, "status": status, "dsn": _label_column(tbl["dsn"], ""),
+            "reason": _label_column(tbl["reason"], "unclassified"),
+            "category": _label_column(tbl["category"], "unclassified"),
+        })  # fmt: skip
+        groups = keys.group_by(["service", "status", "dsn", "reason", "category"]).aggregate(
+            [([], "count_all")]
+        )
+        for g in groups.to_pylist():
+            n, svc, st, dsn = float(g["count_all"]), g["service"], g["status"], g["dsn"]
+            self.inc("mtalens_deliveries_total", "Delivery attempts by agent and status.", n,
+                     service=svc, status=st)  # fmt: skip
+            if svc in ("smtp", "lmtp"):
+                self.inc(f"postfix_{svc}_messages_processed_total",
+                         f"Messages processed by the {svc} client, by status.", n, status=st)  # fmt: skip
+            if svc == "smtp" and st == "deferred":
+                self.inc("postfix_smtp_deferred_messages_total", "Deferred deliveries.", n)
+                self.inc("postfix_smtp_deferred_messages_by_dsn_total",
+                         "Deferred deliveries by enhanced status code.", n, dsn=dsn)  # fmt: skip
+            if svc == "smtp" and st == "bounced":
+                self.inc("postfix_smtp_bounced_messages_by_dsn_total",
+                         "Bounced deliveries by enhanced status code.", n, dsn=dsn)  # fmt: skip
+            if st == "bounced":
+                self.record_bounce("log", g["reason"], g["category"], n)
+        for svc in ("smtp", "lmtp"):
+            mask = pc.equal(service, svc)
+            if not pc.any(mask).as_py():
+                continue
+            for col, stage in DELAY_STAGES:
+                vals = pc.filter(tbl[col], mask).drop_null().cast(pa.float64()).to_pylist()
+                self.observe_many(f"postfix_{svc}_delivery_delay_seconds",
+                                  f"{svc} delivery delay by stage (delays=a/b/c/d).",
+                                  vals, DELAY_BUCKETS, stage=stage)  # fmt: skip
+
+    def record_rejection_table(self, tbl: pa.Table) -> None:
+        """``record_rejections`` for an Arrow table of ``rejection_log`` rows."""
+        if tbl.num_rows == 0:
+            return
+        mask = pc.and_(pc.equal(_label_column(tbl["service"], ""), "smtpd"),
+                       pc.equal(_label_column(tbl["action"], ""), "reject"))  # fmt: skip
+        codes = _label_column(pc.filter(tbl["reply_code"], mask), "")
+        for vc in pc.value_counts(codes).to_pylist():
+            self.inc("postfix_smtpd_messages_rejected_total",
+                     "Messages rejected by smtpd, by reply code.", float(vc["counts"]),
+                     code=vc["values"])  # fmt: skip
+
+    def record_bounce(self, source: str, reason: Any, category: Any, n: float = 1.0) -> None:
         self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",
-                 origin=source, reason=str(reason or "unclassified"),
+                 n, origin=source, reason=str(reason or "unclassified"),
                  category=str(category or "unclassified"))  # fmt: skip
 
     def record_rejections(self, rows: Iterable[dict[str, Any]]) -> None:
@@ -225,6 +307,13 @@ class Metrics:
         for rule, n in ignored.items():
             self.inc("mtalens_ignored_lines_total", "Ignored lines by rule.", n,
                      source=source, rule=rule)  # fmt: skip
+
+
+def _label_column(col: pa.ChunkedArray | pa.Array, default: str) -> pa.ChunkedArray | pa.Array:
+    """A column as label values: ``str(value or default)`` of the per-row methods (null and
+    empty become ``default``; a reply code 554 becomes ``"554"``)."""
+    s = col.cast(pa.string())
+    return pc.fill_null(pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s), default)
 
 
 def _current_rss() -> int | None:

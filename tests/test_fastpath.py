@@ -439,10 +439,11 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(ing._fast_path, fastpath.FastIngest)
 
 
-def test_on_commit_hook_keeps_the_pure_path() -> None:
+def test_on_commit_hook_runs_on_the_fast_path() -> None:
+    # `mtalens watch` sets the hook; tests/test_watch_fastpath.py compares what it sees
     ing = LogIngestor(Store.memory(), year=2026)
     seen: list[int] = []
     hook: Callable[..., None] = lambda batch, key, counts: seen.append(counts.read)  # noqa: E731
     ing.on_commit = hook
     ing.run([SAMPLES / "mx1-rfc3164.log"])
-    assert ing._fast_path is False and sum(seen) == ing.stats.read
+    assert isinstance(ing._fast_path, fastpath.FastIngest) and sum(seen) == ing.stats.read
