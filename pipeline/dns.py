@@ -907,21 +907,35 @@ def check_dkim(client: DnsClient, domain: str, selector: str) -> list[Finding]:
 # MTA-STS (RFC 8461 section 3.1) and TLS-RPT (RFC 8460 section 3)
 
 
+def _one_versioned_txt(
+    client: DnsClient, qname: str, check: str, version: str, label: str, rfc: str
+) -> str | list[Finding]:
+    """The one TXT record of an optional versioned policy (MTA-STS, TLS-RPT), or the findings
+    that say why there is none: lookup failure, no record, several records (both RFCs: a
+    sender that finds more than one ignores them all)."""
+    ans = client.query(qname, "TXT")
+    if ans.failed:
+        return [_failure(check, ans, label)]
+    records = _select_versioned(ans.records, version)
+    if not records:
+        msg = f"no {label} record (optional, {rfc})"
+        return [Finding(check=check, severity=Severity.WARNING, message=msg, name=qname)]
+    if len(records) > 1:
+        msg = f"{len(records)} {label} records: senders ignore them all"
+        return [Finding(check=check, severity=Severity.ERROR, message=msg, name=qname)]
+    return records[0]
+
+
 def check_mta_sts(client: DnsClient, domain: str) -> list[Finding]:
     qname = f"_mta-sts.{normalize_name(domain)}"
-    ans = client.query(qname, "TXT")
+    record = _one_versioned_txt(client, qname, "mta-sts", "STSv1", "MTA-STS", "RFC 8461")
+    if isinstance(record, list):
+        return record
 
     def note(severity: Severity, message: str) -> Finding:
         return Finding(check="mta-sts", severity=severity, message=message, name=qname)
 
-    if ans.failed:
-        return [_failure("mta-sts", ans, "MTA-STS")]
-    records = _select_versioned(ans.records, "STSv1")
-    if not records:
-        return [note(Severity.WARNING, "no MTA-STS record (optional, RFC 8461)")]
-    if len(records) > 1:
-        return [note(Severity.ERROR, f"{len(records)} MTA-STS records: senders ignore them all")]
-    values = dict(parse_tags(records[0])[0])
+    values = dict(parse_tags(record)[0])
     sts_id = values.get("id", "")
     # RFC 8461 section 3.1: sts-id = 1*32(ALPHA / DIGIT)
     if not re.fullmatch(r"[A-Za-z0-9]{1,32}", sts_id):
@@ -937,19 +951,14 @@ def check_mta_sts(client: DnsClient, domain: str) -> list[Finding]:
 
 def check_tls_rpt(client: DnsClient, domain: str) -> list[Finding]:
     qname = f"_smtp._tls.{normalize_name(domain)}"
-    ans = client.query(qname, "TXT")
+    record = _one_versioned_txt(client, qname, "tls-rpt", "TLSRPTv1", "TLS-RPT", "RFC 8460")
+    if isinstance(record, list):
+        return record
 
     def note(severity: Severity, message: str) -> Finding:
         return Finding(check="tls-rpt", severity=severity, message=message, name=qname)
 
-    if ans.failed:
-        return [_failure("tls-rpt", ans, "TLS-RPT")]
-    records = _select_versioned(ans.records, "TLSRPTv1")
-    if not records:
-        return [note(Severity.WARNING, "no TLS-RPT record (optional, RFC 8460)")]
-    if len(records) > 1:
-        return [note(Severity.ERROR, f"{len(records)} TLS-RPT records: senders ignore them all")]
-    values = dict(parse_tags(records[0])[0])
+    values = dict(parse_tags(record)[0])
     uris = [u.strip() for u in values.get("rua", "").split(",") if u.strip()]
     if not uris:
         return [note(Severity.ERROR, "no rua= in the TLS-RPT record (required, RFC 8460 s3)")]
