@@ -30,6 +30,8 @@ matches when every field it gives matches; inside a list, any element may match)
 ``command``       the SMTP command the failure answered: CONNECT, HELO, MAIL, RCPT, DATA
                   (given by the caller, e.g. Postfix's smtp_stage or a decoder's finding, else
                   read from the diagnostic text: "(in reply to end of DATA command)")
+``without_command`` commands that must not be the answered one (an unknown command matches:
+                  "not known to be before DATA" is ``["CONNECT", "HELO", "MAIL", "RCPT"]``)
 ``phrases``       lower-case substrings of the diagnostic (whitespace collapsed to one space)
 ``regex``         regular expressions searched in the same normalised text
 ``with_phrases``  at least one of these must also occur
@@ -227,6 +229,7 @@ class Rule:
     kind: frozenset[str] = frozenset()
     remote_host: tuple[str, ...] = ()
     command: frozenset[SmtpCommand] = frozenset()
+    without_command: frozenset[SmtpCommand] = frozenset()
     diagnostic_type: frozenset[str] = frozenset()
     phrases: frozenset[str] = frozenset()
     regex: tuple[re.Pattern[str], ...] = ()
@@ -273,6 +276,7 @@ _RULE_KEYS: Final = frozenset(
         "kind",
         "remote_host",
         "command",
+        "without_command",
         "diagnostic_type",
         "phrases",
         "regex",
@@ -351,12 +355,10 @@ def _parse_rule(raw: Mapping[str, Any], origin: str) -> Rule:
         patterns = tuple(re.compile(p) for p in _strings(raw, "regex", where))
     except re.error as exc:
         raise RuleError(f"{where}: bad regex: {exc}") from None
-    commands: set[SmtpCommand] = set()
-    for c in _strings(raw, "command", where):
-        cmd = command_of(c)
-        if cmd is None:
-            raise RuleError(f"{where}: unknown SMTP command {c!r}")
-        commands.add(cmd)
+    commands, not_commands = (
+        _commands(raw, "command", where),
+        _commands(raw, "without_command", where),
+    )
     without_codes = raw.get("without_codes", False)
     if not isinstance(without_codes, bool):
         raise RuleError(f"{where}: without_codes must be true or false")
@@ -375,7 +377,8 @@ def _parse_rule(raw: Mapping[str, Any], origin: str) -> Rule:
         action=frozenset(a.lower() for a in _strings(raw, "action", where)),
         kind=kinds,
         remote_host=tuple(h.lower().lstrip(".") for h in _strings(raw, "remote_host", where)),
-        command=frozenset(commands),
+        command=commands,
+        without_command=not_commands,
         diagnostic_type=frozenset(t.lower() for t in _strings(raw, "diagnostic_type", where)),
         phrases=_lower_phrases(raw, "phrases", where),
         regex=patterns,
@@ -383,6 +386,16 @@ def _parse_rule(raw: Mapping[str, Any], origin: str) -> Rule:
         without_phrases=_lower_phrases(raw, "without_phrases", where),
         without_codes=without_codes,
     )
+
+
+def _commands(raw: Mapping[str, Any], key: str, where: str) -> frozenset[SmtpCommand]:
+    commands: set[SmtpCommand] = set()
+    for c in _strings(raw, key, where):
+        cmd = command_of(c)
+        if cmd is None:
+            raise RuleError(f"{where}: unknown SMTP command {c!r}")
+        commands.add(cmd)
+    return frozenset(commands)
 
 
 def parse_rule_file(text: str, origin: str) -> tuple[tuple[Rule, ...], tuple[Blocklist, ...]]:
@@ -446,6 +459,8 @@ _COMMAND_PHRASES: Final[tuple[tuple[str, SmtpCommand], ...]] = (
     ("after rcpt to", SmtpCommand.RCPT),
     ("after pipelined rcpt to", SmtpCommand.RCPT),
     ("does not like recipient", SmtpCommand.RCPT),
+    ("most progress was rcpt to response", SmtpCommand.RCPT),
+    ("recipient address rejected", SmtpCommand.RCPT),
     ("in reply to mail from command", SmtpCommand.MAIL),
     ("after mail from", SmtpCommand.MAIL),
     ("after pipelined mail from", SmtpCommand.MAIL),
@@ -507,6 +522,16 @@ def _enhanced_in_text(text: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _specific_in_text(text: str) -> tuple[str, str, str] | None:
+    for m in _ENHANCED.finditer(text):
+        start = m.start()
+        if start and text[start - 1] in _NOT_BEFORE_CODE:
+            continue
+        if m.group(1) != "2" and m.group(2) != "0" and m.group(3) != "0":
+            return (m.group(1), m.group(2), m.group(3))
+    return None
+
+
 def _reply_in_text(text: str) -> int | None:
     for m in _REPLY.finditer(text):
         start, end = m.span()
@@ -545,6 +570,11 @@ def _facts(
         # A generic status with a specific code in the reply text: the text's code is the
         # server's own word (RFC 3463 section 2; RFC 2034 section 3 puts it in the reply).
         parts = _enhanced_in_text(text) or parts
+    elif parts is not None and parts[2] == "0" and text:
+        # X.Y.0 is "other or undefined" within its subject (RFC 3463 section 3): a relay that
+        # wraps the remote reply ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'",
+        # Amazon SES) knows less than the remote server's own specific code in the text.
+        parts = _specific_in_text(text) or parts
     code = reply_code
     if code is None and text:
         code = _reply_in_text(text)
@@ -598,6 +628,8 @@ def _matches(rule: Rule, f: _Facts) -> bool:
         return False
     if rule.command and f.command not in rule.command:
         return False
+    if rule.without_command and f.command in rule.without_command:
+        return False
     if rule.diagnostic_type and f.diagnostic_type not in rule.diagnostic_type:
         return False
     if rule.remote_host:
@@ -637,7 +669,7 @@ class Classifier:
 
     Matching is indexed: every phrase of every rule is found in one scan of the text
     (Aho-Corasick), and each rule is filed under one field it cannot match without (a phrase, a kind,
-    an action, a status prefix, a reply code). Only the rules whose key is present are tested,
+    an action, an SMTP command, a status prefix, a reply code). Only the rules whose key is present are tested,
     in their original order, so first-match-wins is unchanged.
     """
 
@@ -646,6 +678,7 @@ class Classifier:
         "_automaton",
         "_by_action",
         "_by_code",
+        "_by_command",
         "_by_kind",
         "_by_phrase",
         "_by_status",
@@ -669,6 +702,7 @@ class Classifier:
         by_action: dict[str, list[int]] = {}
         by_status: dict[tuple[str, ...], list[int]] = {}
         by_code: dict[int, list[int]] = {}
+        by_command: dict[SmtpCommand, list[int]] = {}
         always: list[int] = []
         phrases: set[str] = set()
         for i, rule in enumerate(self.rules):
@@ -682,6 +716,9 @@ class Classifier:
             elif rule.action:
                 for a in rule.action:
                     by_action.setdefault(a, []).append(i)
+            elif rule.command:
+                for cmd in rule.command:
+                    by_command.setdefault(cmd, []).append(i)
             elif rule.status:
                 for st in rule.status:
                     by_status.setdefault(st, []).append(i)
@@ -698,6 +735,7 @@ class Classifier:
         self._by_action = {k: tuple(v) for k, v in by_action.items()}
         self._by_status = {k: tuple(v) for k, v in by_status.items()}
         self._by_code = {k: tuple(v) for k, v in by_code.items()}
+        self._by_command = {k: tuple(v) for k, v in by_command.items()}
         self._always = tuple(always)
         # Aho-Corasick finds every phrase of every rule, overlapping ones included, in one pass.
         automaton = ahocorasick.Automaton()
@@ -720,6 +758,8 @@ class Classifier:
             cand.update(self._by_kind.get(f.kind, ()))
         if f.action:
             cand.update(self._by_action.get(f.action, ()))
+        if f.command is not None:
+            cand.update(self._by_command.get(f.command, ()))
         if f.reply_code is not None:
             cand.update(self._by_code.get(f.reply_code, ()))
         if f.status is not None:

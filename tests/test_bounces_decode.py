@@ -202,3 +202,84 @@ def test_prose_fallback() -> None:
     (rc,) = r.recipients
     assert (rc.recipient, rc.status, rc.reply_code) == ("mallory@example.net", "5.2.1", "550")
     assert r.original is not None and r.original.message_id == "<orig-3@example.org>"
+
+
+def test_utf8_text_labelled_iso_2022_jp_is_read_as_utf8() -> None:
+    # a declared charset the bytes cannot be (8-bit bytes under a 7-bit ISO-2022-JP label)
+    from parsers.bounces.mime import decode_text
+
+    raw = load("utf8-labelled-iso2022jp.eml")
+    text = "宛先のメールボックスの設定によりお届けできませんでした。"
+    assert decode_text(text.encode("utf-8"), "ISO-2022-JP") == text
+    assert decode_text(text.encode("iso-2022-jp"), "ISO-2022-JP") == text
+    assert "\ufffd" not in decode_text(raw, "iso-2022-jp")
+    r = decode(raw)
+    (rc,) = r.recipients
+    assert (rc.recipient, rc.status) == ("hana@example.jp", "5.2.0")
+
+
+def test_qmail_most_progress_names_the_rcpt_stage() -> None:
+    from parsers.bounces.records import SmtpCommand
+
+    r = decode(load("qmail-most-progress.eml"))
+    (rc,) = r.recipients
+    assert rc.recipient == "ghost@example.com"
+    assert rc.command is SmtpCommand.RCPT
+    assert rc.reply_code == "550"
+
+
+def test_postfix_recipient_restriction_text_is_the_rcpt_stage() -> None:
+    from parsers.bounces.diagnostic import find_command
+    from parsers.bounces.records import SmtpCommand
+
+    text = "550 5.1.1 <zed@example.com>: Recipient address rejected: User unknown in local recipient table"
+    assert find_command(text) is SmtpCommand.RCPT
+    assert find_command("550 5.7.1 Message content rejected") is None
+
+
+def test_opensmtpd_notice_stops_at_the_copy_of_the_message() -> None:
+    # OpenSMTPD (smtpd/bounce.c) introduces the returned message with "Below is a copy of the
+    # original message:"; addresses and header lines below it are not failed recipients
+    r = decode(load("opensmtpd-domain.eml"))
+    assert [rc.recipient for rc in r.recipients] == ["bob@nowhere.example.net"]
+    (rc,) = r.recipients
+    assert rc.diagnostic is not None and "From:" not in rc.diagnostic
+    assert "domain does not exist" in rc.diagnostic.lower()
+
+
+def test_indented_boundary_keeps_the_status_fields() -> None:
+    # " --b" is not a boundary (RFC 2046 section 5.1.1): the status fields end up inside the
+    # text part, where rfc3464 still finds them (not the Sendmail prose decoder)
+    r = decode(load("indented-boundary.eml"))
+    assert r.agent == "rfc3464"
+    got = {rc.recipient: rc for rc in r.recipients}
+    assert set(got) == {"dave@dept.example.edu", "erin@lab.example.net"}
+    assert got["dave@dept.example.edu"].status == "5.1.1"
+    erin = got["erin@lab.example.net"]
+    assert erin.action is Action.DELAYED
+    # no Diagnostic-Code: the Status field's comment is the explanation
+    assert erin.diagnostic == "lab.example.net: host name lookup failure"
+
+
+def test_lost_boundaries_take_the_explanation_from_the_transcript() -> None:
+    r = decode(load("lost-boundaries-transcript.eml"))
+    assert r.agent == "rfc3464"
+    (rc,) = r.recipients
+    assert (rc.recipient, rc.status, rc.reply_code) == ("frank@example.net", "5.5.0", "554")
+    assert (
+        rc.diagnostic
+        == "mail.local: unknown user: frank 554 <frank@example.net>... Service unavailable"
+    )
+
+
+def test_quoted_dialogue_success_codes_are_not_the_failure() -> None:
+    from parsers.bounces.diagnostic import find_reply_code, find_status
+
+    dialogue = (
+        "Out: 250 2.1.0 Ok In: RCPT TO:<x@example.com> Out: 250 2.1.5 Ok In: DATA "
+        "Out: 354 End data with <CR><LF>.<CR><LF> Out: 451 4.3.0 Error: queue file write error"
+    )
+    assert find_status(dialogue) == "4.3.0"
+    assert find_reply_code(dialogue) == "451"
+    assert find_status("250 2.1.5 Ok") == "2.1.5"
+    assert find_reply_code("250 2.1.5 Ok") == "250"

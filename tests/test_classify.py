@@ -179,6 +179,16 @@ CASES: list[tuple[str, dict[str, object]]] = [
         },
     ),
     ("onhold", {"reply_code": 550, "diagnostic": "550 Requested action not taken"}),
+    # rule spectrum-aup-connection-limit
+    (
+        "toomanyconn",
+        {
+            "status": "5.1.0",
+            "diagnostic": "550 5.1.0 <bounce@example.org> sender rejected. Please see https://www.spectrum.net/support/internet/understanding-email-error-codes for more information. AUP#In-1330",
+        },
+    ),
+    # rule status-x.2.0: the mailbox exists, its settings refused the message
+    ("filtered", {"status": "5.2.0", "diagnostic": "Delivery refused by the mailbox settings"}),
     ("undefined", {"status": "5.0.0"}),
     (
         "feedback",
@@ -682,3 +692,120 @@ def test_command_rules_stay_fast() -> None:
         c.classify(status="5.0.0", diagnostic=text, remote_host="mx.example.jp", action="failed")
     per_call = (time.perf_counter() - t0) / n
     assert per_call < 100e-6  # budget 20 us; generous here for a shared, loaded machine
+
+
+def test_x_2_0_other_mailbox_status_is_filtered_but_x_2_2_stays_full() -> None:
+    assert classify(status="5.2.0", action="failed").rule_id == "status-x.2.0"
+    assert classify(status="5.2.2", diagnostic="552 5.2.2 Mailbox full").reason == "mailboxfull"
+    assert classify(status="5.2.3").reason == "exceedlimit"
+
+
+def test_spectrum_aup_other_codes_are_not_connection_limits() -> None:
+    c = classify(status="5.7.1", diagnostic="554 5.7.1 cmsmtp blocked. AUP#In-1020")
+    assert c.reason != "toomanyconn"
+
+
+def test_recipient_restriction_reject_is_read_as_rcpt_stage() -> None:
+    # Postfix smtpd "Recipient address rejected" answers RCPT TO (postconf(5)): not "after DATA"
+    text = (
+        "550 <zed@example.com>: Recipient address rejected: User unknown in local recipient table"
+    )
+    assert classify(reply_code=550, diagnostic=text).reason == "userunknown"
+    # the same words after the end of DATA are a filter's refusal
+    assert classify(
+        reply_code=550, diagnostic="550 User unknown", command="end of DATA"
+    ).reason == ("filtered")
+
+
+def test_without_command_rule_key(tmp_path: Path) -> None:
+    rules = tmp_path / "mine.toml"
+    rules.write_text(
+        """
+[[rule]]
+id = "mine-not-at-rcpt"
+reason = "filtered"
+without_command = ["RCPT"]
+phrases = ["zz-refused-zz"]
+source = "test"
+""",
+        encoding="utf-8",
+    )
+    c = Classifier.load([rules])
+    assert c.classify(diagnostic="550 zz-refused-zz").rule_id == "mine-not-at-rcpt"
+    assert c.classify(diagnostic="550 zz-refused-zz", command="DATA").rule_id == "mine-not-at-rcpt"
+    assert c.classify(diagnostic="550 zz-refused-zz", command="RCPT TO").rule_id != (
+        "mine-not-at-rcpt"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[rule]]\nid = "b"\nreason = "filtered"\nwithout_command = ["QUIT"]\n'
+        'phrases = ["x"]\nsource = "test"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleError):
+        Classifier.load([bad])
+
+
+# One row per rule added in round 3 (own reply texts): (kwargs, reason, rule id).
+ROUND3: list[tuple[dict[str, object], str, str]] = [
+    (
+        {"status": "5.0.0", "diagnostic": "500 Remote server does not support TLS (state 6)."},
+        "failedstarttls",
+        "starttls",
+    ),
+    (
+        {
+            "action": "failed",
+            "diagnostic": "all hosts for 'example.net' have been failing for a long time and were last tried after this message arrived",
+        },
+        "expired",
+        "expired-phrases",
+    ),
+    (
+        {
+            "status": "5.5.0",
+            "reply_code": 553,
+            "diagnostic": "553 sorry, sender refused",
+            "command": "MAIL FROM",
+        },
+        "rejected",
+        "mail-command-refused",
+    ),
+    (
+        {
+            "action": "failed",
+            "diagnostic": "no valid recipients were found for this message; ann@a.example.net ... unknown host",
+        },
+        "hostunknown",
+        "host-unknown-final",
+    ),
+    (
+        # X.1.0 from a relay that wraps the remote reply: the remote's own X.7.1 decides
+        {
+            "status": "5.1.0",
+            "diagnostic": "5.1.0 - Unknown address error 550-'5.7.1 Access denied'",
+        },
+        "securityerror",
+        "status-x.7",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "reason", "rule_id"), ROUND3)
+def test_round3_rules(kwargs: dict[str, object], reason: str, rule_id: str) -> None:
+    c = classify(**kwargs)  # type: ignore[arg-type]
+    assert (c.reason, c.rule_id) == (reason, rule_id)
+
+
+def test_access_denied_alone_is_not_a_sender_refusal() -> None:
+    # "Access denied" names no stage; only a known MAIL FROM stage makes it a sender refusal
+    assert classify(status="5.7.1", diagnostic="550 5.7.1 Access denied").reason == "securityerror"
+    assert (
+        classify(status="5.7.1", diagnostic="550 5.7.1 Access denied", command="MAIL").reason
+        == "rejected"
+    )
+
+
+def test_x_y_0_status_keeps_its_own_code_when_the_text_has_no_better_one() -> None:
+    c = classify(status="5.1.0", diagnostic="550 5.1.0 Address rejected")
+    assert c.reason == "userunknown"

@@ -29,20 +29,31 @@ def squeeze(text: str) -> str:
 
 
 def find_status(text: str) -> str | None:
-    """The most specific enhanced status code in the text (x.0.0 only if nothing better)."""
+    """The most specific failure status code in the text (x.0.0 only if nothing better; a
+    success code such as "250 2.1.0 Ok" in a quoted dialogue only if no failure code is there:
+    RFC 3463 section 3.1, class 2 is success)."""
     generic: str | None = None
+    success: str | None = None
     for m in STATUS_RE.finditer(text):
         code = ".".join(m.groups())
+        if m.group(1) == "2":
+            success = success or code
+            continue
         if m.group(2) == "0" and m.group(3) == "0":
             generic = generic or code
             continue
         return code
-    return generic
+    return generic or success
 
 
 def find_reply_code(text: str) -> str | None:
-    m = REPLY_RE.search(text)
-    return m.group(1) if m else None
+    """The first failure reply code (4xx/5xx, RFC 5321 section 4.2.1), else the first code."""
+    first: str | None = None
+    for m in REPLY_RE.finditer(text):
+        if m.group(1)[0] in "45":
+            return m.group(1)
+        first = first or m.group(1)
+    return first
 
 
 # Which SMTP command a failure answered, as the MTAs write it (RFC 5321 section 4.1 names the
@@ -58,6 +69,11 @@ def find_reply_code(text: str) -> str | None:
 #     rejected.", "... but greeting failed.", "... but my name was rejected.", "Sorry, I wasn't
 #     able to establish an SMTP connection."
 #   m-FILTER: "-------SMTP command" followed by the command on the next line.
+#   qmail-remote variants that retry every MX: "Sorry, no SMTP connection got far enough; most
+#     progress was RCPT TO response; remote host x said: 550 ...".
+#   Postfix smtpd(8) rejects of smtpd_recipient_restrictions say "<a>: Recipient address
+#     rejected: ..." (postconf(5), e.g. reject_unlisted_recipient): the answer to RCPT TO, also
+#     when a pipelining client logs it after ">>> DATA".
 #   Sendmail/Courier transcripts (">>> COMMAND" then "<<< reply") are read by
 #   ``command_from_transcript``.
 _COMMAND_RE: Final = re.compile(
@@ -72,7 +88,9 @@ _COMMAND_RE: Final = re.compile(
     r"|(?P<qm>but sender was rejected)|(?P<qh>but my name was rejected)"
     r"|(?P<qc>but greeting failed|wasn't able to establish an smtp connection)"
     r"|smtp command[ \t:]*\n?[ \t]*-*[ \t]*(?P<mf>data|rcpt to|mail from|ehlo|helo)\b"
-    r"|(?:^|[\s(])after (?P<gen>end of data|rcpt to|mail from)\b",
+    r"|(?:^|[\s(])after (?P<gen>end of data|rcpt to|mail from)\b"
+    r"|most progress was (?P<qp>rcpt to|mail from|data|ehlo|helo) response"
+    r"|(?P<pr>recipient address rejected)",
     re.IGNORECASE,
 )
 _COMMAND_WORDS: Final = {
@@ -99,6 +117,7 @@ _COMMAND_GROUPS: Final = {
     "qm": SmtpCommand.MAIL,
     "qh": SmtpCommand.HELO,
     "qc": SmtpCommand.CONNECT,
+    "pr": SmtpCommand.RCPT,
 }
 # Sendmail savemail.c / Courier transcripts: ">>> RCPT To:<a>" sent, "<<< 550 ..." received.
 _SENT_RE: Final = re.compile(r"^[ \t]*>>>[ \t]*(\.|[a-z]{4}(?:[ \t]+(?:to|from))?)", re.I)

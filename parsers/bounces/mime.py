@@ -47,6 +47,17 @@ def decode_text(data: bytes, charset: str | None) -> str:
             cs = ""
         if cs:
             try:
+                return data.decode(cs)
+            except (UnicodeError, LookupError):
+                pass
+            # A declared charset the bytes do not fit (UTF-8 text labelled ISO-2022-JP, as some
+            # Japanese carriers' DSNs are): UTF-8 if they are valid UTF-8, else the declared
+            # charset with replacement characters.
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            try:
                 return data.decode(cs, errors="replace")
             except (UnicodeError, LookupError):
                 pass

@@ -28,7 +28,7 @@ from parsers.bounces.diagnostic import (
     original_from_text,
     squeeze,
 )
-from parsers.bounces.mime import Mail, Part, parse_date
+from parsers.bounces.mime import Mail, Part, decode_text, parse_date
 from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
 
 NAME: Final = "rfc3464"
@@ -128,10 +128,18 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
         diag = _iso2022(diag)
     if diag:
         diag = complete_reply(diag, human)
+    elif status_raw and _STATUS_COMMENT_RE.search(status_raw):
+        # No Diagnostic-Code but a comment after the code (RFC 3464 section 2.3.4 fields are
+        # RFC 822 structured fields, which allow comments): "4.0.0 (example.net: host name
+        # lookup failure)" is the reporting MTA's own explanation.
+        m = _STATUS_COMMENT_RE.search(status_raw)
+        diag = squeeze(m.group(1)) if m else None
     elif human:
         # No Diagnostic-Code: the human-readable part is the only explanation (RFC 3464
         # section 2.1 / RFC 6522 section 3: the first part "describes the condition(s)").
         diag = _paragraph(human, addr) or None
+        if not (diag and find_reply_code(diag)):
+            diag = _transcript(human) or diag
     _, remote = split_typed(_get(group, "remote-mta"))
     status = better_status(status, diag, _near(human, addr))
     if action is None:
@@ -223,6 +231,23 @@ def _iso2022(text: str) -> str:
         return text
 
 
+# Sendmail savemail.c: "----- Transcript of session follows -----", then the dialogue or the
+# local mailer's complaint ("mail.local: unknown user: x", "554 <x>... Service unavailable").
+_TRANSCRIPT_RE: Final = re.compile(
+    r"^[ \t]*-{3,}[ \t]*Transcript of session follows[ \t-]*$", re.I | re.M
+)
+
+
+def _transcript(human: str) -> str:
+    """The first paragraph of a Sendmail transcript section, squeezed ("" if none)."""
+    m = _TRANSCRIPT_RE.search(human, 0, 20_000)
+    if m is None:
+        return ""
+    rest = human[m.end() : m.end() + 2000].lstrip("\n")
+    end = rest.find("\n\n")
+    return squeeze(rest[: end if end >= 0 else len(rest)])
+
+
 def _paragraph(human: str, addr: str) -> str:
     """The paragraph of the human-readable part that names ``addr`` (else its first 600
     characters when it names no address at all), squeezed, at most about 1200 characters."""
@@ -263,6 +288,14 @@ def kind_of(recipients: tuple[BounceRecipient, ...]) -> ReportKind:
     return ReportKind.NOT_BOUNCE
 
 
+# "Status: 4.0.0 (cat.example.net: host name lookup failure)": a comment that says more than the
+# class ("(permanent failure)", Sendmail's usual comment, says nothing of its own).
+_STATUS_COMMENT_RE: Final = re.compile(
+    r"^\s*[245]\.\d{1,3}\.\d{1,3}\s*\((?!\s*(?:permanent|temporary|transient)\s+failure\s*\))"
+    r"([^()]{4,})\)"
+)
+
+
 def dsn_part(mail: Mail) -> Part | None:
     part = mail.find(*DSN_TYPES)
     if part is not None:
@@ -290,6 +323,12 @@ def human_text(mail: Mail, dsn: Part | None) -> str:
             continue
         if p.content_type == "text/plain":
             return p.text()
+    root = mail.root
+    if dsn is not None and root.content_type == "multipart/report" and not root.children:
+        # boundaries lost (see dsn_part): the explanation is the text before the status fields
+        m = _DSN_START_RE.search(root.body, 0, 200_000)
+        if m is not None:
+            return decode_text(root.body[: m.start()], None)
     return ""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from parsers.bounces import rfc3464
 from parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
 from parsers.bounces.mime import Mail
 from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
@@ -58,6 +59,10 @@ def _cut(text: str) -> tuple[str, str]:
 
 def decode(mail: Mail) -> BounceReport | None:
     if mail.find("message/delivery-status", "message/global-delivery-status") is not None:
+        return None
+    if mail.root.content_type == "multipart/report" and rfc3464.dsn_part(mail) is not None:
+        # the status fields are there but a broken boundary (" --b", RFC 2046 section 5.1.1
+        # wants it at the start of the line) folded them into the text part: rfc3464 reads them
         return None
     text = mail.body_text()
     listed = _LIST_RE.search(text[:20_000])

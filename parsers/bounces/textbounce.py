@@ -16,10 +16,12 @@ from parsers.bounces.diagnostic import (
 from parsers.bounces.mime import Mail
 from parsers.bounces.records import Action, BounceRecipient, OriginalMessage
 
-# Lines that introduce the returned message in the common MTAs' prose bounces.
+# Lines that introduce the returned message in the common MTAs' prose bounces (OpenSMTPD's
+# bounce notice, smtpd/bounce.c: "Below is a copy of the original message:").
 RETURNED_MARKER_RE: Final = re.compile(
     r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*("
     r"this is a copy of the message|below this line is a copy of the message|"
+    r"below is a copy of the original message|"
     r"this is a copy of your message|included is a copy of the message|"
     r"the header of the original message is following|"
     r"original message|message headers follow|returned message|"
