@@ -1,13 +1,18 @@
 """End-to-end ingest benchmark: `cat`, Debian's `pflogsumm` and `mtalens ingest` on one log.
 
-    python bench/bench_ingest.py [--lines 5000000] [--seed 1] [--style mixed] [--keep]
+    python bench/bench_ingest.py [--lines 5000000] [--seed 1] [--style mixed] [--keep] [--repeat 2]
 
 Generates the log with bench/gen_postfix_logs.py (cached in bench/out/, keyed by lines, seed,
 style and a hash of the generator's source), then runs, in this order and in the same run:
 
 1. `cat FILE > /dev/null`: the floor (it also warms the page cache for the other two);
 2. `pflogsumm FILE` (Debian package pflogsumm), output kept next to the store;
-3. `mtalens ingest --db TMP FILE --year 2026 --timezone UTC` (the console script of this venv).
+3. `mtalens ingest --db TMP FILE --year 2026 --timezone UTC` (the console script of this venv),
+   `--repeat` times, each into a fresh store.
+
+The machine may be shared (other benchmarks on the same cores): the load average before and
+after is printed with the figures, and each child's CPU seconds (all threads) next to its wall
+time.
 
 Each is a child process, timed with a monotonic clock; its peak RSS is the highest VmHWM read
 from /proc/PID/status while it runs (sampled every 10 ms by a thread; `RUSAGE_CHILDREN` would be the
@@ -47,6 +52,7 @@ class Run:
     argv: list[str]
     rc: int
     seconds: float
+    cpu_seconds: float  # user + system of the child (all its threads), from wait4()
     peak_rss_mb: float
     lines_per_s: float
     mb_per_s: float
@@ -108,7 +114,7 @@ def run_child(name: str, argv: list[str], lines: int, size: int, stdout_to: Path
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            _pid, status, _usage = os.wait4(proc.pid, 0)  # blocking: the timing stays exact
+            _pid, status, usage = os.wait4(proc.pid, 0)  # blocking: the timing stays exact
             elapsed = time.perf_counter() - started
             done.set()
             sampler.join()
@@ -124,6 +130,7 @@ def run_child(name: str, argv: list[str], lines: int, size: int, stdout_to: Path
         argv=argv,
         rc=proc.returncode,
         seconds=elapsed,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=peak / 1024,  # 0: exited before the first sample
         lines_per_s=lines / elapsed if elapsed else 0.0,
         mb_per_s=size / 1e6 / elapsed if elapsed else 0.0,
@@ -166,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--style", choices=("mixed", "rfc3164", "rfc3339"), default="mixed")
     ap.add_argument("--keep", action="store_true", help="keep the DuckDB store and reports")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="run `mtalens ingest` this many times (fresh stores)"
+    )
     ap.add_argument("--out-dir", type=Path, default=OUT, help="cache and work directory")
     args = ap.parse_args(argv)
 
@@ -173,32 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.flush()
     size = log.stat().st_size
     work = Path(tempfile.mkdtemp(prefix="mtalens-bench-", dir=args.out_dir))
-    db = work / "bench.duckdb"
     pflogsumm = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
+    # the machine may be shared: the load average goes with every figure
+    load_before = os.getloadavg()
     runs = [
         run_child("cat", ["cat", str(log)], args.lines, size, None),
         run_child("pflogsumm", [pflogsumm, str(log)], args.lines, size, work / "pflogsumm.txt"),
-        run_child(
-            "mtalens ingest",
-            [
-                str(MTALENS),
-                "ingest",
-                "--db",
-                str(db),
-                str(log),
-                "--year",
-                YEAR,
-                "--timezone",
-                "UTC",
-                "--no-progress",
-                "--format",
-                "json",
-            ],
-            args.lines,
-            size,
-            work / "ingest.json",
-        ),
     ]
+    for i in range(max(1, args.repeat)):
+        runs.append(
+            run_child(
+                "mtalens ingest" if i == 0 else f"mtalens ingest #{i + 1}",
+                [str(MTALENS), "ingest", "--db", str(work / f"bench{i}.duckdb"), str(log),
+                 "--year", YEAR, "--timezone", "UTC", "--no-progress", "--format", "json"],
+                args.lines,
+                size,
+                work / f"ingest{i}.json",
+            )
+        )  # fmt: skip
+    load_after = os.getloadavg()
     by_name = {r.name: r for r in runs}
     pfl, ing = by_name["pflogsumm"], by_name["mtalens ingest"]
     ratio = ing.seconds / pfl.seconds if pfl.rc == 0 and ing.rc == 0 and pfl.seconds else None
@@ -209,10 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if gen_seconds is not None:
         print(f"generated in {gen_seconds:.1f}s ({args.lines / gen_seconds:,.0f} lines/s)")
-    print(f"{'step':<16}{'rc':>4}{'seconds':>10}{'lines/s':>14}{'MB/s':>10}{'peak RSS MB':>13}")
+    print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *load_after))  # fmt: skip
+    print(f"{'step':<20}{'rc':>4}{'seconds':>10}{'cpu s':>8}{'lines/s':>14}{'MB/s':>10}"
+          f"{'peak RSS MB':>13}")  # fmt: skip
     for r in runs:
         print(
-            f"{r.name:<16}{r.rc:>4}{r.seconds:>10.2f}{r.lines_per_s:>14,.0f}{r.mb_per_s:>10.1f}"
+            f"{r.name:<20}{r.rc:>4}{r.seconds:>10.2f}{r.cpu_seconds:>8.2f}{r.lines_per_s:>14,.0f}"
+            f"{r.mb_per_s:>10.1f}"
             + (f"{r.peak_rss_mb:>13.1f}" if r.peak_rss_mb else f"{'(too short)':>13}")
         )
     if ratio is not None:
@@ -236,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "style": args.style,
         "generator_seconds": gen_seconds,
         "ratio_mtalens_to_pflogsumm": ratio,
+        "load_before": load_before,
+        "load_after": load_after,
         "mtalens": summary,
         "pflogsumm": totals,
         "runs": [

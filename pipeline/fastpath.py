@@ -10,10 +10,14 @@ parser (``tests/test_fastpath.py`` compares them table by table):
   source of quarantine reasons and ignore rules;
 - the correlation mirrors :class:`pipeline.correlate.Correlator` with timestamps kept as UTC
   microseconds (message keys are computed exactly as ``int(ts.timestamp() * 1_000_000)``);
-- batches commit at the same line counts as the pure path, each in one transaction with its
-  checkpoint; the INSERTs of batch N run in a writer thread (DuckDB releases the GIL while it
-  executes) while batch N+1 is scanned, with at most one batch in flight, so memory stays
-  bounded.
+- batches of ``batch_lines`` lines (as the pure path's) go to a writer thread (DuckDB releases
+  the GIL while it executes) while the next ones are scanned, at most ``IN_FLIGHT`` at a time,
+  so memory stays bounded; the writer keeps one transaction open over batches until it holds
+  ``commit_lines`` lines (or the input ends, or there is an ``on_commit`` hook) and commits
+  it with its checkpoint row: all of those lines' rows or none. Within a transaction each
+  table is inserted in whole row groups and each touched message written once (see
+  :class:`_TableBuffers` and :meth:`FastIngest._group_touched`); a failed write rolls back the
+  whole transaction, and its lines are read again by the next run.
 
 Off when the extension is not built or when ``MTALENS_PURE_PYTHON=1``. An ``on_commit`` hook
 (`mtalens watch`'s metrics and alerts) is called after each commit, in the reading thread, with a
@@ -31,7 +35,7 @@ import operator
 import os
 import time
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -63,6 +67,7 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US: Final = timedelta(microseconds=1)
 TS_TYPE: Final = pa.timestamp("us", tz="UTC")
 READ_CHUNK: Final = 4 * 1024 * 1024
+IN_FLIGHT: Final = 2  # batches handed to the writer thread and not written yet, at most
 
 
 def enabled() -> bool:
@@ -112,6 +117,7 @@ class Msg:
         "client_name",
         "client_port",
         "discarded",
+        "dup",
         "expired_at",
         "first_seen",
         "held",
@@ -163,6 +169,7 @@ class Msg:
         self.rejected = False
         self.source_key = source_key
         self.persisted = False
+        self.dup = False  # another instance had this key (the same line logged twice)
 
     @classmethod
     def from_state(cls, st: MessageState) -> Msg:
@@ -215,6 +222,8 @@ class FastCorrelator:
         if old is not None:
             self.remember_closed(old)
         st = Msg(key_of(host, qid, at), host, qid, at, origin, source_key)
+        if self.recent.get(k) == st.key:
+            st.dup = True
         if self.pending_links:
             link = self.pending_links.pop(k, None)
             if link is not None:
@@ -451,8 +460,12 @@ _MSG_TYPES: Final = {
 }  # fmt: skip
 
 
-_MSG_ROW: Final = operator.attrgetter(
-    *("key" if name == "message_key" else name for name in MESSAGE_COLUMNS)
+# one getter per column: a column built with map() over the messages is ~3x faster than rows
+# of all attributes transposed with zip(*rows) (measured on the 87 k messages of one commit,
+# bench/profile_ingest.py, "build" stage: 0.50 s -> 0.20 s)
+_MSG_GET: Final = tuple(
+    (name, operator.attrgetter("key" if name == "message_key" else name))
+    for name in MESSAGE_COLUMNS
 )
 
 
@@ -461,7 +474,8 @@ _MSG_SET: Final = ", ".join(f'"{c}" = u."{c}"' for c in MESSAGE_COLUMNS[1:])
 
 def _message_table(msgs: list[Msg]) -> pa.Table:
     cols: dict[str, pa.Array] = {}
-    for name, vals in zip(MESSAGE_COLUMNS, zip(*map(_MSG_ROW, msgs), strict=True), strict=True):
+    for name, get in _MSG_GET:
+        vals = list(map(get, msgs))
         if name in _MSG_TS:
             cols[name] = pa.array(vals, pa.int64()).cast(TS_TYPE)
         else:
@@ -469,9 +483,47 @@ def _message_table(msgs: list[Msg]) -> pa.Table:
     return pa.table(cols)
 
 
+def _write_messages(con: Any, upd_table: pa.Table | None, msg_table: pa.Table | None) -> None:
+    """Rewrite the rows of messages already in the store, insert the new ones."""
+    if upd_table is not None:
+        con.register("_fast_changed", upd_table)
+        # the first_seen bound lets DuckDB skip row groups (zone maps) of messages older than
+        # any changed one instead of scanning the whole table each commit
+        res = con.execute(
+            f"UPDATE message_log SET {_MSG_SET} FROM _fast_changed u"
+            " WHERE message_log.message_key = u.message_key"
+            " AND message_log.first_seen >= (SELECT min(first_seen) FROM _fast_changed)"
+        ).fetchone()
+        if res is None or res[0] != upd_table.num_rows:
+            # a key on several rows (a line logged twice: same host, queue ID and
+            # microsecond): the pure path's DELETE + INSERT leaves one row
+            con.execute(
+                "DELETE FROM message_log WHERE message_key IN "
+                "(SELECT message_key FROM _fast_changed)"
+            )
+            _insert(con, "message_log", MESSAGE_COLUMNS, upd_table)
+        con.unregister("_fast_changed")
+    if msg_table is not None:
+        _insert(con, "message_log", MESSAGE_COLUMNS, msg_table)
+
+
 def _rows_table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
     cols = list(zip(*rows, strict=True))
     return pa.table({name: pa.array(list(col)) for name, col in zip(columns, cols, strict=True)})
+
+
+_COLUMNS: Final = {
+    "delivery_log": DELIVERY_COLUMNS, "rejection_log": REJECTION_COLUMNS,
+    "auth_failure_log": AUTH_COLUMNS, "event_log": EVENT_COLUMNS,
+}  # fmt: skip
+
+
+def _concat(tbls: list[pa.Table]) -> pa.Table:
+    """One table of a store table's parts (zero-copy: the chunks are kept as they are); the
+    Python fallback's tables infer their types (an all-null column is null-typed)."""
+    if len(tbls) == 1:
+        return tbls[0]
+    return pa.concat_tables(tbls, promote_options="permissive")
 
 
 def _insert(con: Any, table: str, columns: tuple[str, ...], tbl: pa.Table) -> None:
@@ -496,6 +548,54 @@ class _Pending:
     clock_month: int
     counts: LineCounts
     batch: ArrowBatch | None  # for the ingestor's on_commit hook, if it has one
+    commit: bool  # False: its rows are in the open transaction, committed with a later batch
+
+
+# DuckDB's default row group size ("The default row group size in DuckDB's database format is
+# 122,880 rows", https://duckdb.org/docs/stable/guides/performance/how_to_tune_workloads)
+ROW_GROUP_ROWS: Final = 122_880
+
+
+class _TableBuffers:
+    """The rows of an open transaction not inserted yet, per store table (writer thread only).
+
+    DuckDB writes the row groups that one parallel INSERT fills straight to the database file
+    ("optimistic writes"); the rows of an INSERT too small to fill a row group per thread stay
+    in memory until the COMMIT, which writes them to the WAL, and the next checkpoint copies
+    them again. Measured with DuckDB 2.0 (2 threads, the deliveries and events of 3 x 1 M
+    generated lines, one transaction per 1 M lines): inserted in pieces of 100,000 rows, 1.8 s
+    of INSERT + 1.9 s of COMMIT; in pieces of 245,760 rows, 2.3 s + 0.05 s. With one thread
+    DuckDB never wrote optimistically (pieces of 245,760 rows: 1.0 s + 2.0 s). So a table's
+    rows are inserted in multiples of ``threads x 122,880`` rows; the rest waits for the next
+    batch, or for the commit, which inserts everything left (it must: the checkpoint row covers
+    these lines)."""
+
+    def __init__(self, con: Any) -> None:
+        row = con.execute("SELECT current_setting('threads')").fetchone()
+        threads = int(row[0]) if row is not None else 1
+        self.unit = ROW_GROUP_ROWS * max(1, threads)
+        self.parts: dict[str, tuple[tuple[str, ...], list[pa.Table], int]] = {}
+
+    def append(self, con: Any, name: str, cols: tuple[str, ...], tbl: pa.Table) -> None:
+        _c, tbls, n = self.parts.get(name, (cols, [], 0))
+        tbls.append(tbl)
+        n += tbl.num_rows
+        if n >= self.unit:
+            whole = _concat(tbls)
+            cut = n - n % self.unit
+            _insert(con, name, cols, whole.slice(0, cut))
+            rest = whole.slice(cut)
+            tbls, n = ([rest] if rest.num_rows else []), rest.num_rows
+        self.parts[name] = (cols, tbls, n)
+
+    def flush(self, con: Any) -> None:
+        for name, (cols, tbls, n) in self.parts.items():
+            if n:
+                _insert(con, name, cols, _concat(tbls))
+        self.parts.clear()
+
+    def clear(self) -> None:
+        self.parts.clear()
 
 
 _HOOK_TABLES: Final = ("delivery_log", "rejection_log", "auth_failure_log", "event_log")
@@ -558,9 +658,8 @@ def _hook_batch(tables: list[tuple[str, tuple[str, ...], pa.Table]]) -> ArrowBat
             parts.setdefault(name, []).append(tbl)
     out: dict[str, pa.Table] = {}
     for name, tbls in parts.items():
-        # the Python fallback's tables infer their types (an all-null column is null-typed)
-        tbl = tbls[0] if len(tbls) == 1 else pa.concat_tables(tbls, promote_options="permissive")
-        out[name] = tbl.sort_by("line_offset")  # one source per consume: offset is line order
+        # one source per consume: offset is line order
+        out[name] = _concat(tbls).sort_by("line_offset")
     return ArrowBatch(out)
 
 
@@ -576,14 +675,26 @@ class FastIngest:
         )
         self._adopted = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtalens-writer")
-        self._pending: _Pending | None = None
+        # batches handed to the writer, oldest first: up to IN_FLIGHT, so that a commit (which
+        # also writes the messages and the rest of each table) does not stall the reader
+        self._pending: deque[_Pending] = deque()
+        # batches written into the open transaction but not committed yet (oldest first)
+        self._uncommitted: list[LineCounts] = []
+        self._in_txn = False  # the writer thread holds an open transaction on the store
+        self._failed = False  # the writer rolled back; later batches must not be written
+        self.commits = 0  # transactions committed (bench/profile_ingest.py, tests)
+        self._buffers = _TableBuffers(ing.store.con)  # the writer thread's
+        # the open transaction's touched messages, (message, persisted before) by key, in
+        # groups written in order by the commit (see _group_touched)
+        self._groups: list[dict[str, tuple[Msg, bool]]] = []
+        self._txn_lines = 0  # lines of the batches in that transaction
         self._tzfn = tz_offset_fn(ing.tz)
         # commit in the writer thread, overlapping the next batch's scan
         self.threaded = os.environ.get("MTALENS_FAST_SERIAL", "") != "1"
         # seconds spent per stage (bench/profile_ingest.py prints them); "write" is the writer
         # thread's, "wait" the time the reader spent blocked on it
         self.timings: dict[str, float] = dict.fromkeys(
-            ("scan", "correlate", "build", "write", "wait"), 0.0
+            ("scan", "correlate", "build", "write", "insert", "update", "commit", "wait"), 0.0
         )
 
     def _adopt(self) -> None:
@@ -665,8 +776,11 @@ class FastIngest:
                 pending = data[pos:]
                 base += pos
             self._wait(cp)  # the checks below read what the last commit set
-            if in_batch or cp.offset != offset or not cp.clock_year:
-                self._submit(cp, offset, clock, counts, rows, quarantine, scans)
+            if in_batch or cp.offset != offset or not cp.clock_year or self._in_txn:
+                self._submit(cp, offset, clock, counts, rows, quarantine, scans, last=True)
+        except BaseException:
+            self._abort()
+            raise
         finally:
             self._wait(cp)
 
@@ -769,43 +883,54 @@ class FastIngest:
 
     def _submit(
         self, cp: Checkpoint, offset: int, clock: SyslogClock, counts: LineCounts, rows: Rows,
-        quarantine: list[tuple[Any, ...]], scans: list[Any],
+        quarantine: list[tuple[Any, ...]], scans: list[Any], *, last: bool = False,
     ) -> None:  # fmt: skip
-        """Build the batch's Arrow tables here (a snapshot), insert them in the writer thread."""
+        """Build the batch's Arrow tables here (a snapshot), insert them in the writer thread.
+
+        The batch commits (with its checkpoint row) when it is the ``last`` of this
+        :meth:`consume`, when the ingestor has an ``on_commit`` hook (the hook sees each commit),
+        or once the open transaction holds ``commit_lines`` lines; otherwise its rows go into
+        the writer's open transaction (see :class:`_TableBuffers`), and the messages it touched
+        are written once, by the commit (a message touched by several batches of a transaction
+        is written once)."""
         t0 = time.perf_counter()
+        self._txn_lines += counts.read
+        hooked = self.ing.on_commit is not None
+        commit = last or hooked or self._txn_lines >= self.ing.commit_lines
+        if commit:
+            self._txn_lines = 0
         cor = self.cor
-        cor.evict_stale()
-        msgs = list(cor.touched.values())
-        cor.touched = {}
-        now = self.ing.clock()
+        cor.evict_stale()  # per batch, as the pure path's commits do: correlation depends on it
+        self._group_touched()
         # rows already in the store are updated in place, the others inserted: the same rows as
         # the pure path's DELETE + INSERT, but DuckDB's checkpoint after deletes rewrites the
         # table (measured: commits grow with message_log, 27 s of COMMIT for 5 M lines)
-        changed = [m for m in msgs if m.persisted]
-        added = [m for m in msgs if not m.persisted]
-        for m in added:
-            m.persisted = True
+        msg_writes: list[tuple[pa.Table | None, pa.Table | None]] = []
+        if commit:
+            for grp in self._groups:
+                changed = [m for m, was in grp.values() if was]
+                added = [m for m, was in grp.values() if not was]
+                msg_writes.append((_message_table(changed) if changed else None,
+                                   _message_table(added) if added else None))  # fmt: skip
+            self._groups = []
+        now = self.ing.clock()
         dts, ets, rts = _scan_tables(scans, cp.source_key)
-        tables: list[tuple[str, tuple[str, ...], pa.Table]] = []
-        for t in dts:
-            tables.append(("delivery_log", DELIVERY_COLUMNS, t))
-        if rows.deliveries:
-            tables.append(("delivery_log", DELIVERY_COLUMNS,
-                           _rows_table(DELIVERY_COLUMNS, rows.deliveries)))  # fmt: skip
-        for t in rts:
-            tables.append(("rejection_log", REJECTION_COLUMNS, t))
-        if rows.rejections:
-            tables.append(("rejection_log", REJECTION_COLUMNS,
-                           _rows_table(REJECTION_COLUMNS, rows.rejections)))  # fmt: skip
-        if rows.auth_failures:
-            tables.append(("auth_failure_log", AUTH_COLUMNS,
-                           _rows_table(AUTH_COLUMNS, rows.auth_failures)))  # fmt: skip
-        for t in ets:
-            tables.append(("event_log", EVENT_COLUMNS, t))
-        if rows.events:
-            tables.append(("event_log", EVENT_COLUMNS, _rows_table(EVENT_COLUMNS, rows.events)))
-        upd_table = _message_table(changed) if changed else None
-        msg_table = _message_table(added) if added else None
+        parts: dict[str, list[pa.Table]] = {
+            "delivery_log": dts, "rejection_log": rts, "auth_failure_log": [], "event_log": ets,
+        }  # fmt: skip
+        for name, cols, extra in (
+            ("delivery_log", DELIVERY_COLUMNS, rows.deliveries),
+            ("rejection_log", REJECTION_COLUMNS, rows.rejections),
+            ("auth_failure_log", AUTH_COLUMNS, rows.auth_failures),
+            ("event_log", EVENT_COLUMNS, rows.events),
+        ):
+            if extra:
+                parts[name].append(_rows_table(cols, extra))
+        # one INSERT per store table per batch: each INSERT has a fixed cost (bind, plan, a
+        # parallel sink per thread) that the scanner's many small per-chunk tables paid ~8 times
+        tables: list[tuple[str, tuple[str, ...], pa.Table]] = [
+            (name, _COLUMNS[name], _concat(tbls)) for name, tbls in parts.items() if tbls
+        ]
         qcols = ("source", "source_kind", "offset", "reason", "detail", "raw", "quarantined_at")
         q_table = _rows_table(qcols, quarantine) if quarantine else None
         acct_cols = ("source_key", "outcome", "rule", "lines", "recorded_at")
@@ -814,74 +939,145 @@ class FastIngest:
         ckpt = [cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
                 clock.year, clock.month or None, now]  # fmt: skip
         store = self.ing.store
+        buffers = self._buffers
 
         timings = self.timings
 
         def write() -> None:
             w0 = time.perf_counter()
-            with store.transaction() as con:
+            con = store.con
+            if self._failed:  # an earlier batch of this transaction was rolled back
+                raise RuntimeError("not written: an earlier batch failed")
+            if not self._in_txn:
+                con.execute("BEGIN TRANSACTION")
+                self._in_txn = True
+            try:
                 for name, cols, tbl in tables:
-                    _insert(con, name, cols, tbl)
-                if upd_table is not None:
-                    con.register("_fast_changed", upd_table)
-                    # the first_seen bound lets DuckDB skip row groups (zone maps) of messages
-                    # older than any changed one instead of scanning the whole table each commit
-                    res = con.execute(
-                        f"UPDATE message_log SET {_MSG_SET} FROM _fast_changed u"
-                        " WHERE message_log.message_key = u.message_key"
-                        " AND message_log.first_seen >= (SELECT min(first_seen) FROM _fast_changed)"
-                    ).fetchone()
-                    if res is None or res[0] != upd_table.num_rows:
-                        # a key on several rows (a line logged twice: same host, queue ID and
-                        # microsecond): the pure path's DELETE + INSERT leaves one row
-                        con.execute(
-                            "DELETE FROM message_log WHERE message_key IN "
-                            "(SELECT message_key FROM _fast_changed)"
-                        )
-                        _insert(con, "message_log", MESSAGE_COLUMNS, upd_table)
-                    con.unregister("_fast_changed")
-                if msg_table is not None:
-                    _insert(con, "message_log", MESSAGE_COLUMNS, msg_table)
+                    buffers.append(con, name, cols, tbl)
+                if commit:
+                    buffers.flush(con)
+                w1 = time.perf_counter()
+                for upd_table, msg_table in msg_writes:
+                    _write_messages(con, upd_table, msg_table)
+                w2 = time.perf_counter()
                 if q_table is not None:
                     _insert(con, "quarantine", qcols, q_table)
                 if acct_table is not None:
                     _insert(con, "line_accounting_log", acct_cols, acct_table)
-                con.execute(
-                    "INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode, fp_len,"
-                    ' fp_hash, "offset", clock_year, clock_month, updated_at)'
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    ckpt,
-                )
-            timings["write"] += time.perf_counter() - w0
+                w3 = time.perf_counter()
+                if commit:
+                    con.execute(
+                        "INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode,"
+                        ' fp_len, fp_hash, "offset", clock_year, clock_month, updated_at)'
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        ckpt,
+                    )
+                    con.execute("COMMIT")
+                    self._in_txn = False
+            except BaseException:
+                self._in_txn = False
+                self._failed = True
+                buffers.clear()
+                con.execute("ROLLBACK")
+                raise
+            w4 = time.perf_counter()
+            timings["write"] += w4 - w0
+            timings["insert"] += w1 - w0 + w3 - w2
+            timings["update"] += w2 - w1
+            timings["commit"] += w4 - w3
 
         # the hook's rows: only when there is a hook (the bulk ingest does not pay for them)
         batch = _hook_batch(tables) if self.ing.on_commit is not None else None
         self.timings["build"] += time.perf_counter() - t0
-        self._wait(cp)  # at most one batch in flight
+        self._wait(cp, keep=IN_FLIGHT - 1)
         if self.threaded:
             fut = self._writer.submit(write)
         else:
             fut = Future()
             write()
             fut.set_result(None)
-        self._pending = _Pending(fut, offset, clock.year, clock.month, counts, batch)
+        self._pending.append(_Pending(fut, offset, clock.year, clock.month, counts, batch, commit))
 
-    def _wait(self, cp: Checkpoint) -> None:
-        p = self._pending
-        if p is None:
-            return
-        self._pending = None
+    def _group_touched(self) -> None:
+        """Queue the messages this batch touched for the commit's message_log writes.
+
+        As the pure path, which writes the messages each batch touched, keyed by message key
+        (a later batch rewrites a message it touches again): a transaction's batches share one
+        group, whose rows are snapshots taken at the commit (every change to a message touches
+        it, so a message's state at the commit is its state after the last batch that touched
+        it). A key that a batch touches with another message instance (the same line logged
+        twice: same host, queue ID and microsecond) starts a new group, written after the
+        previous one, and such a message touched again is written as the pure path rewrites
+        it, so the rows equal the pure path's."""
+        touched = self.cor.touched
+        self.cor.touched = {}
+        groups = self._groups
+        grp = groups[-1] if groups else None
+        if grp is None or any(
+            (g := grp.get(k)) is not None and g[0] is not m for k, m in touched.items()
+        ):
+            grp = {}
+            groups.append(grp)
+        for k, m in touched.items():
+            g = grp.get(k)
+            if g is None:
+                grp[k] = (m, m.persisted)
+                m.persisted = True
+            elif m.dup and not g[1]:
+                # touched again by a later batch: the pure path rewrites its key, which also
+                # drops the rows of the key's other instances
+                grp[k] = (m, True)
+
+    def _abort(self) -> None:
+        """Roll back the open transaction (its batches were never counted) after a failure in
+        the reading thread."""
+        while self._pending:
+            p = self._pending.popleft()
+            try:
+                p.future.result()
+            except Exception:  # the writer already rolled back; the reader's error is raised
+                log.debug("writer failed while the reader failed too", exc_info=True)
+        self._uncommitted.clear()
+        self._txn_lines = 0
+        self._buffers.clear()
+        self._groups = []
+        self._failed = False
+        if self._in_txn:
+            self._in_txn = False
+            self.ing.store.con.execute("ROLLBACK")
+
+    def _wait(self, cp: Checkpoint, keep: int = 0) -> None:
+        """Wait for the writer until at most ``keep`` batches are in flight."""
+        while len(self._pending) > keep:
+            self._wait_one(cp)
+
+    def _wait_one(self, cp: Checkpoint) -> None:
+        p = self._pending.popleft()
         t0 = time.perf_counter()
-        p.future.result()  # a failed commit raises here, before its lines are counted
+        try:
+            p.future.result()  # a failed commit raises here, before its lines are counted
+        except BaseException:
+            self._uncommitted.clear()
+            self._txn_lines = 0
+            raise
         self.timings["wait"] += time.perf_counter() - t0
+        if not p.commit:
+            self._uncommitted.append(p.counts)
+            return
         hook = self.ing.on_commit
         if hook is not None and p.batch is not None:
             # as LogIngestor._commit: after the commit, before the checkpoint moves on
             hook(p.batch, cp.source_key, p.counts)
+        self.commits += 1
         cp.offset = p.offset
         cp.clock_year, cp.clock_month = p.clock_year, p.clock_month
         s = self.ing.stats
-        c = p.counts
+        done, self._uncommitted = [*self._uncommitted, p.counts], []
+        for c in done:
+            self._count(s, c)
+
+    @staticmethod
+    def _count(s: Any, c: LineCounts) -> None:
         s.read += c.read
         s.stored += c.stored
         s.ignored += sum(c.ignored.values())

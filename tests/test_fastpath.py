@@ -447,3 +447,130 @@ def test_on_commit_hook_runs_on_the_fast_path() -> None:
     ing.on_commit = hook
     ing.run([SAMPLES / "mx1-rfc3164.log"])
     assert isinstance(ing._fast_path, fastpath.FastIngest) and sum(seen) == ing.stats.read
+
+
+# --- transactions spanning batches (pipeline/fastpath.py: FastIngest._submit) ---------------------
+
+
+@pytest.mark.parametrize(("batch", "commit"), [(300, 1_000), (700, 10**9), (1, 2)])
+def test_transactions_of_several_batches_same_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: int, commit: int
+) -> None:
+    # tiny "row groups", so tables are inserted in slices between commits as on a big file
+    monkeypatch.setattr(fastpath, "ROW_GROUP_ROWS", 64)
+    lines = 3_000 if batch > 1 else 300
+    log = _generate(tmp_path, lines, 8, "mixed")
+    ing = _differ([log], batch_lines=batch, commit_lines=commit)
+    fp = ing._fast_path
+    assert isinstance(fp, fastpath.FastIngest)
+    # one commit per `commit` lines (the last one at the end of the file), not one per batch
+    per_txn = -(-commit // batch) * batch
+    assert fp.commits == -(-ing.stats.read // per_txn)
+    assert fp.commits < -(-ing.stats.read // batch)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_line_logged_twice_across_transactions_same_store(batch: int) -> None:
+    # instance A of a key committed by one transaction; instance B (same line again, same key)
+    # touched by two batches of the next one: the pure path rewrites B's key, dropping A's row
+    client = (b"Nov 28 09:01:11 mx1 postfix/smtpd[2110]: 7D3E51E0C2: "
+              b"client=laptop.example.net[198.51.100.23], sasl_method=PLAIN")  # fmt: skip
+    msgid = b"Nov 28 09:01:12 mx1 postfix/cleanup[2111]: 7D3E51E0C2: message-id=<m@x>"
+    other = b"Nov 28 09:01:10 mx1 postfix/qmgr[3]: 3F2A41C0B9: removed"
+    data = b"\n".join([other, client, client, msgid, msgid])
+    for commit in (2, 3, 10):
+        pure = _consume_bytes(data, False, batch=batch)
+        store = Store.memory()
+        ing = _ingestor(store, True, batch_lines=batch, commit_lines=commit)
+        cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
+                        clock_year=None, clock_month=None)  # fmt: skip
+        from parsers.syslog import SyslogClock
+
+        ing._consume(io.BytesIO(data), cp, SyslogClock(year=2026, tz=UTC), final=True)
+        _assert_same(pure, _snapshot(store))
+
+
+def _fail_on_insert(monkeypatch: pytest.MonkeyPatch, table: str, nth: int) -> None:
+    """Make the nth INSERT into ``table`` fail, as a full disk or a killed writer would."""
+    real = fastpath._insert
+    seen = [0]
+
+    def insert(con: Any, name: str, columns: tuple[str, ...], tbl: Any) -> None:
+        if name == table:
+            seen[0] += 1
+            if seen[0] == nth:
+                raise OSError("disk full (injected)")
+        real(con, name, columns, tbl)
+
+    monkeypatch.setattr(fastpath, "_insert", insert)
+
+
+@pytest.mark.parametrize("commit", [10**9, 1_000])
+def test_a_failed_write_rolls_back_its_whole_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, commit: int
+) -> None:
+    """A transaction of several batches commits all of them with their checkpoint, or none:
+    after a failure the store holds exactly the committed lines, and a rerun completes it to
+    the same store as one clean run."""
+    monkeypatch.setattr(fastpath, "ROW_GROUP_ROWS", 64)
+    log = _generate(tmp_path, 4_000, 9, "mixed")
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as store:
+        # a slice of events some batches into the file (tables go in slices of 64 rows here):
+        # after batches were written into the open transaction, and after the first commit
+        _fail_on_insert(monkeypatch, "event_log", 6)
+        ing = _ingestor(store, True, batch_lines=400, commit_lines=commit)
+        with pytest.raises(OSError, match="injected"):
+            ing.run([log])
+        monkeypatch.undo()
+        fp = ing._fast_path
+        assert isinstance(fp, fastpath.FastIngest)
+        committed = store.con.execute(
+            'SELECT coalesce(max("offset"), 0) FROM checkpoints'
+        ).fetchone()
+        assert committed is not None
+        (lines_in_store,) = store.con.execute(
+            "SELECT coalesce(sum(lines), 0) FROM line_accounting_log"
+        ).fetchone() or (None,)
+        (late,) = store.con.execute(
+            "SELECT count(*) FROM event_log WHERE line_offset >= ?", [committed[0]]
+        ).fetchone() or (None,)
+        assert late == 0  # no row of an uncommitted batch
+        assert lines_in_store == ing.stats.read  # what was counted is what was committed
+        if commit == 10**9:
+            assert fp.commits == 0 and committed[0] == 0 and lines_in_store == 0
+        else:
+            assert fp.commits >= 1 and 0 < committed[0] < log.stat().st_size
+        # the connection is usable (no transaction left open) and a rerun finishes the file
+        _ingestor(store, True, batch_lines=400, commit_lines=commit).run([log])
+        resumed = _snapshot(store)
+    clean, _ = _run_paths([log], False, batch_lines=400)
+    for t in ("delivery_log", "message_log", "event_log", "rejection_log", "line_accounting"):
+        assert resumed[t] == clean[t], t
+
+
+def test_bulk_settings_are_restored_after_the_run(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.duckdb") as store:
+        con = store.con
+        con.execute("SET memory_limit = '2GiB'")
+        con.execute("SET threads = 4")
+        before = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+        seen: list[Any] = []
+        ing = _ingestor(store, True)
+        ing.on_commit = lambda *_: seen.append(
+            con.execute(
+                "SELECT current_setting('memory_limit'), current_setting('threads')"
+            ).fetchone()
+        )
+        ing.run([SAMPLES / "mx1-rfc3164.log"])
+        after = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+    assert seen and seen[0] != before  # the ingest ran under its own settings
+    assert after == before
+    with Store.open(tmp_path / "s.duckdb") as store:  # a default comes back as the default
+        default = store.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        _ingestor(store, True).run([SAMPLES / "problems.log"])
+        assert store.con.execute("SELECT current_setting('memory_limit')").fetchone() == default
