@@ -554,15 +554,20 @@ static const int D_KINDS[D_NCOLS] = {
     C_I32, C_F64, C_F64, C_F64, C_F64, C_F64, C_STR, C_STR, C_I32, C_STR, C_STR,
     C_STR, C_I64};
 
-enum { E_TS, E_HOST, E_SERVICE, E_KIND, E_QID, E_RHOST, E_RIP, E_DETAIL, E_OFFSET, E_NCOLS };
-static const int E_KINDS[E_NCOLS] = {C_I64, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_I64};
+/* E_INSTANCE, R_INSTANCE: the tag before the service, as D_INSTANCE (migration 0011) */
+enum {
+    E_TS, E_HOST, E_SERVICE, E_INSTANCE, E_KIND, E_QID, E_RHOST, E_RIP, E_DETAIL, E_OFFSET,
+    E_NCOLS
+};
+static const int E_KINDS[E_NCOLS] = {C_I64, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR,
+                                     C_STR, C_I64};
 
 enum {
-    R_TS, R_HOST, R_SERVICE, R_ACTION, R_STAGE, R_CNAME, R_CIP, R_CODE, R_DSN, R_REASON, R_SENDER,
-    R_RCPT, R_HELO, R_PROTO, R_OFFSET, R_NCOLS
+    R_TS, R_HOST, R_SERVICE, R_INSTANCE, R_ACTION, R_STAGE, R_CNAME, R_CIP, R_CODE, R_DSN,
+    R_REASON, R_SENDER, R_RCPT, R_HELO, R_PROTO, R_OFFSET, R_NCOLS
 };
-static const int R_KINDS[R_NCOLS] = {C_I64, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_I32,
-                                     C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_I64};
+static const int R_KINDS[R_NCOLS] = {C_I64, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR,
+                                     C_I32, C_STR, C_STR, C_STR, C_STR, C_STR, C_STR, C_I64};
 
 typedef struct {
     column d[D_NCOLS];
@@ -688,6 +693,7 @@ static int emit_event_q(out_t *o, env_t *v, const char *kind, span qid, int has_
     column *e = o->e;
     if (col_i64(&e[E_TS], v->ts) < 0 || col_str(&e[E_HOST], v->host.p, v->host.n) < 0 ||
         col_str(&e[E_SERVICE], v->service.p, v->service.n) < 0 ||
+        col_str(&e[E_INSTANCE], v->instance.p, v->instance.n) < 0 ||
         col_str(&e[E_KIND], kind, (Py_ssize_t)strlen(kind)) < 0 ||
         put_str(&e[E_QID], qid, has_qid) < 0 ||
         put_str(&e[E_RHOST], rhost, has_rhost) < 0 || put_str(&e[E_RIP], rip, has_rip) < 0 ||
@@ -1235,6 +1241,7 @@ static int noqueue_reject(out_t *o, env_t *v, span t) {
     column *c_ = o->r;
     if (col_i64(&c_[R_TS], v->ts) < 0 || col_str(&c_[R_HOST], v->host.p, v->host.n) < 0 ||
         col_str(&c_[R_SERVICE], v->service.p, v->service.n) < 0 ||
+        col_str(&c_[R_INSTANCE], v->instance.p, v->instance.n) < 0 ||
         col_str(&c_[R_ACTION], action.p, action.n) < 0 ||
         col_str(&c_[R_STAGE], stage.p, stage.n) < 0 ||
         put_str(&c_[R_CNAME], cname, has_client) < 0 || put_str(&c_[R_CIP], cip, has_client) < 0 ||

@@ -48,12 +48,12 @@ DELIVERY_FIELDS: Final = (
     "smtp_stage", "diagnostic", "remote_host", "line_offset",
 )  # fmt: skip
 EVENT_FIELDS: Final = (
-    "logged_at", "host", "service", "kind", "queue_id", "remote_host", "remote_ip", "detail",
-    "line_offset",
+    "logged_at", "host", "service", "instance", "kind", "queue_id", "remote_host", "remote_ip",
+    "detail", "line_offset",
 )  # fmt: skip
 REJECTION_FIELDS: Final = (
-    "logged_at", "host", "service", "action", "stage", "client_name", "client_ip", "reply_code",
-    "dsn", "reason", "sender", "recipient", "helo", "proto", "line_offset",
+    "logged_at", "host", "service", "instance", "action", "stage", "client_name", "client_ip",
+    "reply_code", "dsn", "reason", "sender", "recipient", "helo", "proto", "line_offset",
 )  # fmt: skip
 
 # (kind, length, null_count, data, offsets or None, validity bitmap or None): Arrow layout

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Final
 
 from parsers.errors import ParseError
@@ -862,6 +863,26 @@ def is_postfix_program(program: str) -> bool:
     return program.startswith("postfix") and "/" in program
 
 
+# postconf(5), "maximal_queue_lifetime" and every other time parameter: "a non-negative time value
+# (an integral value plus an optional one-letter suffix that specifies the time unit). Time
+# units: s (seconds), m (minutes), h (hours), d (days), w (weeks)." The default unit is the
+# parameter's own (d for maximal_queue_lifetime and bounce_queue_lifetime).
+_TIME_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_TIME_RE: Final = re.compile(r"(?P<n>[0-9]{1,6})(?P<unit>[smhdw]?)")
+
+
+def parse_time_value(text: str, *, default_unit: str = "d") -> timedelta:
+    """A Postfix time parameter value (``5d``, ``12h``, ``3600s``, ``7``) as a duration;
+    ParseError ``bad-time-value`` for anything else."""
+    m = _TIME_RE.fullmatch(text.strip())
+    if m is None:
+        raise ParseError(
+            "bad-time-value",
+            f"{text!r}: expected a whole number with an optional unit s, m, h, d or w (5d, 12h)",
+        )
+    return timedelta(seconds=int(m["n"]) * _TIME_UNITS[m["unit"] or default_unit])
+
+
 __all__ = [
     "AuthFailure",
     "Client",
@@ -882,5 +903,6 @@ __all__ = [
     "parse_hostaddr",
     "parse_message",
     "parse_status_detail",
+    "parse_time_value",
     "split_qid",
 ]

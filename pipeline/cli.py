@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from pipeline import reports
+from pipeline import config, reports
 from pipeline.commands.bounces import bounces_app
 from pipeline.commands.diagnose import diagnose
 from pipeline.commands.dns import dns_app
@@ -86,8 +86,20 @@ def ingest(
         bool | None,
         typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal)."),
     ] = None,
+    queue_lifetime: Annotated[
+        str | None,
+        typer.Option(
+            "--queue-lifetime",
+            help="Postfix's maximal_queue_lifetime (5d, 12h; default: \\[postfix] in mtalens.toml,"
+            " else 5d): a message silent for longer (plus 3d) is counted as a new one.",
+        ),
+    ] = None,
 ) -> None:
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
+    try:
+        lifetime = config.queue_lifetime(queue_lifetime)
+    except config.ConfigError as exc:
+        _fail(str(exc))
     try:
         tz = ZoneInfo(timezone) if timezone else _local_zone()
     except (ZoneInfoNotFoundError, ValueError):
@@ -101,9 +113,10 @@ def ingest(
     with Store.open(db) as store:
         if show:
             with typer.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
-                stats = LogIngestor(store, tz=tz, year=year, progress=bar.update).run(files)
+                stats = LogIngestor(store, tz=tz, year=year, progress=bar.update,
+                                    queue_lifetime=lifetime).run(files)  # fmt: skip
         else:
-            stats = LogIngestor(store, tz=tz, year=year).run(files)
+            stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime).run(files)
     out = stats.as_dict()
     if fmt is Format.json:
         typer.echo(json.dumps(out))

@@ -16,8 +16,12 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+
+from parsers.errors import ParseError
+from parsers.postfix import parse_time_value
 
 DEFAULT_CONFIG: Final = "mtalens.toml"
 
@@ -74,9 +78,49 @@ class SuppressionsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PostfixConfig:
+    """``[postfix]``: settings of the Postfix whose logs are read, in postconf(5) syntax.
+
+    ``maximal_queue_lifetime``: how long Postfix keeps retrying a message (postconf(5), default
+    5d). Ingest keeps a message open this long plus a margin (pipeline/correlate.py
+    ``stale_horizon``): a message logged again after a longer silence is counted as a new one.
+    Where ``bounce_queue_lifetime`` is set higher, give the larger of the two."""
+
+    maximal_queue_lifetime: str = "5d"
+
+    def __post_init__(self) -> None:
+        _ = self.queue_lifetime  # a bad value fails at start-up
+
+    @property
+    def queue_lifetime(self) -> timedelta:
+        try:
+            return parse_time_value(self.maximal_queue_lifetime)
+        except ParseError as exc:
+            raise ConfigError(f"[postfix] maximal_queue_lifetime: {exc.detail}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: Path | None = None
     suppressions: SuppressionsConfig = field(default_factory=SuppressionsConfig)
+    postfix: PostfixConfig = field(default_factory=PostfixConfig)
+
+
+# sections of the same file that another loader reads (pipeline/watch_config.py), so a single
+# mtalens.toml serves every command
+OTHER_SECTIONS: Final = frozenset({"watch", "alerts"})
+
+
+def queue_lifetime(option: str | None, config: str | os.PathLike[str] | None = None) -> timedelta:
+    """The queue lifetime for ingest: ``option`` (``mtalens ingest --queue-lifetime``, Postfix
+    time syntax) if given, else ``[postfix] maximal_queue_lifetime`` of the config file, else
+    Postfix's default 5d. Raises ConfigError for a bad value."""
+    if option is not None:
+        try:
+            return parse_time_value(option)
+        except ParseError as exc:
+            raise ConfigError(f"--queue-lifetime: {exc.detail}") from exc
+    return load_config(config).postfix.queue_lifetime
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -109,6 +153,8 @@ def config_from_mapping(
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for name, table in data.items():
+        if name in OTHER_SECTIONS:
+            continue
         if name == "path" or name not in hints:
             raise ConfigError(f"{source}: unknown section [{name}]")
         if not isinstance(table, Mapping):

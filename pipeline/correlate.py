@@ -4,7 +4,9 @@ A message instance is (host, queue ID) from the line that creates its queue file
 ``client=``, pickup ``uid=``, qmqpd) to qmgr's ``removed``. Queue IDs are reused once a queue
 file is gone, so an instance is keyed by (host, queue ID, first time seen), and a record for a
 queue ID with no open instance starts a new one. Instances idle longer than ``stale_after`` are
-dropped from memory (they stay in the store as they were last written).
+dropped from memory (they stay in the store as they were last written): by default
+:func:`stale_horizon` of Postfix's queue lifetime, so that a message Postfix still retries is
+never split in two.
 
 The correlator only builds rows; :mod:`pipeline.ingest` decides when they are committed. Open
 instances are written at every commit (so a restart can reload them) and rewritten as they
@@ -17,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from parsers import postfix as pf
 
@@ -38,20 +40,22 @@ DELIVERY_COLUMNS = (
     "rule_id", "blocklist", "source_key", "line_offset",
 )  # fmt: skip
 
+# instance: the syslog tag before the service (postfix-out of postfix-out/smtpd), as in
+# delivery_log; rejection, auth-failure and event rows have it since migration 0011
 REJECTION_COLUMNS = (
-    "logged_at", "host", "service", "queue_id", "action", "stage", "client_name", "client_ip",
-    "reply_code", "dsn", "reason", "sender", "recipient", "helo", "proto", "source_key",
-    "line_offset",
+    "logged_at", "host", "service", "instance", "queue_id", "action", "stage", "client_name",
+    "client_ip", "reply_code", "dsn", "reason", "sender", "recipient", "helo", "proto",
+    "source_key", "line_offset",
 )  # fmt: skip
 
 AUTH_COLUMNS = (
-    "logged_at", "host", "service", "client_name", "client_ip", "mechanism", "sasl_username",
-    "reason", "source_key", "line_offset",
+    "logged_at", "host", "service", "instance", "client_name", "client_ip", "mechanism",
+    "sasl_username", "reason", "source_key", "line_offset",
 )  # fmt: skip
 
 EVENT_COLUMNS = (
-    "logged_at", "host", "service", "kind", "queue_id", "remote_host", "remote_ip", "detail",
-    "source_key", "line_offset",
+    "logged_at", "host", "service", "instance", "kind", "queue_id", "remote_host", "remote_ip",
+    "detail", "source_key", "line_offset",
 )  # fmt: skip
 
 
@@ -134,6 +138,26 @@ class Batch:
 
 _CREATING = (pf.Client, pf.Pickup)
 
+# Postfix keeps retrying a deferred message until it has been queued maximal_queue_lifetime
+# (default 5d; a bounce message bounce_queue_lifetime, default the same): postconf(5).
+DEFAULT_QUEUE_LIFETIME: Final = timedelta(days=5)
+# How much longer than the queue lifetime a message may stay silent in the log and still be the
+# same message: qmgr(8) gives a message up only at its next delivery attempt after the lifetime,
+# up to maximal_backoff_time later (default 4000s, postconf(5)), later still when the queue is
+# backlogged or Postfix was stopped meanwhile; syslog timestamps may also jump by a DST hour.
+# 3 days covers these with room and keeps the 8-day horizon of earlier versions for the
+# default lifetime. (A message held longer than that in the hold queue is still split.)
+QUEUE_LIFETIME_MARGIN: Final = timedelta(days=3)
+
+
+def stale_horizon(queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME) -> timedelta:
+    """How long an open message may go unlogged before it is forgotten: the queue lifetime
+    plus :data:`QUEUE_LIFETIME_MARGIN`."""
+    return queue_lifetime + QUEUE_LIFETIME_MARGIN
+
+
+DEFAULT_STALE_AFTER: Final = stale_horizon()
+
 
 def ends_message(service: str, rec: pf.Reject) -> bool:
     """A reject or discard that ends a message Postfix never queues, so no ``removed`` follows:
@@ -149,7 +173,7 @@ class Correlator:
         self,
         classify: ClassifyFn | None = None,
         *,
-        stale_after: timedelta = timedelta(days=8),
+        stale_after: timedelta = DEFAULT_STALE_AFTER,
         recent_size: int = 20_000,
     ) -> None:
         self.open: dict[tuple[str, str], MessageState] = {}
@@ -285,8 +309,8 @@ class Correlator:
                 self.batch.touched[new.message_key] = new
             else:
                 self.pending_links[nk] = (st.message_key, rec.kind)
-            self._event(at, host, service, "notification-" + rec.kind, rec.queue_id, None, None,
-                        rec.new_queue_id, source_key, offset)  # fmt: skip
+            self._event(at, host, service, instance, "notification-" + rec.kind, rec.queue_id,
+                        None, None, rec.new_queue_id, source_key, offset)  # fmt: skip
         elif isinstance(rec, pf.Reject):
             if rec.queue_id is not None:
                 st = self._get(host, rec.queue_id, at, source_key)
@@ -300,24 +324,25 @@ class Correlator:
                     self.open.pop((host, rec.queue_id), None)
                     self._remember_closed(st)
             self.batch.rejections.append(
-                (at, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
-                 rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,
-                 rec.helo, rec.proto, source_key, offset)
+                (at, host, service, instance, rec.queue_id, rec.action, rec.stage,
+                 rec.client_name, rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender,
+                 rec.recipient, rec.helo, rec.proto, source_key, offset)
             )  # fmt: skip
         elif isinstance(rec, pf.AuthFailure):
             self.batch.auth_failures.append(
-                (at, host, service, rec.client_name, rec.client_ip, rec.mechanism,
+                (at, host, service, instance, rec.client_name, rec.client_ip, rec.mechanism,
                  rec.sasl_username, rec.reason, source_key, offset)
             )  # fmt: skip
         elif isinstance(rec, pf.Event):
-            self._event(at, host, service, rec.kind, rec.queue_id, rec.remote_host, rec.remote_ip,
-                        rec.detail, source_key, offset)  # fmt: skip
+            self._event(at, host, service, instance, rec.kind, rec.queue_id, rec.remote_host,
+                        rec.remote_ip, rec.detail, source_key, offset)  # fmt: skip
 
     def _event(
         self,
         at: datetime,
         host: str,
         service: str,
+        instance: str,
         kind: str,
         qid: str | None,
         rhost: str | None,
@@ -327,7 +352,7 @@ class Correlator:
         offset: int,
     ) -> None:
         self.batch.events.append(
-            (at, host, service, kind, qid, rhost, rip, detail, source_key, offset)
+            (at, host, service, instance, kind, qid, rhost, rip, detail, source_key, offset)
         )
 
     def _delivery(

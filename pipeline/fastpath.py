@@ -362,8 +362,8 @@ class FastCorrelator:
                 st.sender = rec.sender
         elif isinstance(rec, pf.Notification):
             self.notification(host, rec.queue_id, at, sk, rec.kind, rec.new_queue_id)
-            rows.events.append((at_dt, host, service, "notification-" + rec.kind, rec.queue_id,
-                                None, None, rec.new_queue_id, sk, offset))  # fmt: skip
+            rows.events.append((at_dt, host, service, instance, "notification-" + rec.kind,
+                                rec.queue_id, None, None, rec.new_queue_id, sk, offset))  # fmt: skip
         elif isinstance(rec, pf.Reject):
             if rec.queue_id is not None:
                 st = self.get(host, rec.queue_id, at, sk)
@@ -377,18 +377,18 @@ class FastCorrelator:
                     self.open.pop((host, rec.queue_id), None)
                     self.remember_closed(st)
             rows.rejections.append(
-                (at_dt, host, service, rec.queue_id, rec.action, rec.stage, rec.client_name,
-                 rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender, rec.recipient,
-                 rec.helo, rec.proto, sk, offset)
+                (at_dt, host, service, instance, rec.queue_id, rec.action, rec.stage,
+                 rec.client_name, rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender,
+                 rec.recipient, rec.helo, rec.proto, sk, offset)
             )  # fmt: skip
         elif isinstance(rec, pf.AuthFailure):
             rows.auth_failures.append(
-                (at_dt, host, service, rec.client_name, rec.client_ip, rec.mechanism,
+                (at_dt, host, service, instance, rec.client_name, rec.client_ip, rec.mechanism,
                  rec.sasl_username, rec.reason, sk, offset)
             )  # fmt: skip
         elif isinstance(rec, pf.Event):
-            rows.events.append((at_dt, host, service, rec.kind, rec.queue_id, rec.remote_host,
-                                rec.remote_ip, rec.detail, sk, offset))  # fmt: skip
+            rows.events.append((at_dt, host, service, instance, rec.kind, rec.queue_id,
+                                rec.remote_host, rec.remote_ip, rec.detail, sk, offset))  # fmt: skip
 
 
 # --- Arrow ---------------------------------------------------------------------------------------
@@ -670,6 +670,8 @@ class FastIngest:
     def __init__(self, ing: LogIngestor) -> None:
         self.ing = ing
         src = ing.correlator
+        # the pure correlator's settings: its stale_after follows the ingestor's queue lifetime
+        # (pipeline.correlate.stale_horizon)
         self.cor = FastCorrelator(
             src.classify, stale_after=src.stale_after, recent_size=src.recent_size
         )

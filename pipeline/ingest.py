@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +31,7 @@ from parsers.lines import Malformed, Parsed, Skipped, parse_line
 from parsers.syslog import SyslogClock, month_of_3164
 from pipeline.correlate import (
     AUTH_COLUMNS,
+    DEFAULT_QUEUE_LIFETIME,
     DELIVERY_COLUMNS,
     EVENT_COLUMNS,
     MESSAGE_COLUMNS,
@@ -39,6 +40,7 @@ from pipeline.correlate import (
     ClassifyFn,
     Correlator,
     MessageState,
+    stale_horizon,
 )
 from pipeline.store import Store
 
@@ -182,6 +184,7 @@ class LogIngestor:
         clock: Clock = lambda: datetime.now(UTC),
         progress: Callable[[int], None] | None = None,
         fast: bool | None = None,
+        queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME,
     ) -> None:
         self.store = store
         # DuckDB checkpoints the WAL into the database file whenever it passes
@@ -200,7 +203,12 @@ class LogIngestor:
         self.commit_lines = commit_lines
         self.clock = clock
         self.progress = progress
-        self.correlator = Correlator(classify if classify is not None else _default_classify())
+        # Postfix's maximal_queue_lifetime (`mtalens ingest --queue-lifetime`, [postfix] in
+        # mtalens.toml): an open message is forgotten after stale_horizon() of it without a line
+        self.correlator = Correlator(
+            classify if classify is not None else _default_classify(),
+            stale_after=stale_horizon(queue_lifetime),
+        )
         self.stats = IngestStats()
         self._loaded_open = False
         # called after each commit with (batch, source_key, counts): metrics and alerts hook here
@@ -233,9 +241,11 @@ class LogIngestor:
         if self._loaded_open:
             return
         self._loaded_open = True
+        # the messages the correlator would still hold had it read the store's lines in one run
         cur = self.store.con.execute(
             "SELECT * FROM message_log WHERE removed_at IS NULL AND last_seen >= "
-            "(SELECT max(last_seen) FROM message_log) - INTERVAL 8 DAY"
+            "(SELECT max(last_seen) FROM message_log) - ?",
+            [self.correlator.stale_after],
         )
         names = [d[0] for d in cur.description or []]
         states = [MessageState.from_row(dict(zip(names, r, strict=True))) for r in cur.fetchall()]

@@ -62,6 +62,7 @@ import pyarrow.compute as pc
 from parsers.syslog import SyslogClock
 from pipeline import bounces
 from pipeline.alerts import AlertEngine
+from pipeline.config import queue_lifetime
 from pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
 from pipeline.fastpath import ArrowBatch
 from pipeline.ingest import FP_LEN, Checkpoint, LineCounts, LogIngestor, fingerprint, read_head
@@ -185,6 +186,9 @@ class Watcher:
         self.tz = tz or _zone(config.timezone)
         self.stats = WatchStats()
         self.alerts = AlertEngine(config.rules, webhook=config.webhook)
+        # [postfix] maximal_queue_lifetime of the same mtalens.toml; a bad value fails here, at
+        # start-up (read once: a reload does not change the open-message horizon)
+        self.queue_lifetime = queue_lifetime(None, config_path)
         self._wake = threading.Event()
         self._stop = False
         self._migrated = False  # migrations are checked at the first window only
@@ -319,7 +323,8 @@ class Watcher:
 
     def _window(self, store: Store, *, final: bool) -> None:
         if self.ingestor is None:
-            self.ingestor = LogIngestor(store, tz=self.tz, year=self.config.year)
+            self.ingestor = LogIngestor(store, tz=self.tz, year=self.config.year,
+                                        queue_lifetime=self.queue_lifetime)  # fmt: skip
             self.ingestor.on_commit = self._on_commit
         ing = self.ingestor
         ing.store = store

@@ -381,6 +381,77 @@ def test_scanner_reads_a_delivery_into_columns() -> None:
     assert table["line_offset"] == 7
 
 
+def test_scanner_keeps_the_instance_of_rejections_and_events() -> None:
+    data = (b"2026-03-03T10:06:01+00:00 gw1 postfix-in/smtpd[4105]: NOQUEUE: reject: RCPT from "
+            b"unknown[198.51.100.91]: 554 5.7.1 <v@x.example>: Relay access denied; "
+            b"from=<s@y.example> to=<v@x.example> proto=ESMTP helo=<h>\n"
+            b"2026-03-03T10:09:00+00:00 gw1 postfix-out/submission/smtpd[4211]: connect from "
+            b"laptop.example.net[198.51.100.23]\n")  # fmt: skip
+    sc = fastscan.scan(data, 0, max_lines=10, final=True, clock_year=2026, clock_month=0,
+                       tz_offset=None, base_offset=0)  # fmt: skip
+    assert sc.stored == 2 and not [op for op in sc.ops if op[0] == fastscan.OP_FALLBACK]
+    rej = {k: fastpath._array(v).to_pylist() for k, v in zip(fastscan.REJECTION_FIELDS,
+                                                              sc.rejections, strict=True)}  # fmt: skip
+    ev = {k: fastpath._array(v).to_pylist() for k, v in zip(fastscan.EVENT_FIELDS, sc.events,
+                                                             strict=True)}  # fmt: skip
+    assert (rej["instance"], rej["service"], rej["action"]) == (["postfix-in"], ["smtpd"],
+                                                                ["reject"])  # fmt: skip
+    # the instance is everything before the last slash (parsers/syslog.py split_program)
+    assert (ev["instance"], ev["service"], ev["kind"]) == (["postfix-out/submission"], ["smtpd"],
+                                                           ["connect"])  # fmt: skip
+
+
+# the multi-instance sample: rows of the scanner (NOQUEUE rejects, connect/TLS/postscreen events,
+# the bounce notification) and of the Python fallback (SASL failures, a cleanup header reject)
+MULTI_REJECTIONS = [
+    ("postfix-in", "postscreen", "reject", "RCPT", None),
+    ("postfix-in", "smtpd", "reject", "RCPT", None),
+    ("postfix-in", "cleanup", "reject", "header", "8D9E0F1A05"),
+]
+MULTI_AUTH = [
+    ("postfix-out/submission", "smtpd", "admin@example.net"),
+    ("postfix-in", "smtpd", "info@example.net"),
+]
+MULTI_EVENTS = {
+    ("postfix", "smtp"): 1,
+    ("postfix-in", "postscreen"): 4,
+    ("postfix-in", "smtpd"): 7,
+    ("postfix-out", "bounce"): 1,
+    ("postfix-out", "smtp"): 1,
+    ("postfix-out", "smtpd"): 2,
+    ("postfix-out/submission", "smtpd"): 6,
+}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "fast"])
+def test_multi_instance_rows_keep_their_instance(fast: bool) -> None:
+    store = Store.memory()
+    ing = _ingestor(store, fast)
+    ing.run([SAMPLES / "multi-instance.log"])
+    assert bool(ing._fast_path) is fast
+    con = store.con
+    assert (
+        con.execute(
+            "SELECT instance, service, action, stage, queue_id FROM rejections ORDER BY logged_at"
+        ).fetchall()
+        == MULTI_REJECTIONS
+    )
+    assert (
+        con.execute(
+            "SELECT instance, service, sasl_username FROM auth_failures ORDER BY logged_at"
+        ).fetchall()
+        == MULTI_AUTH
+    )
+    got = dict(((i, s), n) for i, s, n in con.execute(
+        "SELECT instance, service, count(*) FROM events GROUP BY ALL").fetchall())  # fmt: skip
+    assert got == MULTI_EVENTS
+    assert con.execute("SELECT DISTINCT instance FROM deliveries ORDER BY 1").fetchall() == [
+        ("postfix",),
+        ("postfix-in",),
+        ("postfix-out",),
+    ]
+
+
 def test_message_key_matches_the_pure_formula() -> None:
     from pipeline.correlate import message_key
 

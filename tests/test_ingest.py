@@ -267,3 +267,191 @@ def test_a_message_rejected_at_end_of_data_is_closed(
     # the rejected message is closed; the queue ID's next use is a new message, and a reject at
     # RCPT (one recipient refused) does not end it
     assert rows == [("192.0.2.1", True, None), ("192.0.2.2", True, "x@b.example")]
+
+
+def test_instance_column_added_to_a_populated_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0011 on a store written before it: old rows keep NULL, new rows get the
+    instance, and the public views show the column."""
+    from pipeline import store as store_mod
+
+    every = store_mod.load_migrations()
+    assert any(m.name == "0011_instance_everywhere.sql" for m in every)
+    monkeypatch.setattr(store_mod, "load_migrations", lambda: [m for m in every if m.version < 11])
+    path = tmp_path / "old.duckdb"
+    old = Store.open(path)
+    at = "TIMESTAMPTZ '2026-03-01 00:00:00+00'"
+    old.con.execute(f"INSERT INTO rejection_log (logged_at, host, service, action) VALUES"
+                    f" ({at}, 'gw1', 'smtpd', 'reject')")  # fmt: skip
+    old.con.execute(f"INSERT INTO auth_failure_log (logged_at, host, service) VALUES"
+                    f" ({at}, 'gw1', 'smtpd')")  # fmt: skip
+    old.con.execute(f"INSERT INTO event_log (logged_at, host, service, kind) VALUES"
+                    f" ({at}, 'gw1', 'smtpd', 'connect')")  # fmt: skip
+    old.close()
+    monkeypatch.undo()
+
+    s = Store.open(path)
+    ingest(s, SAMPLES / "multi-instance.log")
+    for view in ("rejections", "auth_failures", "events"):
+        cols = [d[0] for d in s.con.execute(f"SELECT * FROM {view} LIMIT 0").description or []]
+        assert "instance" in cols, view
+        nulls = s.con.execute(f"SELECT count(*) FROM {view} WHERE instance IS NULL").fetchone()
+        assert nulls == (1,), view  # the row written before 0011
+        names = {r[0] for r in s.con.execute(f"SELECT DISTINCT instance FROM {view}").fetchall()}
+        assert names - {None} and names - {None} <= {"postfix", "postfix-in", "postfix-out",
+                                                     "postfix-out/submission"}, view  # fmt: skip
+    assert s.con.execute(
+        "SELECT instance, service FROM rejections WHERE instance IS NOT NULL ORDER BY logged_at"
+    ).fetchall() == [("postfix-in", "postscreen"), ("postfix-in", "smtpd"),
+                     ("postfix-in", "cleanup")]  # fmt: skip
+
+
+def test_diagnose_and_report_name_the_instance(store: Store) -> None:
+    """The examples of `mtalens diagnose` rebuild the syslog tag with the instance, and the
+    report's rejects section has an instance column."""
+    from pipeline.diagnose import Context, diagnose
+    from pipeline.reports import report
+    from pipeline.timerange import EPOCH, FAR_FUTURE
+
+    ingest(store, SAMPLES / "multi-instance.log")
+    found = {f.id: f for f in diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE,
+                                               clock=lambda: FIXED))}  # fmt: skip
+    relay = found["relay-denied-inbound:inbound"].evidence.examples
+    assert relay[0].startswith("2026-03-03 10:06:01 postfix-in/smtpd: reject: RCPT from unknown[")
+    clear = found["auth-without-tls:203.0.113.66"].evidence.examples
+    assert clear[0].startswith("2026-03-03 10:07:04 postfix-out/submission/smtpd: disconnect")
+    (rejects,) = report(store, since=EPOCH, until=FAR_FUTURE, sections=("rejects",))
+    rows = rejects.records()
+    assert {(r["instance"], r["service"]) for r in rows} == {
+        ("postfix-in", "postscreen"),
+        ("postfix-in", "smtpd"),
+        ("postfix-in", "cleanup"),
+    }
+
+
+# A message Postfix retries for 9 days (maximal_queue_lifetime raised to 10d): deferred on
+# Mar 1, delivered on Mar 10. Another message's line comes first on Mar 10, so the ingest's
+# clock has moved 9 days on when the forgotten message is logged again.
+LONG_LIVED = (
+    b"Mar  1 10:00:00 mx1 postfix/smtpd[1]: 1A2B3C4D5E: client=a.example[192.0.2.1]\n"
+    b"Mar  1 10:00:01 mx1 postfix/qmgr[3]: 1A2B3C4D5E: from=<x@a.example>, size=100, nrcpt=1 (queue active)\n"
+    b"Mar  1 10:00:02 mx1 postfix/smtp[4]: 1A2B3C4D5E: to=<y@b.example>, relay=none, delay=1, delays=0.1/0/0.9/0, dsn=4.4.1, status=deferred (connect to mx.b.example[192.0.2.9]:25: Connection refused)\n"
+    b"Mar 10 10:00:00 mx1 postfix/pickup[5]: 2B3C4D5E6F: uid=0 from=<root>\n"
+    b"Mar 10 10:00:01 mx1 postfix/smtp[4]: 1A2B3C4D5E: to=<y@b.example>, relay=mx.b.example[192.0.2.9]:25, delay=777601, delays=777600/0/0.5/0.5, dsn=2.0.0, status=sent (250 ok)\n"
+    b"Mar 10 10:00:01 mx1 postfix/qmgr[3]: 1A2B3C4D5E: removed\n"
+)  # fmt: skip
+
+
+def _instances_of_long_lived(store: Store) -> list[tuple[object, ...]]:
+    return store.con.execute(
+        "SELECT m.client_ip, m.sender, m.removed_at IS NOT NULL, list(d.status ORDER BY d.logged_at)"
+        " FROM messages m LEFT JOIN deliveries d USING (message_key)"
+        " WHERE m.queue_id = '1A2B3C4D5E' GROUP BY ALL ORDER BY min(m.first_seen)"
+    ).fetchall()
+
+
+@pytest.mark.parametrize("fast", [False, None], ids=["pure", "auto"])
+def test_queue_lifetime_keeps_a_long_lived_message_whole(
+    store: Store, tmp_path: Path, fast: bool | None
+) -> None:
+    from datetime import timedelta
+
+    p = tmp_path / "long.log"
+    p.write_bytes(LONG_LIVED)
+    # one commit per line: the correlator forgets stale messages at each commit
+    ingest(store, p, batch_lines=1, fast=fast, queue_lifetime=timedelta(days=10))
+    assert _instances_of_long_lived(store) == [
+        ("192.0.2.1", "x@a.example", True, ["deferred", "sent"])
+    ]
+    # Postfix's default 5d (horizon 8 days): the same log splits the message in two
+    other = Store.open(tmp_path / "default.duckdb")
+    ingest(other, p, batch_lines=1, fast=fast)
+    assert _instances_of_long_lived(other) == [
+        ("192.0.2.1", "x@a.example", False, ["deferred"]),
+        (None, None, True, ["sent"]),
+    ]
+
+
+@pytest.mark.parametrize("lifetime", ["10d", None], ids=["10d", "default"])
+def test_queue_lifetime_across_a_restart(tmp_path: Path, lifetime: str | None) -> None:
+    """The open messages reloaded from the store are those the horizon still holds."""
+    from pipeline.config import queue_lifetime
+
+    first, second = tmp_path / "part1.log", tmp_path / "part2.log"
+    lines = LONG_LIVED.split(b"\n")
+    first.write_bytes(b"\n".join(lines[:4]) + b"\n")
+    second.write_bytes(b"\n".join(lines[4:]))
+    path = tmp_path / "r.duckdb"
+    for part in (first, second):
+        with Store.open(path) as s:
+            ingest(s, part, queue_lifetime=queue_lifetime(lifetime))
+    with Store.open(path, read_only=True) as s:
+        got = _instances_of_long_lived(s)
+    assert len(got) == (1 if lifetime == "10d" else 2)
+    assert got[-1][2:] == (True, ["deferred", "sent"] if lifetime == "10d" else ["sent"])
+
+
+def test_queue_lifetime_option_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no ./mtalens.toml but the test's own
+    monkeypatch.delenv("MTALENS_CONFIG", raising=False)
+    log = tmp_path / "long.log"
+    log.write_bytes(LONG_LIVED)
+    first, second = tmp_path / "part1.log", tmp_path / "part2.log"
+    lines = LONG_LIVED.split(b"\n")
+    first.write_bytes(b"\n".join(lines[:4]) + b"\n")
+    second.write_bytes(b"\n".join(lines[4:]))
+    runner = CliRunner()
+
+    def messages(db: Path, *extra: str) -> int:
+        # two runs: the second reloads the messages the horizon still holds
+        for part in (first, second):
+            r = runner.invoke(app, ["ingest", str(part), "--db", str(db), "--year", "2026",
+                                    "--timezone", "UTC", "--no-progress", *extra])  # fmt: skip
+            assert r.exit_code == 0, r.output
+        with Store.open(db, read_only=True) as s:
+            row = s.con.execute(
+                "SELECT count(*) FROM messages WHERE queue_id = '1A2B3C4D5E'"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert messages(tmp_path / "a.duckdb", "--queue-lifetime", "10d") == 1
+    assert messages(tmp_path / "d.duckdb") == 2  # 5d: 9 days of silence end the message
+    bad = runner.invoke(app, ["ingest", str(log), "--db", str(tmp_path / "b.duckdb"),
+                              "--queue-lifetime", "10 days"])  # fmt: skip
+    assert bad.exit_code == 2 and "--queue-lifetime: '10 days'" in bad.output
+    (tmp_path / "mtalens.toml").write_text('[postfix]\nmaximal_queue_lifetime = "2w"\n'
+                                           '[watch]\nlogs = ["/var/log/mail.log"]\n')  # fmt: skip
+    assert messages(tmp_path / "e.duckdb") == 1  # ./mtalens.toml: 2w
+    from pipeline.config import queue_lifetime
+
+    assert queue_lifetime(None).days == 14  # its [watch] section is left to `mtalens watch`
+    assert queue_lifetime("36h").total_seconds() == 36 * 3600  # the option wins
+    (tmp_path / "mtalens.toml").write_text('[postfix]\nmaximal_queue_lifetime = "5x"\n')
+    bad = runner.invoke(app, ["ingest", str(log), "--db", str(tmp_path / "c.duckdb")])
+    assert bad.exit_code == 2 and "[postfix] maximal_queue_lifetime: '5x'" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5d", 5 * 86400), ("12h", 12 * 3600), ("90m", 5400), ("3600s", 3600), ("2w", 14 * 86400),
+     ("7", 7 * 86400), ("0", 0), (" 10d ", 10 * 86400)],
+)  # fmt: skip
+def test_postfix_time_values(text: str, seconds: int) -> None:
+    from parsers.postfix import parse_time_value
+
+    assert parse_time_value(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "5x", "-1d", "1.5d", "5 d", "5D", "10dd", "9999999w"])
+def test_postfix_time_values_refused(text: str) -> None:
+    from parsers.errors import ParseError
+    from parsers.postfix import parse_time_value
+
+    with pytest.raises(ParseError, match="bad-time-value"):
+        parse_time_value(text)

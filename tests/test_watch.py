@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipeline.correlate import QUEUE_LIFETIME_MARGIN
 from pipeline.ingest import LogIngestor
 from pipeline.store import Store
 from pipeline.watch import Watcher
@@ -308,3 +309,19 @@ def test_config_file_and_errors(tmp_path: Path) -> None:
     cfg.write_text('[[alerts.rule]]\nid = "x"\nkind = "nope"\n')
     with pytest.raises(WatchConfigError, match="unknown kind"):
         load_watch_config(cfg)
+
+
+def test_queue_lifetime_from_the_shared_config_file(tmp_path: Path) -> None:
+    """[postfix] maximal_queue_lifetime in the watch's mtalens.toml sets the open-message horizon
+    (lifetime + margin); a bad value is refused at start-up, not in the first write window."""
+    cfg = tmp_path / "mtalens.toml"
+    cfg.write_text('[watch]\nlogs = []\n[postfix]\nmaximal_queue_lifetime = "10d"\n')
+    w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), timezone="UTC"), config_path=cfg)
+    _OPEN.append(w)
+    assert w.queue_lifetime == timedelta(days=10)
+    w.window()
+    assert w.ingestor is not None
+    assert w.ingestor.correlator.stale_after == timedelta(days=10) + QUEUE_LIFETIME_MARGIN
+    cfg.write_text('[postfix]\nmaximal_queue_lifetime = "ten days"\n')
+    with pytest.raises(ValueError, match="maximal_queue_lifetime"):
+        Watcher(WatchConfig(db=str(tmp_path / "w2.duckdb")), config_path=cfg)

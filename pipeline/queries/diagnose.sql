@@ -13,7 +13,9 @@
 -- relay_domains_reject_code).
 SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen,
-       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || service || ': ' || action
+       -- the syslog tag as Postfix logs it (instance/service; rows from before 0011: service)
+       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || coalesce(instance || '/', '')
+            || service || ': ' || action
             || ': ' || coalesce(stage, '') || ' from ' || coalesce(client_name, 'unknown') || '['
             || coalesce(client_ip, '') || ']: ' || coalesce(reason, '') || '; from=<'
             || coalesce(sender, '') || '> to=<' || coalesce(recipient, '') || '> helo=<'
@@ -65,7 +67,9 @@ GROUP BY 1 ORDER BY count DESC;
 -- Many failures, or many user names, from one client is password guessing.
 SELECT client_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen,
-       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || service || ': warning: '
+       -- the syslog tag as Postfix logs it (instance/service; rows from before 0011: service)
+       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || coalesce(instance || '/', '')
+            || service || ': warning: '
             || coalesce(client_name, 'unknown') || '[' || client_ip || ']: SASL '
             || coalesce(mechanism, '') || ' authentication failed: ' || coalesce(reason, '')
             || coalesce(', sasl_username=' || sasl_username, '') ORDER BY logged_at)[1:3] AS examples,
@@ -99,7 +103,9 @@ WITH disc AS (
 )
 SELECT remote_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen,
-       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || service || ': disconnect from '
+       -- the syslog tag as Postfix logs it (instance/service; rows from before 0011: service)
+       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || coalesce(instance || '/', '')
+            || service || ': disconnect from '
             || coalesce(remote_host, 'unknown') || '[' || remote_ip || '] ' || detail
             ORDER BY logged_at)[1:3] AS examples,
        []::VARCHAR[] AS destinations,
@@ -287,7 +293,9 @@ FROM d GROUP BY 1 ORDER BY count DESC, subject;
 -- smtpd(8): "SSL_accept error from client[ip]", "warning: TLS library problem: ...".
 SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen,
-       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || service || ': ' || detail
+       -- the syslog tag as Postfix logs it (instance/service; rows from before 0011: service)
+       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || coalesce(instance || '/', '')
+            || service || ': ' || detail
             ORDER BY logged_at)[1:3] AS examples,
        []::VARCHAR[] AS destinations,
        list(DISTINCT remote_ip ORDER BY remote_ip) FILTER (remote_ip IS NOT NULL) AS clients

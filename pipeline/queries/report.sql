@@ -79,7 +79,7 @@ FROM deliveries WHERE status = 'bounced' AND logged_at >= $since AND logged_at <
 GROUP BY ALL ORDER BY recipients DESC, relay LIMIT $top;
 
 -- name: rejects
-SELECT service, action, stage, reply_code, dsn,
+SELECT instance, service, action, stage, reply_code, dsn,
        regexp_replace(regexp_replace(reason, '<[^>]*>', '<*>', 'g'),
                       '\[[0-9a-fA-F:.]+\]', '[*]', 'g') AS reason,
        count(*) AS count
