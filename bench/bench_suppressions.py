@@ -17,25 +17,35 @@ With the defaults (10 M deliveries, 1 M bounce rows, 2.5 M addresses) the policy
 about one million addresses, roughly 80% hard, 10% soft, 5% complaints, 2% manual.
 Targets (issue 5): policy < 10 s, each export of 1 M suppressions < 5 s, memory < 2 GB.
 
-Measured on 2 shared cores (other test runs going; CPU seconds are the steadier figure), 10 M
-deliveries / 1 M bounce rows, 892,759 suppressions (774,688 hard, 64,092 soft, 49,317
-complaints, 4,662 manual):
+Measured on 2 shared cores (other engineers' runs going: each line prints the load average;
+two final runs at load 2.0-3.1), 10 M deliveries / 1 M bounce rows, DuckDB memory_limit 1 GB,
+892,759 suppressions (774,688 hard, 64,092 soft, 49,317 complaints, 4,662 manual):
   0008 one query        56.9 s, 1,934 MB at memory_limit 1.6 GB; out of memory at 1 GB
-  0009 staged (temp tables, pipeline/suppressions.staged_decisions), memory_limit 1 GB:
-                        25-33 s wall, 37-41 s CPU, peak RSS 1,217-1,414 MB
-  exports of the 892,759: 0.2-4.5 s each (jsonl 1.6-3.2 s, postmark 1.6-4.5 s the slowest);
-                        whole run peak RSS 1,921 MB (with allocator_background_threads)
-  1 M deliveries / 100 k bounces: reference 5.4 s, staged 3.3 s, identical results
+  0009 staged (pipeline/suppressions.staged_decisions, no summary): 25-33 s, 1.2-1.4 GB
+  0010 summary (pipeline/suppressions.refresh_suppression_summary, evaluated_decisions):
+    full refresh from empty (one-off)          32-36 s (41-42 s CPU), peak 1.2 GB
+    refresh with nothing new                   0.2-0.4 s
+    policy from a fresh summary                4.6-7.4 s, peak 1.5 GB
+    policy with 100 k deliveries not folded    6.3-8.6 s
+    incremental refresh of 100 k deliveries    3.6-5.4 s (56 k addresses evaluated again)
+    policy with 1 M deliveries not folded      13-16 s (this tail is 40% failures naming
+                                               420 k addresses: over the 10 s target)
+    incremental refresh of 1 M deliveries      10-14 s
+  exports of the 892,759: 0.1-3.9 s each; peak RSS of the csv, jsonl and mailgun-bounces
+  exports 2.0-2.4 GB (the policy's frame, the export text and DuckDB's cache in one process)
 
     .venv/bin/python bench/bench_suppressions.py [--deliveries 10000000] [--bounces 1000000]
-        [--store PATH (kept, and reused when it exists)] [--reference (time the 0004 SQL too)]
-        [--memory-limit 1GB] [--no-exports]
+        [--store PATH (kept, and reused when it exists; the bench appends to a copy)]
+        [--reference (time the 0004 SQL too)] [--staged (time 0009 too)] [--batch 100000]
+        [--tail 1000000] [--memory-limit 1GB] [--no-exports]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -64,11 +74,24 @@ def _fate(a: str, hot: int) -> str:
     )
 
 
-def synthesise(store: Store, deliveries: int, bounces: int, addresses: int) -> None:
+def append_deliveries(store: Store, deliveries: int, addresses: int, *, batch: int) -> None:
+    """A later batch of log (batch >= 1): ``deliveries`` more attempts, to the same addresses
+    with the same fates, spread over the last day of the period (new messages, new keys)."""
+    _add_deliveries(
+        store, deliveries, addresses, batch=batch, start_s=PERIOD_S - 86400, span_s=86400
+    )
+
+
+def _add_deliveries(
+    store: Store, deliveries: int, addresses: int, *, batch: int, start_s: int, span_s: int
+) -> None:
     con = store.con
     hot = max(1, addresses // 16)
     rest = max(1, addresses - hot)
     day0 = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
+    # batch 0 is the original data set (same keys and hashes as before batches existed)
+    n = "i" if batch == 0 else f"(i + {batch}::BIGINT * 1000000007)"
+    key = "'mx|' || i" if batch == 0 else f"'mx|{batch}|' || i"
     con.execute(
         f"""
         CREATE TEMP TABLE bench_rows AS
@@ -78,19 +101,19 @@ def synthesise(store: Store, deliveries: int, bounces: int, addresses: int) -> N
                     WHEN m < 96 THEN 'sent' WHEN m < 98 THEN 'deferred'
                     WHEN m < 99 THEN 'blocked' ELSE 'greylisted' END AS outcome
         FROM (SELECT *, {_fate("a", hot)} AS fate, hash(a, 5) % 150 AS onset
-              FROM (SELECT i, hash(i, 1) % 100 AS m,
-                           i * {PERIOD_S} // {deliveries} AS s,
+              FROM (SELECT i, hash({n}, 1) % 100 AS m,
+                           {start_s} + i * {span_s} // {deliveries} AS s,
                            {day0} + to_seconds(s) AS ts, s // 86400 AS day,
-                           CASE WHEN hash(i, 2) % 100 < 30 THEN hash(i, 3) % {hot}
-                                ELSE {hot} + hash(i, 3) % {rest} END AS a
+                           CASE WHEN hash({n}, 2) % 100 < 30 THEN hash({n}, 3) % {hot}
+                                ELSE {hot} + hash({n}, 3) % {rest} END AS a
                     FROM generate_series(0, {deliveries} - 1) t(i)))
         """
     )
     con.execute(
-        """
+        f"""
         INSERT INTO message_log (message_key, host, queue_id, message_id, first_seen, last_seen,
                                  expired_at)
-        SELECT 'mx|' || i, 'mx', 'Q' || i, i || '@bench', ts, ts,
+        SELECT {key}, 'mx', 'Q' || i, {n} || '@bench', ts, ts,
                CASE WHEN outcome IN ('deferred', 'greylisted') AND expires
                     THEN ts + INTERVAL 5 DAY END
         FROM bench_rows
@@ -101,7 +124,7 @@ def synthesise(store: Store, deliveries: int, bounces: int, addresses: int) -> N
         INSERT INTO delivery_log (message_key, host, queue_id, logged_at, service, recipient,
                                   status, dsn, reply_code, diagnostic, reason, category, hard,
                                   rule_id, line_offset)
-        SELECT 'mx|' || i, 'mx', 'Q' || i, ts, 'smtp', {_address("a")},
+        SELECT {key}, 'mx', 'Q' || i, ts, 'smtp', {_address("a")},
                CASE WHEN outcome = 'sent' THEN 'sent'
                     WHEN outcome IN ('deferred', 'greylisted') THEN 'deferred'
                     ELSE 'bounced' END,
@@ -125,6 +148,14 @@ def synthesise(store: Store, deliveries: int, bounces: int, addresses: int) -> N
         """
     )
     con.execute("DROP TABLE bench_rows")
+
+
+def synthesise(store: Store, deliveries: int, bounces: int, addresses: int) -> None:
+    con = store.con
+    hot = max(1, addresses // 16)
+    rest = max(1, addresses - hot)
+    day0 = "TIMESTAMPTZ '2026-01-01 00:00:00+00'"
+    _add_deliveries(store, deliveries, addresses, batch=0, start_s=0, span_s=PERIOD_S)
     # DSNs: a mailboxfull DSN names a hot address and comes in runs of four, a day apart
     con.execute(
         f"""
@@ -199,7 +230,53 @@ def cpu_s() -> float:
 
 
 def peak_mb() -> float:
+    """Peak RSS since the last reset_peak() (Linux VmHWM), else since the start."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> None:
+    """Start a new peak RSS measurement (proc(5): writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def load() -> str:
+    """The machine's load average (other engineers' runs share the 2 cores)."""
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
+class Phase:
+    """Times one step: wall and CPU seconds, its own peak RSS, the load average around it."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.seconds = 0.0
+
+    def __enter__(self) -> Phase:
+        reset_peak()
+        self.before = load()
+        self.t, self.cpu = time.perf_counter(), cpu_s()
+        return self
+
+    worst_peak = 0.0  # the largest phase peak: ru_maxrss does not survive reset_peak()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t
+        Phase.worst_peak = max(Phase.worst_peak, peak_mb())
+        cpu = cpu_s() - self.cpu
+        print(f"{self.label:58s} {self.seconds:7.2f} s ({cpu:5.1f} s CPU) "
+              f"peak {peak_mb():5.0f} MB  [{self.before} -> {load()}]", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -208,80 +285,123 @@ def main() -> None:
     ap.add_argument("--bounces", type=int, default=1_000_000)
     ap.add_argument("--addresses", type=int, default=2_500_000)
     ap.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit")
-    ap.add_argument("--store", type=Path, help="keep the synthetic store here (reused if present)")
+    ap.add_argument(
+        "--store", type=Path, help="keep the synthetic store here (reused if present; the "
+        "bench appends batches to a copy, the kept file stays as synthesised)"
+    )  # fmt: skip
     ap.add_argument("--reference", action="store_true", help="also time the 0004 definition")
+    ap.add_argument("--staged", action="store_true", help="also time 0009 (no summary)")
+    ap.add_argument("--batch", type=int, default=100_000, help="deliveries per incremental batch")
+    ap.add_argument("--tail", type=int, default=1_000_000, help="deliveries left unfolded")
     ap.add_argument("--no-exports", action="store_true")
     args = ap.parse_args()
+    print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.store or Path(tmp) / "bench.duckdb"
-        fresh = not path.exists()
-        store = Store.open(path)
-        store.con.execute(f"SET memory_limit = '{args.memory_limit}'")
-        # jemalloc keeps what DuckDB freed unless its background threads purge it: without them
-        # the 1.3 GB the policy used stays resident under the export (measured: jsonl export
-        # peak 2.7 GB instead of 1.9 GB). pipeline/store.py could set this for every store.
-        store.con.execute("SET allocator_background_threads = true")
-        if fresh:
+        path = Path(tmp) / "bench.duckdb"
+        kept = args.store
+        if kept is None or not kept.exists():
+            store = Store.open(kept or path)
             t = time.perf_counter()
             synthesise(store, args.deliveries, args.bounces, args.addresses)
             store.con.execute("CHECKPOINT")
             print(f"synthesised {args.deliveries:,} deliveries, {args.bounces:,} bounce rows "
                   f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
+            store.close()
+        if kept is not None:
+            shutil.copyfile(kept, path)
+        store = Store.open(path)
+        store.con.execute(f"SET memory_limit = '{args.memory_limit}'")
         run(store, Path(tmp), args)
         store.close()
 
 
 def run(store: Store, tmp: Path, args: argparse.Namespace) -> None:
     policy = SuppressionsConfig()
-    t = time.perf_counter()
-    suppressions.prepare(store, now=NOW)
-    print(f"address normalisation check: {time.perf_counter() - t:.2f} s")
-
+    with Phase("address normalisation (prepare)"):
+        suppressions.prepare(store, now=NOW)
     if args.reference:
-        t = time.perf_counter()
-        ref = suppressions.reference_decisions_frame(store, policy, now=NOW)
-        print(f"reference policy (0004 SQL): {ref.height:,} suppressions in "
-              f"{time.perf_counter() - t:.2f} s (peak RSS so far {peak_mb():.0f} MB)")  # fmt: skip
+        with Phase("reference policy (0004 SQL)"):
+            ref = suppressions.reference_decisions_frame(store, policy, now=NOW)
+    if args.staged:
+        with (
+            Phase("staged policy over every row (0009, no summary)"),
+            suppressions.staged_decisions(store, policy, now=NOW) as (sql, params),
+        ):
+            staged = store.con.sql(sql + " WHERE suppressed", params=params).fetchall()
+        print(f"  {len(staged):,} suppressions")
+        del staged
 
-    t, cpu = time.perf_counter(), cpu_s()
-    frame = suppressions.decisions_frame(store, policy, now=NOW)
-    policy_s, policy_cpu = time.perf_counter() - t, cpu_s() - cpu
+    with store.transaction() as con:  # a kept store may hold a summary: start from empty
+        con.execute("DELETE FROM suppression_summary_state")
+    with Phase("summary: full refresh from empty (one-off)") as full:
+        r = suppressions.refresh_suppression_summary(store, policy)
+    print(f"  {r.addresses:,} addresses, {r.candidates:,} candidate rows")
+    store.con.execute("CHECKPOINT")
+    with Phase("summary: refresh with nothing new"):
+        r = suppressions.refresh_suppression_summary(store, policy)
+    assert r.addresses == 0 and not r.full
+
+    with Phase("policy from a fresh summary") as fresh:
+        frame = suppressions.decisions_frame(store, policy, now=NOW)
     kinds = frame.group_by("kind").len().sort("kind").rows()
-    print(f"policy: {frame.height:,} suppressions in {policy_s:.2f} s ({policy_cpu:.1f} s CPU)"
-          f"  {dict(kinds)}  (peak RSS so far {peak_mb():.0f} MB)")  # fmt: skip
+    print(f"  {frame.height:,} suppressions {dict(kinds)}")
     if args.reference:
-        same = ref.equals(frame)
-        print(f"fast policy equals the reference: {same}")
+        print(f"  equals the reference: {ref.equals(frame)}")
+        del ref
 
     worst = 0.0
     for fmt in () if args.no_exports else exports.EXPORTERS:
-        t = time.perf_counter()
-        files, adds, _, skipped, _ = exports.export_frame(fmt, frame)
-        out = tmp / fmt.name
-        exports._write_files(files, out, directory=True)
-        took = time.perf_counter() - t
-        worst = max(worst, took)
+        with Phase(f"export {fmt.name}") as ph:
+            files, adds, _, skipped, _ = exports.export_frame(fmt, frame)
+            exports._write_files(files, tmp / fmt.name, directory=True)
+        worst = max(worst, ph.seconds)
         size = sum(len(text) for _, text in files)
-        print(f"  export {fmt.name:22s} {took:6.2f} s  {len(files):5d} files "
-              f"{size / 1e6:8.1f} MB  {adds.height:,} rows, {skipped.height:,} skipped")  # fmt: skip
+        print(f"  {len(files):5d} files {size / 1e6:8.1f} MB  {adds.height:,} rows, "
+              f"{skipped.height:,} skipped")  # fmt: skip
         del files, adds, skipped  # one export's text at a time, as in `suppressions export`
 
+    del frame  # the phases below hold their own
+    append_deliveries(store, args.batch, args.addresses, batch=1)
+    store.con.execute("CHECKPOINT")
+    with Phase(f"policy with {args.batch:,} unfolded deliveries (no refresh)") as small:
+        n = suppressions.decisions_frame(store, policy, now=NOW).height
+    print(f"  {n:,} suppressions")
+    with Phase(f"summary: incremental refresh, {args.batch:,} new deliveries") as inc:
+        r = suppressions.refresh_suppression_summary(store, policy)
+    print(f"  {r.addresses:,} addresses recomputed")
+
+    append_deliveries(store, args.tail, args.addresses, batch=2)
+    store.con.execute("CHECKPOINT")
+    with Phase(f"policy with {args.tail:,} unfolded deliveries (no refresh)") as tail:
+        unfolded = suppressions.decisions_frame(store, policy, now=NOW)
+    print(f"  {unfolded.height:,} suppressions")
+    digest = (unfolded.height, int(unfolded.hash_rows(seed=1).sum()))
+    del unfolded
+    with Phase(f"summary: incremental refresh, {args.tail:,} new deliveries"):
+        r = suppressions.refresh_suppression_summary(store, policy)
+    print(f"  {r.addresses:,} addresses recomputed")
+    with Phase("policy from the refreshed summary"):
+        folded = suppressions.decisions_frame(store, policy, now=NOW)
+    same = digest == (folded.height, int(folded.hash_rows(seed=1).sum()))
+    print(f"  unfolded tail + summary gives the rows of the refreshed summary: {same}")
+    del folded
+
     if not args.no_exports:
-        print(f"peak RSS after the exports {peak_mb():.0f} MB")
-        del frame  # the end-to-end run below computes its own
         with store.transaction() as con:  # a kept store: start the target from scratch
             con.execute("DELETE FROM suppression_export_state WHERE name = 'bench'")
             con.execute("DELETE FROM suppression_export_targets WHERE name = 'bench'")
-        t = time.perf_counter()
-        r = exports.export_suppressions(
-            store, policy, "ses-csv", now=NOW, out=tmp / "e2e", since_last="bench"
-        )
-        e2e = time.perf_counter() - t
-        print(f"end to end (policy + ses-csv + target state): {e2e:.2f} s, added {r.added:,}")
-    peak = peak_mb()
-    print(f"peak RSS {peak:.0f} MB")
-    print(f"targets: policy {policy_s:.2f} s < 10 s: {policy_s < 10}; "
-          f"slowest export {worst:.2f} s < 5 s: {worst < 5}; memory < 2048 MB: {peak < 2048}")  # fmt: skip
+        with Phase("end to end: policy + ses-csv + target state"):
+            e2e = exports.export_suppressions(
+                store, policy, "ses-csv", now=NOW, out=tmp / "e2e", since_last="bench"
+            )
+        print(f"  added {e2e.added:,}")
+    peak = Phase.worst_peak
+    print(f"whole run peak RSS (largest phase peak) {peak:.0f} MB; end: {load()}")
+    print(f"targets: policy {fresh.seconds:.2f} s (fresh summary), {small.seconds:.2f} s "
+          f"({args.batch:,} unfolded), {tail.seconds:.2f} s ({args.tail:,} unfolded) < 10 s: "
+          f"{max(fresh.seconds, small.seconds, tail.seconds) < 10}; "
+          f"slowest export {worst:.2f} s < 5 s: {worst < 5}; memory < 2048 MB: {peak < 2048}; "
+          f"full refresh {full.seconds:.1f} s, incremental {inc.seconds:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 The policy is evaluated in the store by the table macros of ``pipeline/sql/0004_suppressions.sql``
 (``suppression_decisions``, ``sender_side_problems``, ``suppression_invalid``; since 0009 the
-decisions are computed in stages, see ``staged_decisions``), so the CLI, the exporters
-(pipeline/exports.py) and notebooks share one definition; this module passes them the
-parameters from ``[suppressions]`` (pipeline/config.py) and a clock value, normalises the
-addresses SQL cannot, and records manual decisions.
+decisions are computed in stages, see ``staged_decisions``; since 0010 from a per-address
+summary plus the rows not folded into it yet, see ``evaluated_decisions`` and
+``refresh_suppression_summary``), so the CLI, the exporters (pipeline/exports.py) and notebooks
+share one definition; this module passes them the parameters from ``[suppressions]``
+(pipeline/config.py) and a clock value, normalises the addresses SQL cannot, and records manual
+decisions. Every way of evaluating gives the rows of ``suppression_decisions_reference``
+(tests/test_suppressions_fast.py).
 
 Evidence is every final outcome of a recipient in the Postfix logs (``recipient_outcomes``),
 every failed recipient of a decoded DSN, every ARF complaint and every manual add or remove.
@@ -34,6 +37,7 @@ unusable ones are reported by ``invalid_addresses`` and never exported.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -44,6 +48,7 @@ from typing import Any, Final
 
 import idna
 import polars as pl
+import pyarrow as pa
 
 from pipeline.config import SuppressionsConfig
 from pipeline.reports import Table
@@ -235,10 +240,17 @@ _STAGE_EVIDENCE_SEQ: Final = "mtalens_suppression_evidence_seq"
 STAGED_SQL: Final = f"SELECT * FROM suppression_decide(?, ?, ?, ?, ?, '{_STAGE_EVIDENCE_SEQ}')"
 
 
+def _one(store: Store, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+    """The first row of a query (read to the end: DuckDB refuses new work on a connection
+    with an unfinished result)."""
+    rows = store.con.execute(sql, params or []).fetchall()
+    return tuple(rows[0]) if rows else (None,)
+
+
 @contextmanager
 def _setting(store: Store, name: str, value: str) -> Iterator[None]:
     """Run the body with DuckDB setting ``name`` at ``value``, then put it back."""
-    row = store.con.execute("SELECT current_setting(?)", [name]).fetchone()
+    row = _one(store, "SELECT current_setting(?)", [name])
     before = "" if row is None or row[0] is None else str(row[0])
     store.con.execute(f"SET {name} = {_quote(value)}")
     try:
@@ -256,45 +268,59 @@ def staged_decisions(
 ) -> Iterator[tuple[str, list[Any]]]:
     """Materialise the stages of the policy; yields ``STAGED_SQL`` and its parameters, which
     select the same rows as ``DECISIONS_SQL`` (valid inside the ``with`` block only)."""
-    con = store.con
-    args = _args(policy)
     try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_STAGE_IDS} AS "
-            "SELECT * FROM suppression_final_failure_ids(?)",
-            [now],
-        )
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_STAGE_SUCCESSES} AS "
-            "SELECT * FROM suppression_latest_successes(?)",
-            [now],
-        )
-        # The planner's build side swap puts the wide evidence rows, not the small lookups
-        # (row ids, latest successes, expired messages), in the hash tables of this stage
-        # (measured at 10 M deliveries: 3.2 GB instead of 1.4 GB). The rows are stored in
-        # (occurred_at, event_id) order, which insertion order preserves, so that the row id
-        # is the `seq` suppression_decide needs without a window over all the evidence.
-        with (
-            _setting(store, "disabled_optimizers", _also_disabled(store, "build_side_probe_side")),
-            _setting(store, "preserve_insertion_order", "true"),
-        ):
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_STAGE_EVIDENCE} AS "
-                "SELECT * FROM suppression_graded_evidence(?, ?, ?, ?, "
-                f"'{_STAGE_IDS}', '{_STAGE_SUCCESSES}') ORDER BY occurred_at, event_id",
-                [now, *args[4:]],
-            )
-        con.execute(f"DROP TABLE {_STAGE_IDS}")
-        con.execute(f"DROP TABLE {_STAGE_SUCCESSES}")
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {_STAGE_EVIDENCE_SEQ} AS "
-            f"SELECT *, rowid AS seq FROM {_STAGE_EVIDENCE}"
-        )
-        yield STAGED_SQL, [now, *args[:4]]
+        _stage_evidence(store, now, _args(policy))
+        yield STAGED_SQL, [now, *_args(policy)[:4]]
     finally:
-        con.execute(f"DROP VIEW IF EXISTS {_STAGE_EVIDENCE_SEQ}")
-        for table in (_STAGE_EVIDENCE, _STAGE_SUCCESSES, _STAGE_IDS):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        _drop_staged(store)
+
+
+def _stage_evidence(
+    store: Store, as_of: datetime | str, args: list[Any], *, keep_successes: bool = False
+) -> None:
+    """The 0009 stages up to the graded evidence with its ``seq`` (view ``_STAGE_EVIDENCE_SEQ``;
+    ``keep_successes``: and the latest successes, ``_STAGE_SUCCESSES``). ``as_of`` may be
+    ``'infinity'``: every piece of evidence (the summary's full build)."""
+    con = store.con
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_STAGE_IDS} AS "
+        "SELECT * FROM suppression_final_failure_ids(CAST(? AS TIMESTAMPTZ))",
+        [as_of],
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_STAGE_SUCCESSES} AS "
+        "SELECT * FROM suppression_latest_successes(CAST(? AS TIMESTAMPTZ))",
+        [as_of],
+    )
+    # The planner's build side swap puts the wide evidence rows, not the small lookups
+    # (row ids, latest successes, expired messages), in the hash tables of this stage
+    # (measured at 10 M deliveries: 3.2 GB instead of 1.4 GB). The rows are stored in
+    # (occurred_at, event_id) order, which insertion order preserves, so that the row id
+    # is the `seq` suppression_decide needs without a window over all the evidence.
+    with (
+        _setting(store, "disabled_optimizers", _also_disabled(store, "build_side_probe_side")),
+        _setting(store, "preserve_insertion_order", "true"),
+    ):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_STAGE_EVIDENCE} AS "
+            "SELECT * FROM suppression_graded_evidence(CAST(? AS TIMESTAMPTZ), ?, ?, ?, "
+            f"'{_STAGE_IDS}', '{_STAGE_SUCCESSES}') ORDER BY occurred_at, event_id",
+            [as_of, *args[4:]],
+        )
+    con.execute(f"DROP TABLE {_STAGE_IDS}")
+    if not keep_successes:
+        con.execute(f"DROP TABLE {_STAGE_SUCCESSES}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {_STAGE_EVIDENCE_SEQ} AS "
+        f"SELECT *, rowid AS seq FROM {_STAGE_EVIDENCE}"
+    )
+
+
+def _drop_staged(store: Store) -> None:
+    con = store.con
+    con.execute(f"DROP VIEW IF EXISTS {_STAGE_EVIDENCE_SEQ}")
+    for table in (_STAGE_EVIDENCE, _STAGE_SUCCESSES, _STAGE_IDS):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _quote(value: str) -> str:
@@ -302,9 +328,735 @@ def _quote(value: str) -> str:
 
 
 def _also_disabled(store: Store, optimizer: str) -> str:
-    row = store.con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+    row = _one(store, "SELECT current_setting('disabled_optimizers')")
     current = [o.strip() for o in str(row[0] if row and row[0] else "").split(",") if o.strip()]
     return ",".join([*current, optimizer] if optimizer not in current else current)
+
+
+# --- the per-address summary (0010) ----------------------------------------------------------
+#
+# suppression_summary holds the policy's candidates per address, folded from every source row
+# up to a watermark by refresh_suppression_summary(). evaluated_decisions() combines it with
+# the rows past the watermark: the addresses those rows name ("the scope") are recomputed from
+# scratch (suppression_scoped_evidence, 0010), every other address keeps its summary rows. So
+# the result is the reference's whether or not a refresh ran; a refresh only makes the scope
+# small. 0010's header says why an address's candidates depend on its own rows only.
+
+_T: Final = "mtalens_suppression_tail"
+_F: Final = "mtalens_suppression_tail_folded"
+_NEW_FINALS: Final = "mtalens_suppression_new_finals"
+_NEW: Final = "mtalens_suppression_new"
+_EXPIRED: Final = "mtalens_suppression_expired_changed"
+_RECOMPUTE_RAWS: Final = "mtalens_suppression_recompute_raws"
+_SCOPE: Final = "mtalens_suppression_scope"
+_SCOPE_DELIVERIES: Final = "mtalens_suppression_scope_deliveries"
+_SCOPE_RESETS: Final = "mtalens_suppression_scope_resets"
+_SCOPE_EVIDENCE: Final = "mtalens_suppression_scope_evidence"
+_SCOPE_EVIDENCE_SEQ: Final = "mtalens_suppression_scope_evidence_seq"
+_SCOPE_CANDIDATES: Final = "mtalens_suppression_scope_candidates"
+_APPEND: Final = "mtalens_suppression_append"
+_APPEND_RESETS: Final = "mtalens_suppression_append_resets"
+_APPEND_EVIDENCE: Final = "mtalens_suppression_append_evidence"
+_APPEND_EVIDENCE_SEQ: Final = "mtalens_suppression_append_evidence_seq"
+_APPEND_CANDIDATES: Final = "mtalens_suppression_append_candidates"
+_CLEARED: Final = "mtalens_suppression_cleared"
+_CLEARED_CANDIDATES: Final = "mtalens_suppression_cleared_candidates"
+_CANDIDATES: Final = "mtalens_suppression_candidates"
+PICK_SQL: Final = f"SELECT * FROM suppression_pick(CAST(? AS TIMESTAMPTZ), '{_CANDIDATES}')"
+# The summary's candidates hold every piece of evidence (0010: exact for any as_of from the
+# latest folded event on).
+_ALL: Final = "infinity"
+_EVIDENCE_COLUMNS: Final = (
+    "event_id, occurred_at, verdict, reason, category, rule_id, status_code, reply_code,"
+    " diagnostic, expires_at, note, address"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryState:
+    """What suppression_summary covers (0010's suppression_summary_state)."""
+
+    policy: str
+    delivery_rows: int
+    bounce_report_rows: int
+    bounce_recipient_rows: int
+    complaint_rows: int
+    manual_id: int
+    max_evidence_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryRefresh:
+    """What one refresh_suppression_summary() call did."""
+
+    full: bool  # rebuilt from every row (first run, another policy, a source not append-only)
+    new_deliveries: int  # delivery rows folded in by this call
+    addresses: int  # addresses recomputed
+    candidates: int  # rows in suppression_summary afterwards
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sources:
+    delivery_rows: int
+    bounce_report_rows: int
+    bounce_recipient_rows: int
+    complaint_rows: int
+    manual_id: int
+    dense: bool  # every append-only table has rowids 0..n-1 (no row was ever deleted)
+
+
+def _policy_key(policy: SuppressionsConfig) -> str:
+    return json.dumps(_args(policy))
+
+
+def summary_state(store: Store) -> SummaryState | None:
+    rows = store.con.execute(
+        "SELECT policy, delivery_rows, bounce_report_rows, bounce_recipient_rows,"
+        " complaint_rows, manual_id, max_evidence_at FROM suppression_summary_state"
+    ).fetchall()
+    if not rows:
+        return None
+    row = rows[0]
+    return SummaryState(
+        policy=str(row[0]),
+        delivery_rows=int(row[1]),
+        bounce_report_rows=int(row[2]),
+        bounce_recipient_rows=int(row[3]),
+        complaint_rows=int(row[4]),
+        manual_id=int(row[5]),
+        max_evidence_at=row[6],
+    )
+
+
+def _sources(store: Store) -> _Sources:
+    rows = store.con.execute(
+        """
+        SELECT (SELECT count(*) FROM delivery_log),
+               (SELECT coalesce(max(rowid) + 1, 0) FROM delivery_log),
+               (SELECT count(*) FROM bounce_reports),
+               (SELECT coalesce(max(rowid) + 1, 0) FROM bounce_reports),
+               (SELECT count(*) FROM bounce_recipients),
+               (SELECT coalesce(max(rowid) + 1, 0) FROM bounce_recipients),
+               (SELECT count(*) FROM complaint_reports),
+               (SELECT coalesce(max(rowid) + 1, 0) FROM complaint_reports),
+               (SELECT coalesce(max(id), 0) FROM suppression_manual)
+        """
+    ).fetchall()
+    n = [int(v) for v in rows[0]]
+    return _Sources(
+        delivery_rows=n[0],
+        bounce_report_rows=n[2],
+        bounce_recipient_rows=n[4],
+        complaint_rows=n[6],
+        manual_id=n[8],
+        dense=n[0] == n[1] and n[2] == n[3] and n[4] == n[5] and n[6] == n[7],
+    )
+
+
+def _covers(state: SummaryState, sources: _Sources) -> bool:
+    """The summary's watermarks still name a prefix of each source table: the tables were
+    only appended to (delivery_log, bounce_* and complaint_reports are append-only; a delete
+    would show as a hole in the row ids or fewer rows than were folded)."""
+    return (
+        sources.dense
+        and sources.delivery_rows >= state.delivery_rows
+        and sources.bounce_report_rows >= state.bounce_report_rows
+        and sources.bounce_recipient_rows >= state.bounce_recipient_rows
+        and sources.complaint_rows >= state.complaint_rows
+        and sources.manual_id >= state.manual_id
+    )
+
+
+_DELIVERY_COLUMNS: Final = (
+    "message_key, recipient, logged_at, line_offset, status, dsn, reply_code, diagnostic,"
+    " reason, category, rule_id"
+)
+# an attempt l after attempt f of the same message and recipient (recipient_outcomes' order:
+# logged_at, then line_offset with NULL first)
+_LATER: Final = (
+    "l.message_key = f.message_key AND l.recipient = f.recipient"
+    " AND (l.logged_at > f.logged_at OR (l.logged_at = f.logged_at"
+    " AND coalesce(l.line_offset, -1) > coalesce(f.line_offset, -1)))"
+)
+
+
+def _stage_delta(
+    store: Store, as_of: datetime | str, args: list[Any], *, state: SummaryState
+) -> tuple[int, int]:
+    """What the rows past ``state``'s watermarks change, as temp tables: the addresses whose
+    evidence they only add to (``_APPEND``: their folded evidence plus the new, evaluated
+    again) and those whose history must be read again (``_SCOPE``: a new attempt replaces a
+    final outcome that was evidence, a message's expiry changed, an address normalises
+    differently, or an event after ``as_of`` was folded). Returns (scope, append) sizes."""
+    con = store.con
+    marks = {
+        "deliveries": state.delivery_rows,
+        "reports": state.bounce_report_rows,
+        "recipients": state.bounce_recipient_rows,
+        "complaints": state.complaint_rows,
+        "manual": state.manual_id,
+    }
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_T} AS SELECT rowid AS row_id, {_DELIVERY_COLUMNS} "
+        "FROM delivery_log WHERE rowid >= ?",
+        [state.delivery_rows],
+    )
+    # the folded attempts of the same messages (a message's recipients share its expiry and
+    # its deferrals' line offsets)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_F} AS SELECT rowid AS row_id, {_DELIVERY_COLUMNS} "
+        f"FROM delivery_log WHERE rowid < ? AND message_key IN (SELECT message_key FROM {_T})",
+        [state.delivery_rows],
+    )
+    # messages whose expiry (message_log.expired_at, rewritten in place) is not what was folded
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_EXPIRED} AS
+        SELECT DISTINCT message_key FROM (
+            (SELECT message_key, expired_at FROM message_log WHERE expired_at IS NOT NULL
+             EXCEPT SELECT message_key, expired_at FROM suppression_summary_expired)
+            UNION ALL
+            (SELECT message_key, expired_at FROM suppression_summary_expired
+             EXCEPT SELECT message_key, expired_at FROM message_log WHERE expired_at IS NOT NULL))
+        """
+    )
+    # the final attempts among the new rows: no later attempt, folded or new
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_NEW_FINALS} AS
+        WITH p AS (
+            SELECT * FROM {_T} WHERE recipient IS NOT NULL
+            UNION ALL
+            SELECT x.* FROM {_F} x
+            SEMI JOIN {_T} t ON t.message_key = x.message_key AND t.recipient = x.recipient
+        )
+        SELECT f.* FROM p f ANTI JOIN p l ON {_LATER}
+        WHERE f.row_id >= ?
+        """,
+        [state.delivery_rows],
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_RECOMPUTE_RAWS} AS
+        WITH pairs AS (
+            SELECT x.* FROM {_F} x
+            SEMI JOIN {_T} t ON t.message_key = x.message_key AND t.recipient = x.recipient
+        ),
+        old_finals AS (
+            SELECT f.* FROM pairs f ANTI JOIN pairs l ON {_LATER}
+        )
+        -- a folded final outcome that was evidence (or could be: a deferral in a message that
+        -- expired) and that a new attempt replaces
+        SELECT f.recipient AS raw FROM old_finals f
+        WHERE (f.status IN ('sent', 'bounced', 'expired')
+               OR (f.status = 'deferred'
+                   AND (f.message_key IN (SELECT message_key FROM message_log
+                                          WHERE expired_at IS NOT NULL)
+                        OR f.message_key IN (SELECT message_key
+                                             FROM suppression_summary_expired))))
+          AND EXISTS (SELECT 1 FROM {_T} l WHERE {_LATER})
+        UNION
+        -- a folded attempt whose (message, line offset) a new deferral shares: an expired
+        -- outcome's attempt_reason reads it
+        SELECT f.recipient FROM {_F} f
+        SEMI JOIN {_T} t ON t.message_key = f.message_key AND t.line_offset = f.line_offset
+                        AND t.status = 'deferred'
+        UNION
+        SELECT recipient FROM delivery_log
+        WHERE message_key IN (SELECT message_key FROM {_EXPIRED})
+        UNION
+        SELECT raw FROM (
+            (SELECT raw, address, problem FROM suppression_addresses
+             EXCEPT SELECT raw, address, problem FROM suppression_summary_addresses)
+            UNION ALL
+            (SELECT raw, address, problem FROM suppression_summary_addresses
+             EXCEPT SELECT raw, address, problem FROM suppression_addresses))
+        """
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_NEW} AS SELECT * FROM suppression_new_evidence("
+        f"CAST($as_of AS TIMESTAMPTZ), $hard, $sender, $phrases, '{_NEW_FINALS}', $reports,"
+        " $recipients, $complaints, $manual)",
+        {
+            "as_of": as_of,
+            "hard": args[4],
+            "sender": args[5],
+            "phrases": args[6],
+            "reports": marks["reports"],
+            "recipients": marks["recipients"],
+            "complaints": marks["complaints"],
+            "manual": marks["manual"],
+        },
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_SCOPE} AS
+        SELECT DISTINCT address, lower(address) AS key FROM (
+            SELECT suppression_usable_address(t.raw, n.address, n.problem) AS address
+            FROM {_RECOMPUTE_RAWS} t LEFT JOIN suppression_addresses n ON n.raw = t.raw
+            UNION ALL
+            SELECT o.address FROM suppression_summary_addresses o
+            SEMI JOIN {_RECOMPUTE_RAWS} t ON t.raw = o.raw
+            WHERE o.problem IS NULL
+            UNION ALL
+            -- folded evidence after as_of: read again with the real as_of
+            SELECT address FROM suppression_summary
+            WHERE greatest(max_event_at, success_at, removed_at) > CAST($as_of AS TIMESTAMPTZ)
+            UNION ALL
+            SELECT w.address FROM suppression_summary_resets w
+            SEMI JOIN {_NEW} n ON n.address = w.address
+            WHERE greatest(w.success_at, w.removed_at) > CAST($as_of AS TIMESTAMPTZ))
+        WHERE address IS NOT NULL
+        """,
+        {"as_of": as_of},
+    )
+    # the others the new rows name, when they have evidence (folded or new)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_APPEND} AS
+        SELECT DISTINCT n.address FROM {_NEW} n
+        WHERE n.address NOT IN (SELECT address FROM {_SCOPE})
+          AND (n.verdict NOT IN ('success', 'manual_remove')
+               OR n.address IN (SELECT address FROM suppression_summary))
+        """
+    )
+    # Most of them only got a delivery after all their failures and manual adds: everything
+    # but complaints stops standing (0004's `live`), so their candidates are the folded ones
+    # with nothing standing, as suppression_candidates makes them for a group without live
+    # rows: no evidence, no details, no suppression, no event ids.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_CLEARED} AS
+        SELECT n.address, n.success_at
+        FROM (SELECT address, max(occurred_at) AS success_at
+              FROM {_NEW} GROUP BY address HAVING bool_and(verdict = 'success')) n
+        JOIN (SELECT address,
+                     max(max_event_at) FILTER (WHERE verdict <> 'complaint') AS last_event
+              FROM suppression_summary GROUP BY address) s ON s.address = n.address
+        WHERE n.address IN (SELECT address FROM {_APPEND})
+          AND (s.last_event IS NULL OR n.success_at >= s.last_event)
+        """
+    )
+    con.execute(f"DELETE FROM {_APPEND} WHERE address IN (SELECT address FROM {_CLEARED})")
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_CLEARED_CANDIDATES} AS
+        SELECT s.* REPLACE (
+                   greatest(s.success_at, c.success_at) AS success_at,
+                   CASE WHEN s.verdict = 'complaint' THEN s.first_evidence END AS first_evidence,
+                   CASE WHEN s.verdict = 'complaint' THEN s.last_evidence END AS last_evidence,
+                   CASE WHEN s.verdict = 'complaint' THEN s.evidence_count ELSE 0 END
+                       AS evidence_count,
+                   CASE WHEN s.verdict = 'complaint' THEN s.suppressed_at END AS suppressed_at,
+                   CASE WHEN s.verdict = 'complaint' THEN s.expires_at END AS expires_at,
+                   CASE WHEN s.verdict = 'complaint' THEN s.reason END AS reason,
+                   CASE WHEN s.verdict = 'complaint' THEN s.category END AS category,
+                   CASE WHEN s.verdict = 'complaint' THEN s.rule_id END AS rule_id,
+                   CASE WHEN s.verdict = 'complaint' THEN s.status_code END AS status_code,
+                   CASE WHEN s.verdict = 'complaint' THEN s.reply_code END AS reply_code,
+                   CASE WHEN s.verdict = 'complaint' THEN s.diagnostic END AS diagnostic,
+                   CASE WHEN s.verdict = 'complaint' THEN s.note END AS note,
+                   CASE WHEN s.verdict = 'complaint' THEN s.event_ids END AS event_ids)
+        FROM suppression_summary s
+        JOIN {_CLEARED} c ON c.address = s.address
+        """
+    )
+    _stage_history(store, as_of, args)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_APPEND_RESETS} AS
+        SELECT a.address, greatest(w.success_at, n.success_at) AS success_at,
+               greatest(w.removed_at, n.removed_at) AS removed_at
+        FROM {_APPEND} a
+        LEFT JOIN suppression_summary_resets w ON w.address = a.address
+        LEFT JOIN (SELECT address,
+                          max(occurred_at) FILTER (WHERE verdict = 'success') AS success_at,
+                          max(occurred_at) FILTER (WHERE verdict = 'manual_remove') AS removed_at
+                   FROM {_NEW} GROUP BY address) n ON n.address = a.address
+        """
+    )
+    with _setting(store, "preserve_insertion_order", "true"):
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {_APPEND_EVIDENCE} AS
+            SELECT e.*, w.removed_at, w.success_at,
+                   e.occurred_at > coalesce(w.removed_at, '-infinity'::TIMESTAMPTZ)
+                   AND (e.verdict = 'complaint'
+                        OR e.occurred_at > coalesce(w.success_at, '-infinity'::TIMESTAMPTZ))
+                       AS live
+            FROM (SELECT {_EVIDENCE_COLUMNS} FROM suppression_summary_evidence
+                  WHERE address IN (SELECT address FROM {_APPEND})
+                  UNION ALL
+                  SELECT {_EVIDENCE_COLUMNS} FROM {_NEW}
+                  WHERE verdict NOT IN ('success', 'manual_remove')
+                    AND address IN (SELECT address FROM {_APPEND})) e
+            JOIN {_APPEND_RESETS} w ON w.address = e.address
+            ORDER BY e.occurred_at, e.event_id
+            """
+        )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {_APPEND_EVIDENCE_SEQ} AS "
+        f"SELECT *, rowid AS seq FROM {_APPEND_EVIDENCE}"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_APPEND_CANDIDATES} AS "
+        f"SELECT * FROM suppression_candidates(?, ?, ?, ?, '{_APPEND_EVIDENCE_SEQ}')",
+        args[:4],
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW {_CANDIDATES} AS
+        SELECT * FROM suppression_summary s
+        WHERE s.address NOT IN (SELECT address FROM {_SCOPE})
+          AND s.address NOT IN (SELECT address FROM {_APPEND})
+          AND s.address NOT IN (SELECT address FROM {_CLEARED})
+        UNION ALL SELECT * FROM {_SCOPE_CANDIDATES}
+        UNION ALL SELECT * FROM {_APPEND_CANDIDATES}
+        UNION ALL SELECT * FROM {_CLEARED_CANDIDATES}
+        """
+    )
+    scope = int(_one(store, f"SELECT count(*) FROM {_SCOPE}")[0])
+    append = int(_one(store, f"SELECT count(*) FROM {_APPEND}")[0])
+    cleared = int(_one(store, f"SELECT count(*) FROM {_CLEARED}")[0])
+    return scope, append + cleared
+
+
+def _stage_history(store: Store, as_of: datetime | str, args: list[Any]) -> None:
+    """The candidates (``_SCOPE_CANDIDATES``), graded evidence and resets of the addresses in
+    ``_SCOPE`` (address, key), from all their rows."""
+    con = store.con
+    if int(_one(store, f"SELECT count(*) FROM {_SCOPE}")[0]) == 0:
+        # nothing to read: empty results without a pass over the deliveries
+        for table, like in (
+            (_SCOPE_CANDIDATES, "suppression_summary"),
+            (_SCOPE_EVIDENCE, "suppression_summary_evidence"),
+            (_SCOPE_RESETS, "suppression_summary_resets"),
+        ):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {like} LIMIT 0")
+        return
+    # their delivery rows: every raw recipient that may normalise to one of them (0010's
+    # suppression_scoped_resets says why lower(recipient) = key finds them)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_SCOPE_DELIVERIES} AS
+        SELECT rowid AS row_id, {_DELIVERY_COLUMNS}
+        FROM delivery_log
+        WHERE recipient IS NOT NULL
+          AND (lower(recipient) IN (SELECT key FROM {_SCOPE})
+               OR recipient IN (SELECT n.raw FROM suppression_addresses n
+                                SEMI JOIN {_SCOPE} s ON s.address = n.address))
+        """
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_SCOPE_RESETS} AS SELECT * FROM "
+        f"suppression_scoped_resets(CAST(? AS TIMESTAMPTZ), '{_SCOPE_DELIVERIES}', '{_SCOPE}')",
+        [as_of],
+    )
+    with _setting(store, "preserve_insertion_order", "true"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_SCOPE_EVIDENCE} AS "
+            "SELECT * FROM suppression_scoped_evidence(CAST(? AS TIMESTAMPTZ), ?, ?, ?, "
+            f"'{_SCOPE_DELIVERIES}', '{_SCOPE}', '{_SCOPE_RESETS}') ORDER BY occurred_at, event_id",
+            [as_of, *args[4:]],
+        )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {_SCOPE_EVIDENCE_SEQ} AS "
+        f"SELECT *, rowid AS seq FROM {_SCOPE_EVIDENCE}"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_SCOPE_CANDIDATES} AS "
+        f"SELECT * FROM suppression_candidates(?, ?, ?, ?, '{_SCOPE_EVIDENCE_SEQ}')",
+        args[:4],
+    )
+
+
+def _drop_scope(store: Store) -> None:
+    con = store.con
+    for view in (_CANDIDATES, _SCOPE_EVIDENCE_SEQ, _APPEND_EVIDENCE_SEQ):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    for table in (_T, _F, _NEW_FINALS, _NEW, _EXPIRED, _RECOMPUTE_RAWS, _SCOPE,
+                  _SCOPE_DELIVERIES, _SCOPE_RESETS, _SCOPE_EVIDENCE, _SCOPE_CANDIDATES, _APPEND,
+                  _APPEND_RESETS, _APPEND_EVIDENCE, _APPEND_CANDIDATES, _CLEARED,
+                  _CLEARED_CANDIDATES):  # fmt: skip
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _max_evidence_at(store: Store, state: SummaryState | None) -> datetime | None:
+    """The latest event time among the rows past ``state``'s watermarks (all rows: None)."""
+    w = state or SummaryState(
+        policy="",
+        delivery_rows=0,
+        bounce_report_rows=0,
+        bounce_recipient_rows=0,
+        complaint_rows=0,
+        manual_id=0,
+        max_evidence_at=None,
+    )
+    rows = store.con.execute(
+        """
+        SELECT greatest(
+            (SELECT max(logged_at) FROM delivery_log WHERE rowid >= $deliveries),
+            (SELECT max(coalesce(c.last_attempt_date, r.report_date, r.arrival_date,
+                                 r.ingested_at))
+             FROM bounce_recipients c JOIN bounce_reports r USING (report_hash)
+             WHERE c.rowid >= $recipients OR r.rowid >= $reports),
+            (SELECT max(coalesce(q.arrival_date, r.report_date, r.ingested_at))
+             FROM complaint_reports q JOIN bounce_reports r USING (report_hash)
+             WHERE q.rowid >= $complaints OR r.rowid >= $reports),
+            (SELECT max(occurred_at) FROM suppression_manual WHERE id > $manual),
+            CAST($before AS TIMESTAMPTZ))
+        """,
+        {
+            "deliveries": w.delivery_rows,
+            "reports": w.bounce_report_rows,
+            "recipients": w.bounce_recipient_rows,
+            "complaints": w.complaint_rows,
+            "manual": w.manual_id,
+            "before": w.max_evidence_at,
+        },
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
+def refresh_suppression_summary(store: Store, policy: SuppressionsConfig) -> SummaryRefresh:
+    """Fold the rows added since the last refresh into the summary (0010), in one transaction.
+    Idempotent, and cheap when nothing is new (a few counts and a comparison of the expired
+    messages). The first call, a call with another policy than the summary's, or one after
+    rows were deleted from a source table rebuilds the summary from every row. Call it from a
+    read-write process after its writes (ingest, bounces ingest, the daemon's write window);
+    readers never need it to be current (see evaluated_decisions)."""
+    if store.read_only:
+        raise SuppressionError("the store is open read-only")
+    args = _args(policy)
+    key = _policy_key(policy)
+    con = store.con
+    with store.transaction():
+        try:
+            state = summary_state(store)
+            sources = _sources(store)
+            full = state is None or state.policy != key or not _covers(state, sources)
+            if full:
+                max_at = _max_evidence_at(store, None)
+                recomputed = _rebuild(store, args)
+                new_deliveries = sources.delivery_rows
+            else:
+                assert state is not None
+                max_at = _max_evidence_at(store, state)
+                recomputed = 0 if _nothing_new(store, state, sources) else _fold(store, args, state)
+                new_deliveries = sources.delivery_rows - state.delivery_rows
+            # suppression_addresses is small (only addresses SQL cannot normalise): copied whole
+            con.execute("DELETE FROM suppression_summary_addresses")
+            con.execute(
+                "INSERT INTO suppression_summary_addresses "
+                "SELECT raw, address, problem FROM suppression_addresses"
+            )
+            con.execute("DELETE FROM suppression_summary_state")
+            con.execute(
+                "INSERT INTO suppression_summary_state VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                [key, sources.delivery_rows, sources.bounce_report_rows,
+                 sources.bounce_recipient_rows, sources.complaint_rows, sources.manual_id,
+                 max_at],
+            )  # fmt: skip
+            candidates = int(_one(store, "SELECT count(*) FROM suppression_summary")[0])
+        finally:
+            _drop_scope(store)
+            _drop_staged(store)
+    return SummaryRefresh(
+        full=full, new_deliveries=new_deliveries, addresses=recomputed, candidates=candidates
+    )
+
+
+def _rebuild(store: Store, args: list[Any]) -> int:
+    """The summary from every row (0009's stages, with as_of = infinity)."""
+    con = store.con
+    for table in ("suppression_summary", "suppression_summary_evidence",
+                  "suppression_summary_resets", "suppression_summary_expired"):  # fmt: skip
+        con.execute(f"DELETE FROM {table}")
+    _stage_evidence(store, _ALL, args, keep_successes=True)
+    con.execute(
+        f"""
+        INSERT INTO suppression_summary_resets
+        SELECT coalesce(s.address, r.address), s.success_at, r.removed_at
+        FROM {_STAGE_SUCCESSES} s
+        FULL OUTER JOIN (
+            SELECT suppression_usable_address(m.address, n.address, n.problem) AS address,
+                   max(m.occurred_at) AS removed_at
+            FROM suppression_manual m
+            LEFT JOIN suppression_addresses n ON n.raw = m.address
+            WHERE m.action = 'remove'
+              AND suppression_usable_address(m.address, n.address, n.problem) IS NOT NULL
+            GROUP BY ALL) r ON r.address = s.address
+        """
+    )
+    con.execute(f"DROP TABLE {_STAGE_SUCCESSES}")
+    con.execute(
+        f"INSERT INTO suppression_summary_evidence BY NAME "
+        f"SELECT {_EVIDENCE_COLUMNS} FROM {_STAGE_EVIDENCE}"
+    )
+    con.execute(
+        "INSERT INTO suppression_summary BY NAME SELECT * FROM "
+        f"suppression_candidates(?, ?, ?, ?, '{_STAGE_EVIDENCE_SEQ}')",
+        args[:4],
+    )
+    _drop_staged(store)
+    con.execute(
+        "INSERT INTO suppression_summary_expired SELECT message_key, expired_at "
+        "FROM message_log WHERE expired_at IS NOT NULL"
+    )
+    return int(_one(store, "SELECT count(DISTINCT address) FROM suppression_summary")[0])
+
+
+def _nothing_new(store: Store, state: SummaryState, sources: _Sources) -> bool:
+    """No row past the watermarks, no change of expiry or normalisation: nothing to fold."""
+    if (
+        sources.delivery_rows,
+        sources.bounce_report_rows,
+        sources.bounce_recipient_rows,
+        sources.complaint_rows,
+        sources.manual_id,
+    ) != (
+        state.delivery_rows,
+        state.bounce_report_rows,
+        state.bounce_recipient_rows,
+        state.complaint_rows,
+        state.manual_id,
+    ):
+        return False
+    changed = _one(
+        store,
+        """
+        SELECT EXISTS (SELECT message_key, expired_at FROM message_log WHERE expired_at IS NOT NULL
+                       EXCEPT SELECT message_key, expired_at FROM suppression_summary_expired)
+            OR EXISTS (SELECT message_key, expired_at FROM suppression_summary_expired
+                       EXCEPT SELECT message_key, expired_at FROM message_log
+                              WHERE expired_at IS NOT NULL)
+            OR EXISTS (SELECT raw, address, problem FROM suppression_addresses
+                       EXCEPT SELECT raw, address, problem FROM suppression_summary_addresses)
+            OR EXISTS (SELECT raw, address, problem FROM suppression_summary_addresses
+                       EXCEPT SELECT raw, address, problem FROM suppression_addresses)
+        """,
+    )[0]
+    return not changed
+
+
+def _fold(store: Store, args: list[Any], state: SummaryState) -> int:
+    """Fold the rows past the watermarks into the summary tables; returns how many addresses
+    were evaluated again."""
+    con = store.con
+    scope, append = _stage_delta(store, _ALL, args, state=state)
+    if scope or append:
+        con.execute(
+            "DELETE FROM suppression_summary "
+            f"WHERE address IN (SELECT address FROM {_SCOPE}) "
+            f"OR address IN (SELECT address FROM {_APPEND}) "
+            f"OR address IN (SELECT address FROM {_CLEARED})"
+        )
+        for table in (_SCOPE_CANDIDATES, _APPEND_CANDIDATES, _CLEARED_CANDIDATES):
+            con.execute(f"INSERT INTO suppression_summary BY NAME SELECT * FROM {table}")
+    if scope:
+        con.execute(
+            "DELETE FROM suppression_summary_evidence "
+            f"WHERE address IN (SELECT address FROM {_SCOPE})"
+        )
+        con.execute(
+            "INSERT INTO suppression_summary_evidence BY NAME "
+            f"SELECT {_EVIDENCE_COLUMNS} FROM {_SCOPE_EVIDENCE}"
+        )
+    con.execute(
+        "INSERT INTO suppression_summary_evidence BY NAME "
+        f"SELECT {_EVIDENCE_COLUMNS} FROM {_NEW} "
+        "WHERE verdict NOT IN ('success', 'manual_remove') "
+        f"AND address NOT IN (SELECT address FROM {_SCOPE})"
+    )
+    # the latest success and remove: read again for the scope, max() with the new for the rest
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_APPEND_RESETS} AS
+        SELECT address, success_at, removed_at FROM {_SCOPE_RESETS}
+        UNION ALL
+        SELECT n.address, greatest(w.success_at, n.success_at),
+               greatest(w.removed_at, n.removed_at)
+        FROM (SELECT address,
+                     max(occurred_at) FILTER (WHERE verdict = 'success') AS success_at,
+                     max(occurred_at) FILTER (WHERE verdict = 'manual_remove') AS removed_at
+              FROM {_NEW}
+              WHERE verdict IN ('success', 'manual_remove')
+                AND address NOT IN (SELECT address FROM {_SCOPE})
+              GROUP BY address) n
+        LEFT JOIN suppression_summary_resets w ON w.address = n.address
+        """
+    )
+    con.execute(
+        "DELETE FROM suppression_summary_resets "
+        f"WHERE address IN (SELECT address FROM {_SCOPE}) "
+        f"OR address IN (SELECT address FROM {_APPEND_RESETS})"
+    )
+    con.execute(f"INSERT INTO suppression_summary_resets SELECT * FROM {_APPEND_RESETS}")
+    con.execute(
+        "DELETE FROM suppression_summary_expired "
+        f"WHERE message_key IN (SELECT message_key FROM {_EXPIRED})"
+    )
+    con.execute(
+        "INSERT INTO suppression_summary_expired SELECT message_key, expired_at "
+        "FROM message_log WHERE expired_at IS NOT NULL "
+        f"AND message_key IN (SELECT message_key FROM {_EXPIRED})"
+    )
+    return scope + append
+
+
+def summary_usable(store: Store, policy: SuppressionsConfig) -> bool:
+    """Whether evaluated_decisions() can start from the summary: it was built with this
+    policy and the sources were only appended to since (as_of need not be after the folded
+    evidence: addresses with later events are evaluated again from their rows)."""
+    state = summary_state(store)
+    return (
+        state is not None
+        and state.policy == _policy_key(policy)
+        and _covers(state, _sources(store))
+    )
+
+
+@contextmanager
+def evaluated_decisions(
+    store: Store, policy: SuppressionsConfig, *, now: datetime
+) -> Iterator[tuple[str, list[Any]]]:
+    """The policy's decisions as of ``now``; yields SQL and parameters that select the rows of
+    ``DECISIONS_SQL`` (valid inside the ``with`` block only). From the summary plus the rows
+    past its watermarks when it can be used (summary_usable), else by the staged evaluation
+    (0009) of every row. Works on a read-only store (temp tables only)."""
+    state = summary_state(store) if summary_usable(store, policy) else None
+    if state is None:
+        with staged_decisions(store, policy, now=now) as staged:
+            yield staged
+        return
+    try:
+        _stage_delta(store, now, _args(policy), state=state)
+        yield PICK_SQL, [now]
+    finally:
+        _drop_scope(store)
+
+
+@contextmanager
+def address_decisions(
+    store: Store, policy: SuppressionsConfig, addresses: list[str], *, now: datetime
+) -> Iterator[tuple[str, list[Any]]]:
+    """The decisions about ``addresses`` (normalised forms) only, computed from their own
+    rows (one pass over the deliveries, no summary needed; what ``explain`` shows); yields SQL
+    and parameters like evaluated_decisions()."""
+    con = store.con
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_SCOPE} AS SELECT DISTINCT address, "
+            "lower(address) AS key FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS address)",
+            [addresses],
+        )
+        _stage_history(store, now, _args(policy))
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {_CANDIDATES} AS SELECT * FROM {_SCOPE_CANDIDATES}"
+        )
+        yield PICK_SQL, [now]
+    finally:
+        _drop_scope(store)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -344,9 +1096,10 @@ LIST_COLUMNS: Final = (
 def decisions_frame(
     store: Store, policy: SuppressionsConfig, *, now: datetime, suppressed_only: bool = True
 ) -> pl.DataFrame:
-    with staged_decisions(store, policy, now=now) as (staged, params):
-        sql = staged + (" WHERE suppressed" if suppressed_only else "") + " ORDER BY address"
-        table = store.con.sql(sql, params=params).to_arrow_table()
+    with evaluated_decisions(store, policy, now=now) as (staged, params):
+        table = _stream(store, staged + " ORDER BY address", params)
+    if suppressed_only:
+        table = table.filter(table["suppressed"])
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
@@ -389,14 +1142,23 @@ def list_suppressions(
     limit: int | None = None,
 ) -> list[Suppression]:
     """Suppressed addresses (``include_all``: every address with evidence), sorted."""
-    with staged_decisions(store, policy, now=now) as (staged, params):
-        sql = staged + ("" if include_all else " WHERE suppressed") + " ORDER BY address"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        cur = store.con.execute(sql, params)
-        cols = [d[0] for d in cur.description or []]
-        rows = cur.fetchall()
-    return [_to_suppression(dict(zip(cols, r, strict=True))) for r in rows]
+    with evaluated_decisions(store, policy, now=now) as (staged, params):
+        table = _stream(store, staged + " ORDER BY address", params)
+    if not include_all:
+        table = table.filter(table["suppressed"])
+    if limit is not None:
+        table = table.slice(0, limit)
+    return [_to_suppression(r) for r in table.to_pylist()]
+
+
+def _stream(store: Store, sql: str, params: list[Any]) -> pa.Table:
+    """The result of ``sql`` read in batches: DuckDB's own copy of a materialised result (a
+    million decisions with their event ids) counts against its memory limit and cannot spill
+    (measured: out of memory at 1 GB, where streaming needs no more than the query). Callers
+    filter the decisions afterwards: a WHERE on `suppressed` turns the pick's outer join into
+    an inner one whose hash table holds the wide candidate rows (out of memory at 1 GB too)."""
+    reader = store.con.sql(sql, params=params).to_arrow_reader(100_000)
+    return pa.Table.from_batches(list(reader), schema=reader.schema)
 
 
 def suppressions_table(items: list[Suppression], columns: tuple[str, ...] = LIST_COLUMNS) -> Table:
@@ -463,9 +1225,10 @@ def explain(
     key = norm.address
     decision = None
     if key is not None:
-        cur = store.con.execute(DECISIONS_SQL + " WHERE address = ?", [now, *_args(policy), key])
-        cols = [d[0] for d in cur.description or []]
-        found = cur.fetchall()
+        with address_decisions(store, policy, [key], now=now) as (sql, params):
+            cur = store.con.execute(sql + " WHERE address = ?", [*params, key])
+            cols = [d[0] for d in cur.description or []]
+            found = cur.fetchall()
         if found:
             decision = _to_suppression(dict(zip(cols, found[0], strict=True)))
     cur = store.con.execute(

@@ -23,10 +23,31 @@ def store() -> Store:
 def decide(
     store: Store, address: str, *, at: float = 200, policy: SuppressionsConfig = POLICY
 ) -> S.Suppression | None:
-    S.prepare(store, now=day(at))
-    found = [s for s in S.list_suppressions(store, policy, now=day(at), include_all=True)
-             if s.address == address]  # fmt: skip
-    return found[0] if found else None
+    """The decision about ``address``, checked to be the same by every way to reach it: the
+    reference definition, the evaluation as the store stands (staged, or a summary from an
+    earlier call plus the evidence added since), a freshly refreshed summary, and the
+    one-address evaluation ``explain`` uses."""
+    now = day(at)
+    S.prepare(store, now=now)
+
+    def found(items: list[S.Suppression]) -> S.Suppression | None:
+        mine = [s for s in items if s.address == address]
+        return mine[0] if mine else None
+
+    as_is = found(S.list_suppressions(store, policy, now=now, include_all=True))
+    ref = S.reference_decisions_frame(store, policy, now=now, suppressed_only=False)
+    assert as_is == found([S._to_suppression(r) for r in ref.to_dicts()])
+    S.refresh_suppression_summary(store, policy)
+    assert S.summary_usable(store, policy)
+    assert found(S.list_suppressions(store, policy, now=now, include_all=True)) == as_is
+    key = S.normalize_address(address).address
+    if key is not None:
+        with S.address_decisions(store, policy, [key], now=now) as (sql, params):
+            cur = store.con.execute(sql, params)
+            cols = [d[0] for d in cur.description or []]
+            one = [S._to_suppression(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
+        assert found(one) == as_is
+    return as_is
 
 
 def suppressed(store: Store, address: str, **kw: object) -> bool:
