@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from pipeline import config, reports
+from pipeline import config, reports, upkeep
 from pipeline.commands.bounces import bounces_app
 from pipeline.commands.diagnose import diagnose
 from pipeline.commands.dns import dns_app
@@ -98,6 +98,7 @@ def ingest(
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
     try:
         lifetime = config.queue_lifetime(queue_lifetime)
+        policy = upkeep.policy_of()
     except config.ConfigError as exc:
         _fail(str(exc))
     try:
@@ -117,6 +118,7 @@ def ingest(
                                     queue_lifetime=lifetime).run(files)  # fmt: skip
         else:
             stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime).run(files)
+        upkeep.fold_new_rows(store, policy)
     out = stats.as_dict()
     if fmt is Format.json:
         typer.echo(json.dumps(out))

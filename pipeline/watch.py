@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from parsers.syslog import SyslogClock
-from pipeline import bounces
+from pipeline import bounces, upkeep
 from pipeline.alerts import AlertEngine
 from pipeline.config import queue_lifetime
 from pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
@@ -75,6 +75,9 @@ log = logging.getLogger("mtalens.watch")
 
 MAILDIR_BATCH: Final = 500  # messages per write window and Maildir
 MBOX_KEY_PREFIX: Final = "mbox:"
+# the suppression summary (pipeline/upkeep.py) is folded at most this often: about 0.3 s with
+# nothing new at 10 M deliveries, a few seconds per 100 k new ones (bench/bench_suppressions.py)
+SUMMARY_FOLD_INTERVAL: Final = 60.0
 # RFC 4155: a message starts with a "From " line at the start of the file or after a blank line
 _MBOX_SEPARATOR: Final = re.compile(rb"\n\r?\nFrom ")
 _RESERVED_LOG_KEYS: Final = frozenset(vars(logging.makeLogRecord({})))
@@ -189,6 +192,8 @@ class Watcher:
         # [postfix] maximal_queue_lifetime of the same mtalens.toml; a bad value fails here, at
         # start-up (read once: a reload does not change the open-message horizon)
         self.queue_lifetime = queue_lifetime(None, config_path)
+        self.policy = upkeep.policy_of(config_path)
+        self._folded_at: float | None = None  # monotonic time of the last summary fold
         self._wake = threading.Event()
         self._stop = False
         self._migrated = False  # migrations are checked at the first window only
@@ -337,7 +342,27 @@ class Watcher:
             self._maildir(store, Path(md))
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
+        self._fold_summary(store, final=final)
         self.alerts.evaluate()
+
+    def _fold_summary(self, store: Store, *, final: bool) -> None:
+        """Fold new rows into the suppression summary (if the store has one) at most every
+        SUMMARY_FOLD_INTERVAL seconds and at shutdown: readers are right without it (they
+        evaluate unfolded rows on the fly), only slower the more rows wait."""
+        now = time.monotonic()
+        recent = self._folded_at is not None and now - self._folded_at < SUMMARY_FOLD_INTERVAL
+        if recent and not final:
+            return
+        self._folded_at = now
+        try:
+            done = upkeep.fold_new_rows(store, self.policy)
+        except Exception:  # the daemon never dies on upkeep; the next fold tries again
+            log.exception("suppression summary fold failed")
+            return
+        if done is not None:
+            log.info("suppression summary folded",
+                     extra={"deliveries": done.new_deliveries, "addresses": done.addresses,
+                            "seconds": round(time.monotonic() - now, 3)})  # fmt: skip
 
     # -- logs -----------------------------------------------------------------------------------
 

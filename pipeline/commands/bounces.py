@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline import upkeep
 from pipeline.bounces import BounceRow, Decoded, ingest, parse_paths
+from pipeline.config import ConfigError
 from pipeline.store import Store
 
 bounces_app = typer.Typer(
@@ -62,8 +64,14 @@ def ingest_cmd(
     ] = None,
 ) -> None:
     """Decode, classify and store reports, recipients and complaints (idempotent)."""
+    try:
+        policy = upkeep.policy_of()
+    except ConfigError as exc:
+        print(f"mtalens: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
     with Store.open(db) as store:
         r = ingest(store, paths)
+        upkeep.fold_new_rows(store, policy)
     print(
         f"read {r.read}: stored {r.stored}, duplicates {r.duplicates}, quarantined "
         f"{r.quarantined}; {r.recipients} recipients, {r.complaints} complaints"
