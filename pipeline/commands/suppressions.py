@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pipeline import exports, suppressions
+from pipeline import exports, suppressions, upkeep
 from pipeline.config import ConfigError, SuppressionsConfig, load_config
 from pipeline.render import Format, render_tables
 from pipeline.reports import Table
@@ -62,7 +62,12 @@ def _open(db: str | None, *, write: bool) -> Store:
         return Store.open(db, read_only=True)
 
 
-def _pending_note(store: Store, now: datetime) -> None:
+def _pending_note(
+    store: Store, now: datetime, policy: SuppressionsConfig, *, build: bool = True
+) -> None:
+    # a writable store gets its summary built or brought up to date (pipeline/upkeep.py), so
+    # the next run starts from it (explain reads one address: it folds, it does not build)
+    upkeep.fold_new_rows(store, policy, build=build, now=now)
     pending = suppressions.prepare(store, now=now)
     if pending:
         typer.echo(
@@ -97,7 +102,7 @@ def list_cmd(
     """The suppression list (or invalid addresses, sender-side problems, never-suppress list)."""
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=False) as store:
-        _pending_note(store, now)
+        _pending_note(store, now, policy)
         if invalid:
             table = suppressions.invalid_addresses(store, now=now)
         elif sender_side:
@@ -178,7 +183,7 @@ def explain_cmd(
     """Why an address is (or is not) suppressed: the decision and every event behind it."""
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=False) as store:
-        _pending_note(store, now)
+        _pending_note(store, now, policy, build=False)
         e = suppressions.explain(store, policy, address, now=now)
     typer.echo(render_tables(suppressions.explanation_tables(e), fmt), nl=False)
 
@@ -206,7 +211,7 @@ def export_cmd(
     """Export the list for a mailing system. Unsafe addresses are reported, not exported."""
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=since_last is not None) as store:
-        _pending_note(store, now)
+        _pending_note(store, now, policy)
         try:
             r = exports.export_suppressions(
                 store, policy, export_format, now=now, out=output, since_last=since_last
