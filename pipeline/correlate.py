@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from parsers import postfix as pf
 
@@ -150,6 +150,35 @@ DEFAULT_QUEUE_LIFETIME: Final = timedelta(days=5)
 QUEUE_LIFETIME_MARGIN: Final = timedelta(days=3)
 
 
+# postlogd(8) (maillog_file) writes the lines of all Postfix processes in the order they reach
+# it, so under load bounce(8)'s "QID: sender non-delivery notification: NEWID" can come after
+# NEWID was delivered and "removed" (seen with the lab's Postfix 3.7 on a loaded machine). Such
+# a NEWID is still linked when it is one of the last LATE_LINK_STATES messages closed, was made
+# by Postfix itself (no smtpd/pickup origin; RFC 3464 section 2: notifications go out with the
+# null sender) and first seen at most LATE_LINK_WINDOW before the notification line.
+LATE_LINK_STATES: Final = 4096
+LATE_LINK_WINDOW: Final = timedelta(minutes=10)
+
+
+class _Linkable(Protocol):
+    origin: str
+    sender: str | None
+    bounce_of_key: str | None
+    first_seen: Any  # datetime here, microseconds in pipeline/fastpath.py
+
+
+_L = TypeVar("_L", bound=_Linkable)
+
+
+def late_notification_target(closed: _L | None, not_before: Any) -> _L | None:
+    """``closed`` if a notification logged late may name it (see LATE_LINK_WINDOW)."""
+    if closed is None or closed.bounce_of_key is not None:
+        return None
+    if closed.origin not in ("unknown", "bounce") or closed.sender not in (None, ""):
+        return None
+    return closed if closed.first_seen >= not_before else None
+
+
 def stale_horizon(queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME) -> timedelta:
     """How long an open message may go unlogged before it is forgotten: the queue lifetime
     plus :data:`QUEUE_LIFETIME_MARGIN`."""
@@ -179,6 +208,9 @@ class Correlator:
         self.open: dict[tuple[str, str], MessageState] = {}
         self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()  # closed -> key
         self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}  # new qid -> (key, kind)
+        # the last closed messages themselves, for a notification logged after its DSN was
+        # already delivered and removed (see late_notification_target)
+        self.closed: OrderedDict[tuple[str, str], MessageState] = OrderedDict()
         self.classify = classify
         self.stale_after = stale_after
         self.recent_size = recent_size
@@ -197,6 +229,10 @@ class Correlator:
         self.recent.move_to_end(k)
         while len(self.recent) > self.recent_size:
             self.recent.popitem(last=False)
+        self.closed[k] = st
+        self.closed.move_to_end(k)
+        while len(self.closed) > LATE_LINK_STATES:
+            self.closed.popitem(last=False)
 
     def _new(self, host: str, qid: str, at: datetime, source_key: str, origin: str) -> MessageState:
         old = self.open.pop((host, qid), None)
@@ -299,9 +335,18 @@ class Correlator:
             if st.sender is None:
                 st.sender = rec.sender
         elif isinstance(rec, pf.Notification):
-            st = self._get(host, rec.queue_id, at, source_key)
+            # the message the notification is about may be removed already (late line, see
+            # LATE_LINK_WINDOW): then it is named, not reopened as a new instance
+            k = (host, rec.queue_id)
+            gone = None if k in self.open else self.closed.get(k)
+            if gone is not None and gone.last_seen >= at - LATE_LINK_WINDOW:
+                st = gone
+            else:
+                st = self._get(host, rec.queue_id, at, source_key)
             nk = (host, rec.new_queue_id)
             new = self.open.get(nk)
+            if new is None:
+                new = late_notification_target(self.closed.get(nk), at - LATE_LINK_WINDOW)
             if new is not None and new.bounce_of_key is None:
                 new.bounce_of_key = st.message_key
                 new.notification_kind = rec.kind

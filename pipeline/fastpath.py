@@ -51,11 +51,14 @@ from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
     EVENT_COLUMNS,
+    LATE_LINK_STATES,
+    LATE_LINK_WINDOW,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
     Batch,
     MessageState,
     ends_message,
+    late_notification_target,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ log = logging.getLogger(__name__)
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US: Final = timedelta(microseconds=1)
+LATE_LINK_WINDOW_US: Final = LATE_LINK_WINDOW // ONE_US
 TS_TYPE: Final = pa.timestamp("us", tz="UTC")
 READ_CHUNK: Final = 4 * 1024 * 1024
 IN_FLIGHT: Final = 2  # batches handed to the writer thread and not written yet, at most
@@ -202,6 +206,7 @@ class FastCorrelator:
         self.open: dict[tuple[str, str], Msg] = {}
         self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()
         self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}
+        self.closed: OrderedDict[tuple[str, str], Msg] = OrderedDict()  # as Correlator.closed
         self.classify = classify
         self.stale_us = stale_after // ONE_US
         self.recent_size = recent_size
@@ -215,6 +220,10 @@ class FastCorrelator:
         self.recent.move_to_end(k)
         while len(self.recent) > self.recent_size:
             self.recent.popitem(last=False)
+        self.closed[k] = st
+        self.closed.move_to_end(k)
+        while len(self.closed) > LATE_LINK_STATES:
+            self.closed.popitem(last=False)
 
     def new(self, host: str, qid: str, at: int, source_key: str, origin: str) -> Msg:
         k = (host, qid)
@@ -276,9 +285,16 @@ class FastCorrelator:
             st.origin = "bounce"
 
     def notification(self, host: str, qid: str, at: int, sk: str, kind: str, new_qid: str) -> None:
-        st = self.get(host, qid, at, sk)
+        k = (host, qid)
+        gone = None if k in self.open else self.closed.get(k)
+        if gone is not None and gone.last_seen >= at - LATE_LINK_WINDOW_US:
+            st = gone  # removed already: named, not reopened (as Correlator)
+        else:
+            st = self.get(host, qid, at, sk)
         nk = (host, new_qid)
         new = self.open.get(nk)
+        if new is None:
+            new = late_notification_target(self.closed.get(nk), at - LATE_LINK_WINDOW_US)
         if new is not None and new.bounce_of_key is None:
             new.bounce_of_key = st.key
             new.notification_kind = kind
