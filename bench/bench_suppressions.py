@@ -31,18 +31,31 @@ two final runs at load 2.0-3.1), 10 M deliveries / 1 M bounce rows, DuckDB memor
     policy with 1 M deliveries not folded      13-16 s (this tail is 40% failures naming
                                                420 k addresses: over the 10 s target)
     incremental refresh of 1 M deliveries      10-14 s
-  exports of the 892,759: 0.1-3.9 s each; peak RSS of the csv, jsonl and mailgun-bounces
-  exports 2.0-2.4 GB (the policy's frame, the export text and DuckDB's cache in one process)
+  exports of the 892,759, before streaming (whole frame, then each file's whole text):
+    0.1-3.9 s each; peak RSS 1.5-2.3 GB (csv 2.0, jsonl 2.3-2.4, mailgun-bounces 1.9-2.0)
+  exports streamed (pipeline/exports.py: Arrow batches from DuckDB, written batch by batch;
+  three runs at load 2.0-3.1):
+    policy alone, batches read and dropped      3.8-5.3 s, peak 1.28-1.30 GB
+    each writer, from a held Arrow table        0.2-1.9 s (jsonl 1.6-1.9, postmark 1.0-2.2),
+                                                peak 0.86-0.98 GB with DuckDB's cache given
+                                                back first (1.03-1.25 GB, one 1.6, without)
+    each export end to end (policy + writer,    3.3-7.1 s, peak 1.36-1.55 GB (csv 1.55)
+      what `mtalens suppressions export` does)
+    ses-csv --since-last, first / again         7.2-8.6 s / 5.4 s, peak 1.43-1.53 GB
+  After the policy DuckDB keeps ~200 MB of table blocks (duckdb_memory BASE_TABLE); a lower
+  memory_limit evicts them (64MB: RSS 678 -> 536 MB); see release_cache() for restoring it.
 
     .venv/bin/python bench/bench_suppressions.py [--deliveries 10000000] [--bounces 1000000]
         [--store PATH (kept, and reused when it exists; the bench appends to a copy)]
         [--reference (time the 0004 SQL too)] [--staged (time 0009 too)] [--batch 100000]
         [--tail 1000000] [--memory-limit 1GB] [--no-exports]
+        [--exports-only (the policy and the exports only, on a store with its summary)]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import shutil
@@ -50,6 +63,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
 
 from pipeline import exports, suppressions
 from pipeline.config import SuppressionsConfig
@@ -294,6 +310,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100_000, help="deliveries per incremental batch")
     ap.add_argument("--tail", type=int, default=1_000_000, help="deliveries left unfolded")
     ap.add_argument("--no-exports", action="store_true")
+    ap.add_argument(
+        "--exports-only", action="store_true", help="only the policy and the exports (the "
+        "store's summary is refreshed first if it is not current)"
+    )  # fmt: skip
     args = ap.parse_args()
     print(f"start: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,6 +335,111 @@ def main() -> None:
         store.close()
 
 
+def _size_mb(paths: list[str]) -> float:
+    return sum(os.path.getsize(p) for p in paths) / 1e6
+
+
+def _sink(fmt: exports.Exporter, out: Path) -> exports.Sink:
+    return exports.Sink(directory=out) if fmt.multi_file else exports.Sink(file=out)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _setting(store: Store, name: str) -> str:
+    return str(store.con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0])
+
+
+def _buffers_mb(store: Store) -> float:
+    rows = store.con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()
+    return float(rows[0][0] or 0) / 2**20
+
+
+def release_cache(store: Store, memory_limit: str) -> None:
+    """What DuckDB keeps after the policy, and whether a lower memory_limit gives it back.
+    Restores the limit from the text it was set with: current_setting() answers a rounded,
+    human-readable value ('1GB' reads '953.6 MiB'; set back, that is 953.6 * 2^20 bytes, which
+    reads '953.5 MiB'), so saving and restoring its text lowers the limit a little, once."""
+    time.sleep(2)  # the background allocator threads hand freed memory back meanwhile
+    print(f"  after the policy: RSS {rss_mb():.0f} MB, DuckDB buffers {_buffers_mb(store):.0f} MB")
+    text = _setting(store, "memory_limit")
+    store.con.execute("SET memory_limit = '64MB'")
+    time.sleep(2)
+    print(f"  memory_limit 64MB: RSS {rss_mb():.0f} MB, DuckDB buffers {_buffers_mb(store):.0f} MB")
+    store.con.execute(f"SET memory_limit = '{text}'")
+    drifted = _setting(store, "memory_limit")
+    store.con.execute(f"SET memory_limit = '{memory_limit}'")
+    print(f"  restored from current_setting's text {text!r}: {drifted!r}; "
+          f"from {memory_limit!r}: {_setting(store, 'memory_limit')!r}")  # fmt: skip
+
+
+def run_exports(store: Store, tmp: Path, policy: SuppressionsConfig, memory_limit: str) -> float:
+    """The policy, then each export, each phase with its own peak RSS. Two ways: (1) from the
+    decisions held as one Arrow table (the writers' own time, as in the figures before
+    streaming), then (2) end to end as `mtalens suppressions export` runs: the policy's
+    batches streamed into the writer, nothing held. Returns the slowest writer time (1)."""
+    gc.collect()
+    with (
+        Phase("policy, streamed (batches read and dropped)"),
+        suppressions.decision_batches(store, policy, now=NOW) as batches,
+    ):
+        rows = sum(b.num_rows for b in batches)
+    print(f"  {rows:,} suppressions")
+    with (
+        Phase("policy, held (one Arrow table)"),
+        suppressions.decision_batches(store, policy, now=NOW) as batches,
+    ):
+        table = pa.Table.from_batches(list(batches))
+    print(f"  {table.num_rows:,} rows, {table.nbytes / 1e6:.0f} MB of Arrow buffers")
+    release_cache(store, memory_limit)
+    worst = 0.0
+    for fmt in exports.EXPORTERS:
+        sink = _sink(fmt, tmp / f"held-{fmt.name}")
+        with Phase(f"export {fmt.name} (writer only, from the held table)") as ph:
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            outcome = exports.export_batches(fmt, frame.iter_slices(100_000), sink)
+            sink.commit()
+            del frame
+        worst = max(worst, ph.seconds)
+        print(f"  {len(sink.written):5d} files {_size_mb(sink.written):8.1f} MB  "
+              f"{outcome.added:,} rows, {outcome.skipped.height:,} skipped")  # fmt: skip
+        _remove(tmp / f"held-{fmt.name}")
+    del table
+    gc.collect()
+    for fmt in exports.EXPORTERS:
+        out = tmp / f"e2e-{fmt.name}"
+        with Phase(f"export {fmt.name} end to end (policy + writer, streamed)"):
+            r = exports.export_suppressions(store, policy, fmt.name, now=NOW, out=out)
+        print(f"  {len(r.files):5d} files {_size_mb(list(r.files)):8.1f} MB  "
+              f"{r.exported:,} rows, {len(r.skipped):,} skipped")  # fmt: skip
+        _remove(out)
+    with store.transaction() as con:  # a kept store: start the target from scratch
+        con.execute("DELETE FROM suppression_export_state WHERE name = 'bench-stream'")
+        con.execute("DELETE FROM suppression_export_targets WHERE name = 'bench-stream'")
+    for run in ("first run, all additions", "again, nothing new"):
+        out = tmp / "e2e-since-last"
+        with Phase(f"export ses-csv --since-last, {run}"):
+            r = exports.export_suppressions(
+                store, policy, "ses-csv", now=NOW, out=out, since_last="bench-stream"
+            )
+        print(f"  {len(r.files):5d} files, added {r.added:,}, removed {r.removed:,}")
+        _remove(out)
+    return worst
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def run(store: Store, tmp: Path, args: argparse.Namespace) -> None:
     policy = SuppressionsConfig()
     with Phase("address normalisation (prepare)"):
@@ -331,6 +456,15 @@ def run(store: Store, tmp: Path, args: argparse.Namespace) -> None:
         print(f"  {len(staged):,} suppressions")
         del staged
 
+    if args.exports_only:
+        if not suppressions.summary_usable(store, policy):
+            with Phase("summary: refresh"):
+                suppressions.refresh_suppression_summary(store, policy)
+        worst = run_exports(store, tmp, policy, args.memory_limit)
+        print(f"whole run peak RSS (largest phase peak) {Phase.worst_peak:.0f} MB; end: {load()}")
+        print(f"slowest export (writer only) {worst:.2f} s < 5 s: {worst < 5}; "
+              f"memory < 2048 MB: {Phase.worst_peak < 2048}")  # fmt: skip
+        return
     with store.transaction() as con:  # a kept store may hold a summary: start from empty
         con.execute("DELETE FROM suppression_summary_state")
     with Phase("summary: full refresh from empty (one-off)") as full:
@@ -348,19 +482,9 @@ def run(store: Store, tmp: Path, args: argparse.Namespace) -> None:
     if args.reference:
         print(f"  equals the reference: {ref.equals(frame)}")
         del ref
+    del frame
 
-    worst = 0.0
-    for fmt in () if args.no_exports else exports.EXPORTERS:
-        with Phase(f"export {fmt.name}") as ph:
-            files, adds, _, skipped, _ = exports.export_frame(fmt, frame)
-            exports._write_files(files, tmp / fmt.name, directory=True)
-        worst = max(worst, ph.seconds)
-        size = sum(len(text) for _, text in files)
-        print(f"  {len(files):5d} files {size / 1e6:8.1f} MB  {adds.height:,} rows, "
-              f"{skipped.height:,} skipped")  # fmt: skip
-        del files, adds, skipped  # one export's text at a time, as in `suppressions export`
-
-    del frame  # the phases below hold their own
+    worst = 0.0 if args.no_exports else run_exports(store, tmp, policy, args.memory_limit)
     append_deliveries(store, args.batch, args.addresses, batch=1)
     store.con.execute("CHECKPOINT")
     with Phase(f"policy with {args.batch:,} unfolded deliveries (no refresh)") as small:

@@ -7,32 +7,40 @@ evaluates the policy (pipeline/suppressions.py), reports unsafe addresses instea
 them, and for a named target (``since_last``) remembers what the target already holds so the
 next run emits only the difference.
 
+Exports stream: the policy's decisions come from DuckDB as Arrow record batches in address
+order (``suppressions.decision_batches``), each batch is checked, transformed with polars
+expressions and written to its file (or stdout) before the next one is read, so neither the
+whole list nor a whole file's text is ever held in Python (issue 5: < 2 GB at 1 M addresses).
+Files go to hidden temporary names beside their targets and are renamed only when the whole
+export succeeded: a reader (postmap, an uploader) never sees half a file or half a split set.
+
 Addresses and diagnostics come from mail, so they are attacker-controlled. Every format
 exports only plain ASCII addresses (dot-atom local part, LDH domain: no quotes, spaces, commas,
 brackets or control characters), so no address can add a line or a field anywhere. CSV formats
 also refuse addresses that a spreadsheet would read as a formula (leading ``=``, ``+``, ``-``,
 ``@``; OWASP "CSV Injection"), and the generic CSV neutralises text fields the same way (a
 leading apostrophe, control characters replaced by spaces). Postfix maps refuse a leading ``#``
-(postmap(1): a comment line). JSON is always built by ``json.dumps`` or polars' JSON encoder.
+(postmap(1): a comment line). Every JSON value is made by polars' JSON encoder
+(``write_ndjson``, ``struct.json_encode``); request bodies only join its output with fixed
+brackets and commas.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import tempfile
-import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import IO, Any, Final, Protocol
 
 import polars as pl
 
 from pipeline.config import SuppressionsConfig
 from pipeline.store import Store
-from pipeline.suppressions import SuppressionError, decisions_frame
+from pipeline.suppressions import SuppressionError, decision_batches
 
 # RFC 5322 section 3.2.3 atext, dots between atoms, LDH domain already lower-cased.
 _SAFE_ADDRESS: Final = (
@@ -56,6 +64,79 @@ class ExportError(ValueError):
     """The export cannot be done as asked (unknown format, missing output, wrong target)."""
 
 
+class Sink:
+    """Where an export's files go: a directory (split formats), one file, a binary stream
+    (stdout), or, with none of them, memory (``contents``: names and bytes).
+
+    Files are written under hidden temporary names beside their targets; ``commit`` renames
+    them all, ``abort`` removes them: an export that fails half-way leaves no file behind."""
+
+    def __init__(
+        self,
+        *,
+        directory: Path | None = None,
+        file: Path | None = None,
+        stream: IO[bytes] | None = None,
+    ) -> None:
+        self._directory = directory
+        self._file = file
+        self._stream = stream
+        self._open: list[IO[bytes]] = []
+        self._renames: list[tuple[str, Path]] = []  # (temporary path, target)
+        self._memory: list[tuple[str, io.BytesIO]] = []
+        self.names: list[str] = []
+        self.written: list[str] = []
+        self.contents: list[tuple[str, bytes]] = []
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def create(self, name: str) -> IO[bytes]:
+        """A new output called ``name``; hand it back with ``done`` once it is complete."""
+        if (self._file is not None or self._stream is not None) and self.names:
+            raise ExportError("internal: a single-file format produced several files")
+        self.names.append(name)
+        target = self._directory / name if self._directory is not None else self._file
+        if target is None:
+            if self._stream is not None:
+                return self._stream
+            buffer = io.BytesIO()
+            self._memory.append((name, buffer))
+            return buffer
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        self._renames.append((tmp, target))
+        fh = os.fdopen(fd, "wb", buffering=1 << 18)
+        self._open.append(fh)
+        return fh
+
+    def done(self, fh: IO[bytes]) -> None:
+        """``fh`` is complete: close it (a temporary file) or flush it (a stream)."""
+        if fh is self._stream:
+            fh.flush()
+        elif fh in self._open:
+            self._open.remove(fh)
+            fh.close()
+
+    def commit(self) -> None:
+        for fh in self._open:
+            fh.close()
+        self._open.clear()
+        for tmp, target in self._renames:
+            os.replace(tmp, target)
+            self.written.append(str(target))
+        self._renames.clear()
+        self.contents = [(name, buffer.getvalue()) for name, buffer in self._memory]
+        if self._stream is not None:
+            self._stream.flush()
+
+    def abort(self) -> None:
+        for fh in self._open:
+            fh.close()
+        self._open.clear()
+        for tmp, _target in self._renames:
+            Path(tmp).unlink(missing_ok=True)
+        self._renames.clear()
+
+
 class Exporter(Protocol):
     @property
     def name(self) -> str: ...
@@ -70,7 +151,12 @@ class Exporter(Protocol):
 
     def problems(self, frame: pl.DataFrame) -> pl.Series: ...
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]: ...
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        """Write the additions (the whole list for a snapshot), a frame at a time, in order.
+        At least one frame (maybe empty) comes; a writer reads every frame."""
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        """Write the removals (``address``, ``kind``); called only when there are some."""
 
 
 def _base_problems(frame: pl.DataFrame, *extra: tuple[str, str]) -> pl.Series:
@@ -81,17 +167,123 @@ def _base_problems(frame: pl.DataFrame, *extra: tuple[str, str]) -> pl.Series:
     return frame.select(expr.otherwise(pl.lit(None, dtype=pl.String)).alias("problem"))["problem"]
 
 
-def _csv_text(frame: pl.DataFrame, *, header: bool) -> str:
-    return frame.write_csv(include_header=header, line_terminator="\n", quote_style="necessary")
+def _write_csv(
+    sink: Sink, name: str, frames: Iterable[pl.DataFrame], select: list[pl.Expr]
+) -> None:
+    """One CSV file with a header row, ``select`` applied to each frame."""
+    fh = sink.create(name)
+    header = True
+    for frame in frames:
+        frame.select(select).write_csv(
+            fh, include_header=header, line_terminator="\n", quote_style="necessary"
+        )
+        header = False
+    sink.done(fh)
 
 
-def _chunks(values: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [values[i : i + size] for i in range(0, len(values), size)]
+def _write_lines(lines: pl.Series, fh: IO[bytes]) -> None:
+    """Text lines (JSON objects, map entries) joined by polars, written as one block."""
+    if lines.len():
+        fh.write(lines.str.join("\n").item().encode("utf-8") + b"\n")
+
+
+def _write_split(
+    sink: Sink,
+    frames: Iterable[pl.DataFrame],
+    limit: int,
+    name: str,
+    write: Callable[[pl.DataFrame, IO[bytes]], None],
+) -> None:
+    """Files of at most ``limit`` rows named ``name.format(n)`` (n from 1); ``write(part, fh)``
+    writes the rows of one part. No rows, no file."""
+    fh: IO[bytes] | None = None
+    used = files = 0
+    for frame in frames:
+        start = 0
+        while start < frame.height:
+            if fh is None or used == limit:
+                if fh is not None:
+                    sink.done(fh)
+                files += 1
+                fh, used = sink.create(name.format(files)), 0
+            part = frame.slice(start, limit - used)
+            write(part, fh)
+            used += part.height
+            start += part.height
+    if fh is not None:
+        sink.done(fh)
+
+
+def _write_bodies(
+    sink: Sink,
+    frames: Iterable[pl.DataFrame],
+    size: int,
+    name: str,
+    item: pl.Expr,
+    wrap: tuple[str, str],
+) -> None:
+    """JSON request bodies of at most ``size`` items each, one file per body: ``item`` (a JSON
+    text made by polars' encoder) per address, joined and wrapped by polars, not one Python
+    object per address. Items left over from one frame fill the next body."""
+    carry: pl.DataFrame | None = None
+    files = 0
+
+    def bodies(items: pl.DataFrame) -> None:
+        nonlocal files
+        grouped = (
+            items.with_row_index("n")
+            .group_by(pl.col("n") // size, maintain_order=True)
+            .agg(pl.col("item").str.join(","))
+            .select(pl.concat_str(pl.lit(wrap[0]), pl.col("item"), pl.lit(wrap[1])))
+            .to_series()
+        )
+        for body in grouped:
+            files += 1
+            fh = sink.create(name.format(files))
+            fh.write(body.encode("utf-8"))
+            sink.done(fh)
+
+    for frame in frames:
+        items = frame.select(item.alias("item"))
+        if carry is not None:
+            items = pl.concat([carry, items])
+        whole = items.height - items.height % size
+        if whole:
+            bodies(items.slice(0, whole))
+        carry = items.slice(whole)
+    if carry is not None and carry.height:
+        bodies(carry)
+
+
+def _json_string(col: str) -> pl.Expr:
+    # the JSON string literal of a column, by polars' encoder: {"a":"x"} -> "x"
+    return pl.struct(pl.col(col).alias("a")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+
+
+# RFC 3986 section 2.3: only ALPHA / DIGIT / "-" / "." / "_" / "~" stand for themselves in a
+# path segment; section 2.1: anything else is percent-encoded (as urllib.parse.quote with
+# safe=""). These are the other characters a safe address (RFC 5322 atext, "." and "@") can
+# hold; "%" comes first so that no escape is escaped again.
+_PERCENT_ENCODED: Final = "%!#$&'*+/=?^`{|}@"
+
+
+def _path_segment(col: str) -> pl.Expr:
+    expr = pl.col(col)
+    for ch in _PERCENT_ENCODED:
+        expr = expr.str.replace_all(ch, f"%{ord(ch):02X}", literal=True)
+    return expr
 
 
 def _rfc2822(col: str) -> pl.Expr:
     # RFC 5322 section 3.3 date-time, in UTC (Mailgun's created_at)
     return pl.col(col).dt.convert_time_zone("UTC").dt.strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def _iso(col: str) -> pl.Expr:
+    return pl.col(col).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ").alias(col)
+
+
+_TIMES: Final = ("first_evidence", "last_evidence", "suppressed_at", "expires_at")
 
 
 def _status_for(kind: pl.Expr, reason: pl.Expr) -> pl.Expr:
@@ -121,6 +313,11 @@ def _neutralise(col: str) -> pl.Expr:
     ).alias(col)
 
 
+def _only(frames: Iterable[pl.DataFrame], predicate: pl.Expr) -> Iterator[pl.DataFrame]:
+    for frame in frames:
+        yield frame.filter(predicate)
+
+
 @dataclass(frozen=True, slots=True)
 class GenericCsv:
     name: str = "csv"
@@ -132,14 +329,23 @@ class GenericCsv:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        out = adds.select(
-            [_neutralise(c) if adds[c].dtype == pl.String else pl.col(c) for c in COLUMNS]
-        ).with_columns(
-            pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-            for c in ("first_evidence", "last_evidence", "suppressed_at", "expires_at")
-        )
-        return [("suppressions.csv", _csv_text(out, header=True))]
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        select = [
+            _iso(c) if c in _TIMES else _neutralise(c) if c in _TEXT_COLUMNS else pl.col(c)
+            for c in COLUMNS
+        ]
+        _write_csv(sink, "suppressions.csv", adds, select)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
+
+
+# the text columns of COLUMNS (neutralised in the generic CSV); the rest are numbers, times
+# and booleans, which a spreadsheet cannot read as a formula
+_TEXT_COLUMNS: Final = frozenset(
+    {"address", "kind", "reason", "category", "rule_id", "policy_rule", "status_code",
+     "diagnostic"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +359,16 @@ class GenericJsonl:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame)
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        out = adds.select([*COLUMNS, "event_ids"]).with_columns(
-            pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-            for c in ("first_evidence", "last_evidence", "suppressed_at", "expires_at")
-        )
-        text = out.write_ndjson() if out.height else ""
-        return [("suppressions.jsonl", text)]
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        fh = sink.create("suppressions.jsonl")
+        for frame in adds:
+            if frame.height:
+                out = frame.select([*COLUMNS, "event_ids"]).with_columns(_iso(c) for c in _TIMES)
+                out.write_ndjson(fh)
+        sink.done(fh)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
 
 
 # Amazon SES v2 account-level suppression list bulk import (CreateImportJob with a
@@ -168,14 +377,23 @@ class GenericJsonl:
 SES_FILE_LIMIT: Final = 100_000
 
 
-def _ses_reason(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select(
-        pl.col("address"),
-        pl.when(pl.col("kind") == "complaint")
-        .then(pl.lit("COMPLAINT"))
-        .otherwise(pl.lit("BOUNCE"))
-        .alias("reason"),
-    )
+def _ses_reason(frames: Iterable[pl.DataFrame], address: str) -> Iterator[pl.DataFrame]:
+    for frame in frames:
+        yield frame.select(
+            pl.col("address").alias(address),
+            pl.when(pl.col("kind") == "complaint")
+            .then(pl.lit("COMPLAINT"))
+            .otherwise(pl.lit("BOUNCE"))
+            .alias("reason"),
+        )
+
+
+def _csv_rows(part: pl.DataFrame, fh: IO[bytes]) -> None:
+    part.write_csv(fh, include_header=False, line_terminator="\n", quote_style="necessary")
+
+
+def _ndjson_rows(part: pl.DataFrame, fh: IO[bytes]) -> None:
+    part.write_ndjson(fh)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +407,13 @@ class SesCsv:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        files = []
-        for action, frame in (("put", adds), ("delete", removes)):
-            rows = _ses_reason(frame)
-            for i, start in enumerate(range(0, rows.height, SES_FILE_LIMIT), 1):
-                part = rows.slice(start, SES_FILE_LIMIT)
-                files.append((f"ses-{action}-{i:04d}.csv", _csv_text(part, header=False)))
-        return files
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        rows = _ses_reason(adds, "address")
+        _write_split(sink, rows, SES_FILE_LIMIT, "ses-put-{:04d}.csv", _csv_rows)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        rows = _ses_reason([removes], "address")
+        _write_split(sink, rows, SES_FILE_LIMIT, "ses-delete-{:04d}.csv", _csv_rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,18 +427,13 @@ class SesJsonl:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame)
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        files = []
-        for action, frame in (("put", adds), ("delete", removes)):
-            rows = _ses_reason(frame).rename({"address": "emailAddress"})
-            for i, start in enumerate(range(0, rows.height, SES_FILE_LIMIT), 1):
-                files.append(
-                    (
-                        f"ses-{action}-{i:04d}.jsonl",
-                        rows.slice(start, SES_FILE_LIMIT).write_ndjson(),
-                    )
-                )
-        return files
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        rows = _ses_reason(adds, "emailAddress")
+        _write_split(sink, rows, SES_FILE_LIMIT, "ses-put-{:04d}.jsonl", _ndjson_rows)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        rows = _ses_reason([removes], "emailAddress")
+        _write_split(sink, rows, SES_FILE_LIMIT, "ses-delete-{:04d}.jsonl", _ndjson_rows)
 
 
 # Mailgun suppression imports (CSV with a header row): bounces "address, code, error,
@@ -239,8 +451,8 @@ class MailgunBounces:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        rows = adds.filter(pl.col("kind").is_in(["hard", "soft"])).select(
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        select = [
             pl.col("address"),
             pl.col("reply_code")
             .fill_null(pl.when(pl.col("kind") == "hard").then(550).otherwise(452))
@@ -248,8 +460,12 @@ class MailgunBounces:
             .alias("code"),
             _neutralise("error_text").alias("error"),
             _rfc2822("suppressed_at").alias("created_at"),
-        )
-        return [("mailgun-bounces.csv", _csv_text(rows, header=True))]
+        ]
+        rows = _only(adds, pl.col("kind").is_in(["hard", "soft"]))
+        _write_csv(sink, "mailgun-bounces.csv", rows, select)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +479,13 @@ class MailgunComplaints:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        rows = adds.filter(pl.col("kind") == "complaint").select(
-            pl.col("address"), _rfc2822("suppressed_at").alias("created_at")
-        )
-        return [("mailgun-complaints.csv", _csv_text(rows, header=True))]
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        select = [pl.col("address"), _rfc2822("suppressed_at").alias("created_at")]
+        rows = _only(adds, pl.col("kind") == "complaint")
+        _write_csv(sink, "mailgun-complaints.csv", rows, select)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,13 +499,17 @@ class MailgunUnsubscribes:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        rows = adds.filter(pl.col("kind") == "manual").select(
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        select = [
             pl.col("address"),
             pl.lit("*").alias("tags"),
             _rfc2822("suppressed_at").alias("created_at"),
-        )
-        return [("mailgun-unsubscribes.csv", _csv_text(rows, header=True))]
+        ]
+        rows = _only(adds, pl.col("kind") == "manual")
+        _write_csv(sink, "mailgun-unsubscribes.csv", rows, select)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
 
 
 # SendGrid "Add recipient addresses to the global suppression group":
@@ -308,29 +530,36 @@ class SendgridGlobal:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame)
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        files = [
-            (f"sendgrid-global-add-{i:04d}.json", json.dumps({"recipient_emails": list(chunk)}))
-            for i, chunk in enumerate(_chunks(adds["address"].to_list(), SENDGRID_BATCH), 1)
-        ]
-        if removes.height:
-            lines = [
-                json.dumps(
-                    {
-                        "method": "DELETE",
-                        "path": "/v3/asm/suppressions/global/" + urllib.parse.quote(a, safe=""),
-                    }
-                )
-                for a in removes["address"].to_list()
-            ]
-            files.append(("sendgrid-global-delete.jsonl", "\n".join(lines) + "\n"))
-        return files
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        _write_bodies(
+            sink,
+            adds,
+            SENDGRID_BATCH,
+            "sendgrid-global-add-{:04d}.json",
+            _json_string("address"),
+            ('{"recipient_emails":[', "]}"),
+        )
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        lines = removes.select(
+            pl.struct(
+                pl.lit("DELETE").alias("method"),
+                (pl.lit("/v3/asm/suppressions/global/") + _path_segment("address")).alias("path"),
+            ).struct.json_encode()
+        ).to_series()
+        fh = sink.create("sendgrid-global-delete.jsonl")
+        _write_lines(lines, fh)
+        sink.done(fh)
 
 
 # Postmark suppressions API: POST /message-streams/{stream}/suppressions and
 # .../suppressions/delete with {"Suppressions": [{"EmailAddress": ...}]}, 50 per request.
 # https://postmarkapp.com/developer/api/suppressions-api
 POSTMARK_BATCH: Final = 50
+
+
+def _postmark_item() -> pl.Expr:
+    return pl.struct(pl.col("address").alias("EmailAddress")).struct.json_encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,13 +573,25 @@ class Postmark:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame)
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        files = []
-        for action, frame in (("add", adds), ("delete", removes)):
-            for i, chunk in enumerate(_chunks(frame["address"].to_list(), POSTMARK_BATCH), 1):
-                body = {"Suppressions": [{"EmailAddress": a} for a in chunk]}
-                files.append((f"postmark-{action}-{i:04d}.json", json.dumps(body)))
-        return files
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        _write_bodies(
+            sink,
+            adds,
+            POSTMARK_BATCH,
+            "postmark-add-{:04d}.json",
+            _postmark_item(),
+            ('{"Suppressions":[', "]}"),
+        )
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        _write_bodies(
+            sink,
+            [removes],
+            POSTMARK_BATCH,
+            "postmark-delete-{:04d}.json",
+            _postmark_item(),
+            ('{"Suppressions":[', "]}"),
+        )
 
 
 # listmonk subscriber import (Subscribers -> Import, mode "blocklist"): CSV with the header
@@ -366,8 +607,8 @@ class Listmonk:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (_FORMULA_START, FORMULA))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        rows = adds.select(
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        select = [
             pl.col("address").alias("email"),
             pl.col("address").alias("name"),
             pl.struct(
@@ -375,8 +616,18 @@ class Listmonk:
             )
             .struct.json_encode()
             .alias("attributes"),
-        )
-        return [("listmonk-blocklist.csv", _csv_text(rows, header=True))]
+        ]
+        _write_csv(sink, "listmonk-blocklist.csv", adds, select)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        raise ExportError(f"internal: {self.name} cannot express removals")
+
+
+def _write_map(sink: Sink, name: str, frames: Iterable[pl.DataFrame], line: pl.Expr) -> None:
+    fh = sink.create(name)
+    for frame in frames:
+        _write_lines(frame.select(line).to_series(), fh)
+    sink.done(fh)
 
 
 # Postfix access(5) table for smtpd_recipient_restrictions = check_recipient_access: "REJECT
@@ -392,17 +643,18 @@ class PostfixAccess:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (r"^#", COMMENT))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        lines = adds.select(
-            pl.concat_str(
-                pl.col("address"),
-                pl.lit(" REJECT suppressed by mtalens: "),
-                _word("kind"),
-                pl.lit(" "),
-                _word("reason"),
-            )
-        ).to_series()
-        return [("access", "".join(line + "\n" for line in lines.to_list()))]
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        line = pl.concat_str(
+            pl.col("address"),
+            pl.lit(" REJECT suppressed by mtalens: "),
+            _word("kind"),
+            pl.lit(" "),
+            _word("reason"),
+        )
+        _write_map(sink, "access", adds, line)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        pass  # a snapshot: an address no longer listed is simply not in the new map
 
 
 # Postfix transport(5) map: "error:5.1.1 text" hands the recipient to error(8), which bounces
@@ -418,19 +670,20 @@ class PostfixTransport:
     def problems(self, frame: pl.DataFrame) -> pl.Series:
         return _base_problems(frame, (r"^#", COMMENT))
 
-    def render(self, adds: pl.DataFrame, removes: pl.DataFrame) -> list[tuple[str, str]]:
-        lines = adds.select(
-            pl.concat_str(
-                pl.col("address"),
-                pl.lit(" error:"),
-                _status_for(pl.col("kind"), pl.col("reason")),
-                pl.lit(" suppressed by mtalens: "),
-                _word("kind"),
-                pl.lit(" "),
-                _word("reason"),
-            )
-        ).to_series()
-        return [("transport", "".join(line + "\n" for line in lines.to_list()))]
+    def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
+        line = pl.concat_str(
+            pl.col("address"),
+            pl.lit(" error:"),
+            _status_for(pl.col("kind"), pl.col("reason")),
+            pl.lit(" suppressed by mtalens: "),
+            _word("kind"),
+            pl.lit(" "),
+            _word("reason"),
+        )
+        _write_map(sink, "transport", adds, line)
+
+    def write_removals(self, removes: pl.DataFrame, sink: Sink) -> None:
+        pass  # a snapshot: an address no longer listed is simply not in the new map
 
 
 EXPORTERS: Final[tuple[Exporter, ...]] = (
@@ -461,7 +714,7 @@ def exporter(name: str) -> Exporter:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExportResult:
     format: str
-    files: tuple[str, ...]  # written paths, or names when returned in memory
+    files: tuple[str, ...]  # written paths, or names when returned in memory or streamed
     exported: int  # addresses in this export (additions, or all of them for a snapshot)
     added: int
     removed: int
@@ -470,37 +723,116 @@ class ExportResult:
     contents: tuple[tuple[str, str], ...] = ()  # (name, text) when no output path was given
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportOutcome:
+    """What ``export_batches`` did. ``additions`` (``address``, ``kind``) and ``removes``
+    are kept only when a previous state was given (to record it); ``added`` always counts."""
+
+    listed: int  # exportable addresses on the list now
+    added: int
+    additions: pl.DataFrame
+    removes: pl.DataFrame
+    skipped: pl.DataFrame  # address, problem
+
+
+_STATE_SCHEMA: Final = {"address": pl.String, "kind": pl.String}
+
+
+@dataclass(slots=True)
+class _Tally:
+    listed: int = 0
+    added: int = 0
+    additions: list[pl.DataFrame] = field(default_factory=list)
+    seen: list[pl.DataFrame] = field(default_factory=list)
+    skipped: list[pl.DataFrame] = field(default_factory=list)
+
+
 def prepare_frame(frame: pl.DataFrame) -> pl.DataFrame:
-    """The columns every writer may use, from ``suppressions.decisions_frame``."""
+    """The columns every writer may use, from a frame (or batch) of decisions."""
     return frame.with_columns(
         pl.coalesce(pl.col("diagnostic"), pl.col("reason")).alias("error_text")
     )
 
 
+def export_batches(
+    fmt: Exporter,
+    frames: Iterable[pl.DataFrame],
+    sink: Sink,
+    previous: pl.DataFrame | None = None,
+) -> ExportOutcome:
+    """Check each frame of decisions, hand the exportable rows to the writer as they come,
+    and work out the additions and removals against ``previous`` (``address``, ``kind``: what
+    the target holds; None: no target). The caller commits or aborts ``sink``."""
+    tally = _Tally()
+    held = None if previous is None else previous.select("address")
+
+    def rows() -> Iterator[pl.DataFrame]:
+        for raw in frames:
+            frame = prepare_frame(raw)
+            frame = frame.with_columns(fmt.problems(frame).alias("problem"))
+            bad = frame.filter(pl.col("problem").is_not_null())
+            if bad.height:
+                tally.skipped.append(bad.select("address", "problem"))
+            current = frame.filter(pl.col("problem").is_null()).drop("problem")
+            del raw, frame, bad
+            tally.listed += current.height
+            if held is None:
+                tally.added += current.height
+                yield current
+                continue
+            tally.seen.append(current.select("address"))
+            adds = current.join(held, on="address", how="anti", maintain_order="left")
+            tally.added += adds.height
+            tally.additions.append(adds.select("address", pl.col("kind").cast(pl.String)))
+            yield current if fmt.snapshot else adds
+
+    stream = rows()
+    fmt.write(stream, sink)
+    if next(stream, None) is not None:
+        raise ExportError(f"internal: the {fmt.name} writer did not read every row")
+    removes = pl.DataFrame(schema=_STATE_SCHEMA)
+    if previous is not None:
+        here = pl.concat(tally.seen) if tally.seen else pl.DataFrame(schema={"address": pl.String})
+        removes = (
+            previous.join(here, on="address", how="anti")
+            .select("address", pl.col("kind").cast(pl.String))
+            .sort("address")
+        )
+        if fmt.removals and removes.height:
+            fmt.write_removals(removes, sink)
+    skipped = (
+        pl.concat(tally.skipped)
+        if tally.skipped
+        else pl.DataFrame(schema={"address": pl.String, "problem": pl.String})
+    )
+    additions = (
+        pl.concat(tally.additions) if tally.additions else pl.DataFrame(schema=_STATE_SCHEMA)
+    )
+    return ExportOutcome(
+        listed=tally.listed,
+        added=tally.added,
+        additions=additions,
+        removes=removes,
+        skipped=skipped,
+    )
+
+
 def export_frame(
     fmt: Exporter, frame: pl.DataFrame, previous: pl.DataFrame | None = None
-) -> tuple[list[tuple[str, str]], pl.DataFrame, pl.DataFrame, pl.DataFrame, int]:
-    """Pure part of an export: (files, additions, removals, skipped, removals not expressible).
+) -> tuple[list[tuple[str, str]], ExportOutcome]:
+    """An export of a frame of decisions held in memory (notebooks, tests): the files as
+    (name, text) and what was exported."""
+    sink = Sink()
+    outcome = export_batches(fmt, [frame], sink, previous)
+    sink.commit()
+    return [(name, data.decode("utf-8")) for name, data in sink.contents], outcome
 
-    ``previous`` (a frame with ``address``) is what the target already holds."""
-    frame = prepare_frame(frame)
-    problems = fmt.problems(frame)
-    frame = frame.with_columns(problems.alias("problem"))
-    skipped = frame.filter(pl.col("problem").is_not_null()).select("address", "problem")
-    current = frame.filter(pl.col("problem").is_null())
-    if previous is None:
-        adds = current
-        removes = pl.DataFrame(schema={"address": pl.String, "kind": pl.String})
-    else:
-        adds = current.join(previous.select("address"), on="address", how="anti")
-        gone = previous.join(current.select("address"), on="address", how="anti")
-        removes = gone.select("address", pl.col("kind").cast(pl.String))
-    unexpressible = 0 if fmt.removals else removes.height
-    if fmt.snapshot:
-        files = fmt.render(current, removes)
-    else:
-        files = fmt.render(adds, removes if fmt.removals else removes.clear())
-    return files, adds, removes, skipped, unexpressible
+
+def _batch_frames(batches: Iterable[Any]) -> Iterator[pl.DataFrame]:
+    for batch in batches:
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        yield frame
 
 
 def export_suppressions(
@@ -511,82 +843,70 @@ def export_suppressions(
     now: datetime,
     out: Path | None = None,
     since_last: str | None = None,
+    stream: IO[bytes] | None = None,
 ) -> ExportResult:
-    """Evaluate the policy and export; with ``since_last`` only what target NAME lacks."""
+    """Evaluate the policy and export; with ``since_last`` only what target NAME lacks.
+    Written to ``out`` (a file, or a directory for split formats), else to ``stream`` (a
+    binary stream such as stdout), else returned in ``contents``."""
     fmt = exporter(fmt_name)
     if out is None and fmt.multi_file:
         raise ExportError(f"format {fmt.name} writes several files: give -o DIRECTORY")
     if since_last is not None and store.read_only:
         raise SuppressionError("--since-last records what was exported: the store must be writable")
-    frame = decisions_frame(store, policy, now=now)
-    previous = None
-    if since_last is not None:
-        known = store.con.execute(
-            "SELECT format FROM suppression_export_targets WHERE name = ?", [since_last]
-        ).fetchall()
-        if known and known[0][0] != fmt.name:
-            raise ExportError(f"target {since_last!r} is a {known[0][0]} target, not {fmt.name}")
-        prev = pl.from_arrow(
-            store.con.sql(
-                "SELECT address, kind FROM suppression_export_state WHERE name = ?",
-                params=[since_last],
-            ).to_arrow_table()
-        )
-        assert isinstance(prev, pl.DataFrame)
-        previous = prev
-    files, adds, removes, skipped, unexpressible = export_frame(fmt, frame, previous)
-    written: list[str] = []
-    contents: tuple[tuple[str, str], ...] = ()
+    previous = None if since_last is None else _target_state(store, since_last, fmt)
     if out is None:
-        contents = tuple(files)
+        sink = Sink(stream=stream)
+    elif fmt.multi_file:
+        sink = Sink(directory=out)
     else:
-        written = _write_files(files, out, directory=fmt.multi_file)
+        sink = Sink(file=out)
+    try:
+        with decision_batches(store, policy, now=now) as batches:
+            outcome = export_batches(fmt, _batch_frames(batches), sink, previous)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
     if since_last is not None:
-        _record(store, since_last, fmt, adds, removes, now)
+        _record(store, since_last, fmt, outcome.additions, outcome.removes, now)
+    removed = outcome.removes.height
+    skipped = outcome.skipped
     return ExportResult(
         format=fmt.name,
-        files=tuple(written) if out is not None else tuple(n for n, _ in files),
-        exported=(frame.height - skipped.height) if fmt.snapshot else adds.height,
-        added=adds.height,
-        removed=removes.height if fmt.removals else 0,
-        removals_not_expressible=unexpressible,
+        files=tuple(sink.written) if out is not None else tuple(sink.names),
+        exported=outcome.listed if fmt.snapshot else outcome.added,
+        added=outcome.added,
+        removed=removed if fmt.removals else 0,
+        removals_not_expressible=0 if fmt.removals else removed,
         skipped=tuple(zip(skipped["address"].to_list(), skipped["problem"].to_list(), strict=True)),
-        contents=contents,
+        contents=tuple((name, data.decode("utf-8")) for name, data in sink.contents),
     )
 
 
-def _write_files(files: list[tuple[str, str]], out: Path, *, directory: bool) -> list[str]:
-    if directory:
-        out.mkdir(parents=True, exist_ok=True)
-        targets = [(out / name, text) for name, text in files]
-    else:
-        if len(files) != 1:
-            raise ExportError("internal: a single-file format produced several files")
-        targets = [(out, files[0][1])]
-    written = []
-    for path, text in targets:
-        # write beside, then rename: a reader (postmap, an uploader) never sees half a file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        written.append(str(path))
-    return written
+def _target_state(store: Store, name: str, fmt: Exporter) -> pl.DataFrame:
+    """What target ``name`` already holds (``address``, ``kind``)."""
+    known = store.con.execute(
+        "SELECT format FROM suppression_export_targets WHERE name = ?", [name]
+    ).fetchall()
+    if known and known[0][0] != fmt.name:
+        raise ExportError(f"target {name!r} is a {known[0][0]} target, not {fmt.name}")
+    prev = pl.from_arrow(
+        store.con.sql(
+            "SELECT address, kind FROM suppression_export_state WHERE name = ?", params=[name]
+        ).to_arrow_table()
+    )
+    assert isinstance(prev, pl.DataFrame)
+    return prev.cast(_STATE_SCHEMA)  # type: ignore[arg-type]
 
 
 def _record(
     store: Store,
     name: str,
     fmt: Exporter,
-    adds: pl.DataFrame,
+    added: pl.DataFrame,
     removes: pl.DataFrame,
     now: datetime,
 ) -> None:
-    added = adds.select("address", "kind")
     gone = removes.select("address")
     with store.transaction() as con:
         con.execute(

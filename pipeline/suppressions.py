@@ -1161,6 +1161,40 @@ def _stream(store: Store, sql: str, params: list[Any]) -> pa.Table:
     return pa.Table.from_batches(list(reader), schema=reader.schema)
 
 
+@contextmanager
+def decision_batches(
+    store: Store,
+    policy: SuppressionsConfig,
+    *,
+    now: datetime,
+    suppressed_only: bool = True,
+    rows: int = 100_000,
+) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The rows of ``decisions_frame``, in address order, as Arrow record batches of at most
+    ``rows`` rows, read from DuckDB while the caller consumes them (exports write each batch
+    and let it go: a million decisions are never all in Python at once). At least one batch
+    (maybe empty) comes out, so a consumer always sees the schema. Valid inside the ``with``
+    block only; the connection runs no other query until the batches are read or the block
+    ends. Filtered on ``suppressed`` batch by batch, not in SQL (see ``_stream``)."""
+    with evaluated_decisions(store, policy, now=now) as (sql, params):
+        reader = store.con.sql(sql + " ORDER BY address", params=params).to_arrow_reader(rows)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            empty = True
+            for batch in reader:
+                if suppressed_only:
+                    batch = batch.filter(batch.column("suppressed"))
+                empty = False
+                yield batch
+            if empty:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+
+        try:
+            yield batches()
+        finally:
+            reader.close()
+
+
 def suppressions_table(items: list[Suppression], columns: tuple[str, ...] = LIST_COLUMNS) -> Table:
     rows = [
         tuple(",".join(v) if isinstance(v := getattr(s, c), tuple) else v for c in columns)

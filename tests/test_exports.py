@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import urllib.parse
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -30,6 +33,10 @@ EVIL_DIAG = '=HYPERLINK("http://evil.example","x")\r\nsecond line,"quoted"'
 
 @pytest.fixture
 def store() -> Store:
+    return _store()
+
+
+def _store() -> Store:
     s = Store.memory()
     log(s, "hard@example.com", day(0), diagnostic=EVIL_DIAG)
     log(s, "host@nowhere.example", day(1), reason="hostunknown", dsn="5.4.4", reply_code=None)
@@ -123,10 +130,10 @@ def test_ses_splits_at_100000() -> None:
     frame = pl.DataFrame({"address": [f"u{i}@example.com" for i in range(n)], "kind": ["hard"] * n,
                           "diagnostic": [None] * n, "reason": ["userunknown"] * n},
                          schema_overrides={"diagnostic": pl.String})  # fmt: skip
-    files, adds, _, skipped_, _ = X.export_frame(X.exporter("ses-csv"), frame)
+    files, outcome = X.export_frame(X.exporter("ses-csv"), frame)
     assert [name for name, _ in files] == ["ses-put-0001.csv", "ses-put-0002.csv"]
     assert [t.count("\n") for _, t in files] == [X.SES_FILE_LIMIT, 1]
-    assert adds.height == n and skipped_.height == 0
+    assert outcome.added == n and outcome.skipped.height == 0
 
 
 def test_mailgun_bounces_complaints_unsubscribes(store: Store) -> None:
@@ -294,3 +301,145 @@ def test_cli_list_explain_export(tmp_path: Path) -> None:
         app, ["suppressions", "list", "--db", str(db), "--format", "csv", "--sender-side"]
     )
     assert res.exit_code == 0 and res.stdout.startswith("reason,")
+
+
+@pytest.fixture(scope="module")
+def decisions() -> pl.DataFrame:
+    return _decisions(_store())
+
+
+def _decisions(store: Store) -> pl.DataFrame:
+    frame = S.decisions_frame(store, POLICY, now=NOW)
+    bulk = pl.concat(
+        [frame.head(1).with_columns(pl.lit(f"b{i:04d}@example.com").alias("address"))
+         for i in range(120)]
+    )  # fmt: skip
+    return pl.concat([frame, bulk]).sort("address")
+
+
+@pytest.mark.parametrize("fmt", [e.name for e in X.EXPORTERS])
+@pytest.mark.parametrize("rows", [1, 7, 49])
+def test_streamed_in_small_batches_gives_the_same_files(
+    decisions: pl.DataFrame, fmt: str, rows: int
+) -> None:
+    # batches that cut SES files, SendGrid and Postmark bodies and CSV headers anywhere
+    frame = decisions
+    e = X.exporter(fmt)
+    whole, whole_outcome = X.export_frame(e, frame)
+    sink = X.Sink()
+    outcome = X.export_batches(e, frame.iter_slices(rows), sink)
+    sink.commit()
+    assert [(n, d.decode()) for n, d in sink.contents] == whole
+    assert (outcome.added, outcome.listed) == (whole_outcome.added, whole_outcome.listed)
+    assert outcome.skipped.equals(whole_outcome.skipped)
+    assert whole and any(text for _, text in whole)
+
+
+def test_postmark_splits_across_batches(decisions: pl.DataFrame) -> None:
+    frame = decisions
+    files, _ = X.export_frame(X.exporter("postmark"), frame)
+    sink = X.Sink()
+    X.export_batches(X.exporter("postmark"), frame.iter_slices(3), sink)
+    sink.commit()
+    sizes = [len(json.loads(d)["Suppressions"]) for _, d in sink.contents]
+    assert sizes == [50, 50, frame.height - 100 - 2]  # the quoted and the non-ASCII one: skipped
+    assert [n for n, _ in files] == [n for n, _ in sink.contents]
+
+
+def test_decision_batches_stream_the_frame(store: Store) -> None:
+    with S.decision_batches(store, POLICY, now=NOW, rows=2) as batches:
+        parts = list(batches)
+    assert len(parts) > 3 and all(b.num_rows <= 2 for b in parts)
+    frame = pl.from_arrow(pa.Table.from_batches(parts))
+    assert isinstance(frame, pl.DataFrame)
+    assert frame.equals(S.decisions_frame(store, POLICY, now=NOW))
+    with S.decision_batches(Store.memory(), POLICY, now=NOW) as batches:
+        (empty,) = list(batches)  # nothing to export still gives the schema
+    assert empty.num_rows == 0 and "address" in empty.schema.names
+
+
+def test_sendgrid_delete_paths_match_urllib() -> None:
+    # every character a safe address may hold (RFC 5322 atext, ".", "@")
+    address = "a!#$%&'*+/=?^_`{|}~-.b@ex-ample.com"
+    assert re.fullmatch(X._SAFE_ADDRESS, address)
+    frame = pl.DataFrame({"address": [address, "plain@example.com"], "kind": ["hard", "hard"]})
+    sink = X.Sink()
+    X.SendgridGlobal().write_removals(frame, sink)
+    sink.commit()
+    ((name, data),) = sink.contents
+    reqs = [json.loads(line) for line in data.decode().splitlines()]
+    assert name == "sendgrid-global-delete.jsonl"
+    assert [r["path"] for r in reqs] == [
+        "/v3/asm/suppressions/global/" + urllib.parse.quote(a, safe="") for a in frame["address"]
+    ]
+
+
+def test_postmark_and_ses_jsonl_removals(store: Store, tmp_path: Path) -> None:
+    run(store, "postmark", tmp_path / "1", since="pm")
+    run(store, "ses-jsonl", tmp_path / "s1", since="sj")
+    S.remove(store, "full@example.com", now=NOW)
+    r = run(store, "postmark", tmp_path / "2", since="pm")
+    assert (r.added, r.removed) == (0, 1)
+    assert [p.name for p in (tmp_path / "2").iterdir()] == ["postmark-delete-0001.json"]
+    body = json.loads((tmp_path / "2" / "postmark-delete-0001.json").read_text())
+    assert body == {"Suppressions": [{"EmailAddress": "full@example.com"}]}
+    r = run(store, "ses-jsonl", tmp_path / "s2", since="sj")
+    assert (r.added, r.removed) == (0, 1)
+    lines = (tmp_path / "s2" / "ses-delete-0001.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"emailAddress": "full@example.com", "reason": "BOUNCE"}
+    ]
+
+
+def test_failed_export_leaves_no_file(decisions: pl.DataFrame, tmp_path: Path) -> None:
+    frame = decisions
+
+    def frames() -> Iterator[pl.DataFrame]:
+        yield frame.head(60)
+        raise RuntimeError("the store went away")
+
+    for fmt, out in (("postmark", tmp_path / "dir"), ("csv", tmp_path / "one.csv")):
+        e = X.exporter(fmt)
+        sink = X.Sink(directory=out) if e.multi_file else X.Sink(file=out)
+        with pytest.raises(RuntimeError):
+            try:
+                X.export_batches(e, frames(), sink)
+            except BaseException:
+                sink.abort()
+                raise
+    assert [p.name for p in (tmp_path / "dir").iterdir()] == []
+    assert [p.name for p in tmp_path.iterdir()] == ["dir"]
+
+
+def test_cli_export_streams_to_stdout(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as s:
+        for i in range(3):
+            log(s, f"out{i}@example.com", datetime(2026, 3, 1, tzinfo=UTC))
+        log(s, "=bad@example.com", datetime(2026, 3, 1, tzinfo=UTC))
+    res = CliRunner().invoke(app, ["suppressions", "export", "--db", str(db), "-f", "listmonk"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["email"] for r in rows] == [f"out{i}@example.com" for i in range(3)]
+    assert "not exported" in res.stderr and "=bad@example.com" in res.stderr
+    res = CliRunner().invoke(app, ["suppressions", "export", "--db", str(db), "-f", "ses-csv"])
+    assert res.exit_code == 2 and "give -o DIRECTORY" in res.stderr
+
+
+def test_export_from_a_read_only_store(tmp_path: Path) -> None:
+    # the daemon holds the store: `suppressions export` opens it read-only (temp tables only)
+    db = tmp_path / "s.duckdb"
+    with Store.open(db) as s:
+        log(s, "ro@example.com", datetime(2026, 3, 1, tzinfo=UTC))
+        S.prepare(s, now=NOW)
+    with Store.open(db, read_only=True) as ro:
+        r = X.export_suppressions(ro, POLICY, "postfix-access", now=NOW, out=tmp_path / "access")
+        with pytest.raises(S.SuppressionError):
+            X.export_suppressions(
+                ro, POLICY, "ses-csv", now=NOW, out=tmp_path / "x", since_last="t"
+            )
+    assert r.files == (str(tmp_path / "access"),) and r.exported == 1
+    assert (tmp_path / "access").read_text() == (
+        "ro@example.com REJECT suppressed by mtalens: hard userunknown\n"
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files

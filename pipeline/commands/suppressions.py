@@ -67,7 +67,8 @@ def _pending_note(
 ) -> None:
     # a writable store gets its summary built or brought up to date (pipeline/upkeep.py), so
     # the next run starts from it (explain reads one address: it folds, it does not build)
-    upkeep.fold_new_rows(store, policy, build=build, now=now)
+    if upkeep.fold_new_rows(store, policy, build=build, now=now) is not None:
+        return  # the fold normalised every new address first (one scan, not two)
     pending = suppressions.prepare(store, now=now)
     if pending:
         typer.echo(
@@ -214,7 +215,13 @@ def export_cmd(
         _pending_note(store, now, policy)
         try:
             r = exports.export_suppressions(
-                store, policy, export_format, now=now, out=output, since_last=since_last
+                store,
+                policy,
+                export_format,
+                now=now,
+                out=output,
+                since_last=since_last,
+                stream=sys.stdout.buffer,
             )
         except (exports.ExportError, suppressions.SuppressionError) as exc:
             _fail(str(exc))
