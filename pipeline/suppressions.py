@@ -467,6 +467,20 @@ def _covers(state: SummaryState, sources: _Sources) -> bool:
     )
 
 
+def rows_past_watermark(store: Store, state: SummaryState) -> bool:
+    """Whether any source row is not folded into the summary (or a source lost rows): when
+    not, no raw address is new since the last fold either (they all come from those rows)."""
+    src = _sources(store)
+    return not (
+        _covers(state, src)
+        and src.delivery_rows == state.delivery_rows
+        and src.bounce_report_rows == state.bounce_report_rows
+        and src.bounce_recipient_rows == state.bounce_recipient_rows
+        and src.complaint_rows == state.complaint_rows
+        and src.manual_id == state.manual_id
+    )
+
+
 _DELIVERY_COLUMNS: Final = (
     "message_key, recipient, logged_at, line_offset, status, dsn, reply_code, diagnostic,"
     " reason, category, rule_id"

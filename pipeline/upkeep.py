@@ -35,9 +35,13 @@ def fold_new_rows(
     is a read-only one."""
     if store.read_only:
         return None
-    if not build and suppressions.summary_state(store) is None:
+    state = suppressions.summary_state(store)
+    if state is None and not build:
         return None
-    suppressions.prepare(store, now=now or datetime.now(UTC))
+    # new raw addresses only come with new source rows: without any, the scan of every raw
+    # address (about 3 s at 10 M deliveries) is skipped
+    if state is None or suppressions.rows_past_watermark(store, state):
+        suppressions.prepare(store, now=now or datetime.now(UTC))
     return suppressions.refresh_suppression_summary(store, policy)
 
 

@@ -5,11 +5,13 @@ daemon, and never created by them on a store that has none."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from pipeline import suppressions
+from pipeline import suppressions, upkeep
 from pipeline.cli import app
 from pipeline.config import SuppressionsConfig
 from pipeline.store import Store
@@ -110,3 +112,27 @@ def test_daemon_folds_at_most_every_interval_and_at_shutdown(tmp_path: Path) -> 
         assert s3 is not None and s3.delivery_rows == n2
     finally:
         w.close()
+
+
+def test_fold_with_nothing_new_skips_the_address_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "n.duckdb"
+    ingest(db, LOGS / "mx1-rfc3164.log")
+    listed(db)  # builds
+    scans: list[int] = []
+    real = suppressions.prepare
+
+    def counting(store: Store, *, now: datetime) -> int:
+        scans.append(1)
+        return real(store, now=now)
+
+    monkeypatch.setattr(suppressions, "prepare", counting)
+    with Store.open(db) as store:
+        assert upkeep.fold_new_rows(store, SuppressionsConfig()) is not None
+    assert scans == []  # nothing new: no scan of every raw address
+    ingest(db, LOGS / "problems.log")  # the CLI folds, with a scan
+    assert scans == [1]
+    with Store.open(db) as store:
+        done = upkeep.fold_new_rows(store, SuppressionsConfig())
+    assert done is not None and done.new_deliveries == 0 and scans == [1]
