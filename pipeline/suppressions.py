@@ -159,12 +159,48 @@ def _finish(raw: str, local: str, domain: str) -> NormalizedAddress:
     return NormalizedAddress(raw=raw, address=address, problem=None)
 
 
-def refresh_addresses(store: Store, *, now: datetime) -> int:
-    """Normalise, in Python, raw addresses the SQL fast path leaves alone; returns how many."""
+# The raw addresses of the source rows past a summary's watermarks (suppression_raw_addresses,
+# 0004, narrowed as suppression_new_evidence narrows its sources, 0010).
+_NEW_RAW_ADDRESSES: Final = """
+    SELECT recipient AS raw FROM delivery_log WHERE rowid >= $deliveries
+    UNION ALL
+    SELECT coalesce(c.original_recipient, r.verp_recipient, c.recipient)
+    FROM (SELECT * FROM bounce_recipients
+          WHERE rowid >= $recipients
+             OR report_hash IN (SELECT report_hash FROM bounce_reports WHERE rowid >= $reports)) c
+    JOIN bounce_reports r USING (report_hash)
+    UNION ALL
+    SELECT coalesce(recipient, verp_recipient) FROM complaints
+    WHERE report_hash IN (SELECT report_hash FROM complaint_reports WHERE rowid >= $complaints)
+       OR report_hash IN (SELECT report_hash FROM bounce_reports WHERE rowid >= $reports)
+    UNION ALL
+    SELECT address FROM suppression_manual WHERE id > $manual
+"""
+
+
+def refresh_addresses(store: Store, *, now: datetime, since: SummaryState | None = None) -> int:
+    """Normalise, in Python, raw addresses the SQL fast path leaves alone; returns how many.
+    With ``since`` (a summary's state), only those of the rows past its watermarks: the
+    others were looked at before they were folded (upkeep.fold_new_rows normalises, then
+    folds)."""
+    if since is not None and not _covers(since, _sources(store)):
+        since = None  # a source lost rows: row ids past the watermarks may not be the new rows
+    if since is None:
+        source, params = "suppression_raw_addresses", {}
+    else:
+        source = f"({_NEW_RAW_ADDRESSES})"
+        params = {
+            "deliveries": since.delivery_rows,
+            "recipients": since.bounce_recipient_rows,
+            "reports": since.bounce_report_rows,
+            "complaints": since.complaint_rows,
+            "manual": since.manual_id,
+        }
     rows = store.con.execute(
-        "SELECT DISTINCT raw FROM suppression_raw_addresses r "
+        f"SELECT DISTINCT raw FROM {source} r "
         "WHERE raw IS NOT NULL AND suppression_simple_address(raw) IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM suppression_addresses n WHERE n.raw = r.raw)"
+        "AND NOT EXISTS (SELECT 1 FROM suppression_addresses n WHERE n.raw = r.raw)",
+        params,
     ).fetchall()
     if not rows:
         return 0
@@ -194,13 +230,15 @@ def _remember(store: Store, found: list[NormalizedAddress], now: datetime) -> No
             con.unregister("mtalens_new_addresses")
 
 
-def prepare(store: Store, *, now: datetime) -> int:
+def prepare(store: Store, *, now: datetime, since: SummaryState | None = None) -> int:
     """Bring address normalisation up to date when the store is writable; returns how many
-    raw addresses are still waiting (they count as invalid until normalised)."""
+    raw addresses are still waiting (they count as invalid until normalised). ``since``: only
+    look at the rows past that summary state's watermarks (see refresh_addresses)."""
     if not store.read_only:
         # everything waiting is normalised and stored now (one scan of all raw addresses,
-        # 3.6 s at 10 M deliveries: not a second one to count what is left)
-        refresh_addresses(store, now=now)
+        # 3.6 s at 10 M deliveries, or of the new rows' with ``since``: not a second one to
+        # count what is left)
+        refresh_addresses(store, now=now, since=since)
         return 0
     row = store.con.execute(
         "SELECT count(DISTINCT raw) FROM suppression_raw_addresses r "
@@ -340,7 +378,10 @@ def _also_disabled(store: Store, optimizer: str) -> str:
 # the rows past the watermark: the addresses those rows name ("the scope") are recomputed from
 # scratch (suppression_scoped_evidence, 0010), every other address keeps its summary rows. So
 # the result is the reference's whether or not a refresh ran; a refresh only makes the scope
-# small. 0010's header says why an address's candidates depend on its own rows only.
+# small. 0010's header says why an address's candidates depend on its own rows only. Of the
+# addresses whose evidence the new rows only add to, those whose new rows all come after
+# everything folded about them (the common case: mail goes on) are not read again at all: their
+# candidates are combined with the new rows (_stage_fast).
 
 _T: Final = "mtalens_suppression_tail"
 _F: Final = "mtalens_suppression_tail_folded"
@@ -361,6 +402,10 @@ _APPEND_EVIDENCE_SEQ: Final = "mtalens_suppression_append_evidence_seq"
 _APPEND_CANDIDATES: Final = "mtalens_suppression_append_candidates"
 _CLEARED: Final = "mtalens_suppression_cleared"
 _CLEARED_CANDIDATES: Final = "mtalens_suppression_cleared_candidates"
+_FAST: Final = "mtalens_suppression_fast"
+_FAST_CANDIDATES: Final = "mtalens_suppression_fast_candidates"
+_FAST_NEW: Final = "mtalens_suppression_fast_new"
+_FAST_OLD: Final = "mtalens_suppression_fast_old"
 _CANDIDATES: Final = "mtalens_suppression_candidates"
 PICK_SQL: Final = f"SELECT * FROM suppression_pick(CAST(? AS TIMESTAMPTZ), '{_CANDIDATES}')"
 # The summary's candidates hold every piece of evidence (0010: exact for any as_of from the
@@ -393,6 +438,9 @@ class SummaryRefresh:
     new_deliveries: int  # delivery rows folded in by this call
     addresses: int  # addresses recomputed
     candidates: int  # rows in suppression_summary afterwards
+    # of `addresses`, those folded by combining their candidates with the new rows alone
+    # (_stage_fast: no folded evidence read again)
+    combined: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -496,12 +544,14 @@ _LATER: Final = (
 
 def _stage_delta(
     store: Store, as_of: datetime | str, args: list[Any], *, state: SummaryState
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """What the rows past ``state``'s watermarks change, as temp tables: the addresses whose
     evidence they only add to (``_APPEND``: their folded evidence plus the new, evaluated
     again) and those whose history must be read again (``_SCOPE``: a new attempt replaces a
     final outcome that was evidence, a message's expiry changed, an address normalises
-    differently, or an event after ``as_of`` was folded). Returns (scope, append) sizes."""
+    differently, or an event after ``as_of`` was folded); of the first, those whose new rows
+    only come after everything folded about them are combined with their folded candidates
+    (``_FAST``, see _stage_fast). Returns the (scope, append, fast) sizes."""
     con = store.con
     marks = {
         "deliveries": state.delivery_rows,
@@ -675,6 +725,7 @@ def _stage_delta(
         JOIN {_CLEARED} c ON c.address = s.address
         """
     )
+    _stage_fast(store, args)
     _stage_history(store, as_of, args)
     con.execute(
         f"""
@@ -724,15 +775,173 @@ def _stage_delta(
         WHERE s.address NOT IN (SELECT address FROM {_SCOPE})
           AND s.address NOT IN (SELECT address FROM {_APPEND})
           AND s.address NOT IN (SELECT address FROM {_CLEARED})
+          AND s.address NOT IN (SELECT address FROM {_FAST})
         UNION ALL SELECT * FROM {_SCOPE_CANDIDATES}
         UNION ALL SELECT * FROM {_APPEND_CANDIDATES}
         UNION ALL SELECT * FROM {_CLEARED_CANDIDATES}
+        UNION ALL SELECT * FROM {_FAST_CANDIDATES}
         """
     )
     scope = int(_one(store, f"SELECT count(*) FROM {_SCOPE}")[0])
     append = int(_one(store, f"SELECT count(*) FROM {_APPEND}")[0])
     cleared = int(_one(store, f"SELECT count(*) FROM {_CLEARED}")[0])
-    return scope, append + cleared
+    fast = int(_one(store, f"SELECT count(*) FROM {_FAST}")[0])
+    return scope, append + cleared, fast
+
+
+def _stage_fast(store: Store, args: list[Any]) -> None:
+    """Move from ``_APPEND`` to ``_FAST`` the addresses whose new rows are all evidence (no
+    success, no manual remove) dated strictly after everything folded about them (their
+    candidates' latest event, success and manual remove), and compute their candidates
+    (``_FAST_CANDIDATES``) from their folded candidates plus the new rows alone.
+
+    Why that is exact (suppression_candidates, 0010): the address's latest success and remove
+    do not change, so its folded evidence keeps its `live` flags, and the new rows, being later
+    than both, are all live; they are also later than every folded row in (occurred_at,
+    event_id) order, so each detail column (latest non-NULL live value) is the new rows'
+    latest when they have one and the folded one otherwise, the event ids are the folded ones
+    followed by the new in that order, and counts, first and last evidence combine by sum, min
+    and max. A soft trigger is a day with at least ``soft_threshold`` failure days in the
+    ``soft_window_days`` ending on it: adding later days leaves earlier days' windows alone, so
+    the trigger is the later of the folded one and those of the new days, whose windows only
+    need the folded live soft days from ``soft_window_days`` before the first new one (read
+    from suppression_summary_evidence, which is in time order: the scan skips older blocks)."""
+    con = store.con
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_FAST} AS
+        SELECT n.address
+        FROM (SELECT address, min(occurred_at) AS first_new
+              FROM {_NEW}
+              WHERE address IN (SELECT address FROM {_APPEND})
+              GROUP BY address
+              HAVING bool_and(verdict NOT IN ('success', 'manual_remove'))) n
+        LEFT JOIN (SELECT address, max(max_event_at) AS last_event
+                   FROM suppression_summary
+                   WHERE address IN (SELECT address FROM {_APPEND})
+                   GROUP BY address) s ON s.address = n.address
+        LEFT JOIN suppression_summary_resets w ON w.address = n.address
+        WHERE n.first_new > coalesce(greatest(s.last_event, w.success_at, w.removed_at),
+                                     '-infinity'::TIMESTAMPTZ)
+        """
+    )
+    con.execute(f"DELETE FROM {_APPEND} WHERE address IN (SELECT address FROM {_FAST})")
+    # the earliest folded soft day a new day's window can reach (0010's soft_days: UTC days)
+    first_soft = _one(
+        store,
+        f"SELECT min(occurred_at) FROM {_NEW} "
+        f"WHERE verdict = 'soft' AND address IN (SELECT address FROM {_FAST})",
+    )[0]
+    # the new rows in (occurred_at, event_id) order: the row id is their rank (as in
+    # _stage_evidence), a cheap key for the latest value and the order of the event ids
+    with _setting(store, "preserve_insertion_order", "true"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_FAST_NEW} AS SELECT {_EVIDENCE_COLUMNS} "
+            f"FROM {_NEW} WHERE address IN (SELECT address FROM {_FAST}) "
+            "ORDER BY occurred_at, event_id"
+        )
+    # their folded candidates, read once
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_FAST_OLD} AS SELECT * FROM suppression_summary "
+        f"WHERE address IN (SELECT address FROM {_FAST})"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_FAST_CANDIDATES} AS
+        WITH nv AS (
+            SELECT *, rowid AS seq FROM {_FAST_NEW}
+        ),
+        added AS (
+            SELECT address, verdict,
+                   min(occurred_at) AS first_new, max(occurred_at) AS last_new, count(*) AS n,
+                   arg_max(reason, seq) FILTER (WHERE reason IS NOT NULL) AS reason,
+                   arg_max(category, seq) FILTER (WHERE category IS NOT NULL) AS category,
+                   arg_max(rule_id, seq) FILTER (WHERE rule_id IS NOT NULL) AS rule_id,
+                   arg_max(status_code, seq)
+                       FILTER (WHERE status_code IS NOT NULL) AS status_code,
+                   arg_max(reply_code, seq) FILTER (WHERE reply_code IS NOT NULL) AS reply_code,
+                   arg_max(diagnostic, seq) FILTER (WHERE diagnostic IS NOT NULL) AS diagnostic,
+                   arg_max(expires_at, seq) FILTER (WHERE expires_at IS NOT NULL) AS expires_at,
+                   arg_max(note, seq) FILTER (WHERE note IS NOT NULL) AS note,
+                   list(event_id ORDER BY seq) AS event_ids
+            FROM nv GROUP BY address, verdict
+        ),
+        soft_days AS (
+            SELECT address, date_trunc('day', occurred_at) AS day, max(occurred_at) AS last_at,
+                   bool_or(new) AS new
+            FROM (SELECT address, occurred_at, true AS new FROM nv WHERE verdict = 'soft'
+                  UNION ALL
+                  SELECT e.address, e.occurred_at, false
+                  FROM suppression_summary_evidence e
+                  LEFT JOIN suppression_summary_resets w ON w.address = e.address
+                  WHERE e.verdict = 'soft'
+                    AND e.occurred_at >= CAST($first_soft AS TIMESTAMPTZ)
+                                         - to_days(CAST($window AS INTEGER) + 1)
+                    AND e.address IN (SELECT address FROM nv WHERE verdict = 'soft')
+                    AND e.occurred_at > coalesce(w.removed_at, '-infinity'::TIMESTAMPTZ)
+                    AND e.occurred_at > coalesce(w.success_at, '-infinity'::TIMESTAMPTZ))
+            GROUP BY ALL
+        ),
+        soft_trigger AS (
+            SELECT address, max(last_at) FILTER (WHERE new AND n >= $threshold) AS triggered_at
+            FROM (SELECT address, last_at, new, count(*) OVER (
+                      PARTITION BY address ORDER BY day
+                      RANGE BETWEEN to_days(CAST($window AS INTEGER) - 1) PRECEDING
+                                AND CURRENT ROW) AS n
+                  FROM soft_days)
+            GROUP BY address
+        ),
+        combined AS (
+            SELECT a.address, a.verdict,
+                   w.removed_at, w.success_at,
+                   coalesce(o.first_evidence, a.first_new) AS first_evidence,
+                   a.last_new AS last_evidence,
+                   coalesce(o.evidence_count, 0) + a.n AS evidence_count,
+                   a.last_new AS max_event_at,
+                   greatest(o.suppressed_at, t.triggered_at) AS soft_at,
+                   coalesce(a.expires_at, o.expires_at) AS manual_expires_at,
+                   coalesce(a.reason, o.reason) AS reason,
+                   coalesce(a.category, o.category) AS category,
+                   coalesce(a.rule_id, o.rule_id) AS rule_id,
+                   coalesce(a.status_code, o.status_code) AS status_code,
+                   coalesce(a.reply_code, o.reply_code) AS reply_code,
+                   coalesce(a.diagnostic, o.diagnostic) AS diagnostic,
+                   coalesce(a.note, o.note) AS note,
+                   list_concat(o.event_ids, a.event_ids) AS event_ids
+            FROM added a
+            LEFT JOIN {_FAST_OLD} o ON o.address = a.address AND o.verdict = a.verdict
+            LEFT JOIN (SELECT * FROM suppression_summary_resets
+                       WHERE address IN (SELECT address FROM {_FAST})) w ON w.address = a.address
+            LEFT JOIN soft_trigger t ON a.verdict = 'soft' AND t.address = a.address
+        )
+        -- columns as suppression_candidates' (0010), computed the same way
+        SELECT address, verdict, removed_at, success_at, first_evidence, last_evidence,
+               evidence_count, max_event_at,
+               CASE verdict WHEN 'complaint' THEN 1 WHEN 'hard' THEN 2 WHEN 'manual_add' THEN 3
+                    ELSE 4 END AS priority,
+               CASE verdict WHEN 'soft' THEN soft_at ELSE first_evidence END AS suppressed_at,
+               CASE verdict
+                    WHEN 'complaint' THEN NULL
+                    WHEN 'hard' THEN CASE WHEN $hard_expiry > 0
+                                          THEN last_evidence
+                                               + to_days(CAST($hard_expiry AS INTEGER)) END
+                    WHEN 'manual_add' THEN manual_expires_at
+                    ELSE soft_at + to_days(CAST($soft_expiry AS INTEGER)) END AS expires_at,
+               reason, category, rule_id, status_code, reply_code, diagnostic, note, event_ids
+        FROM combined
+        UNION ALL
+        -- the verdicts the new rows do not touch keep their folded candidates
+        SELECT o.* FROM {_FAST_OLD} o
+        ANTI JOIN added a ON a.address = o.address AND a.verdict = o.verdict
+        """,
+        {
+            "first_soft": first_soft,
+            "threshold": args[0],
+            "window": args[1],
+            "soft_expiry": args[2],
+            "hard_expiry": args[3],
+        },
+    )
 
 
 def _stage_history(store: Store, as_of: datetime | str, args: list[Any]) -> None:
@@ -791,7 +1000,8 @@ def _drop_scope(store: Store) -> None:
     for table in (_T, _F, _NEW_FINALS, _NEW, _EXPIRED, _RECOMPUTE_RAWS, _SCOPE,
                   _SCOPE_DELIVERIES, _SCOPE_RESETS, _SCOPE_EVIDENCE, _SCOPE_CANDIDATES, _APPEND,
                   _APPEND_RESETS, _APPEND_EVIDENCE, _APPEND_CANDIDATES, _CLEARED,
-                  _CLEARED_CANDIDATES):  # fmt: skip
+                  _CLEARED_CANDIDATES, _FAST, _FAST_NEW, _FAST_OLD,
+                  _FAST_CANDIDATES):  # fmt: skip
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -849,6 +1059,7 @@ def refresh_suppression_summary(store: Store, policy: SuppressionsConfig) -> Sum
             state = summary_state(store)
             sources = _sources(store)
             full = state is None or state.policy != key or not _covers(state, sources)
+            combined = 0
             if full:
                 max_at = _max_evidence_at(store, None)
                 recomputed = _rebuild(store, args)
@@ -856,7 +1067,10 @@ def refresh_suppression_summary(store: Store, policy: SuppressionsConfig) -> Sum
             else:
                 assert state is not None
                 max_at = _max_evidence_at(store, state)
-                recomputed = 0 if _nothing_new(store, state, sources) else _fold(store, args, state)
+                if not _nothing_new(store, state, sources):
+                    recomputed, combined = _fold(store, args, state)
+                else:
+                    recomputed = 0
                 new_deliveries = sources.delivery_rows - state.delivery_rows
             # suppression_addresses is small (only addresses SQL cannot normalise): copied whole
             con.execute("DELETE FROM suppression_summary_addresses")
@@ -876,7 +1090,11 @@ def refresh_suppression_summary(store: Store, policy: SuppressionsConfig) -> Sum
             _drop_scope(store)
             _drop_staged(store)
     return SummaryRefresh(
-        full=full, new_deliveries=new_deliveries, addresses=recomputed, candidates=candidates
+        full=full,
+        new_deliveries=new_deliveries,
+        addresses=recomputed,
+        candidates=candidates,
+        combined=combined,
     )
 
 
@@ -953,19 +1171,21 @@ def _nothing_new(store: Store, state: SummaryState, sources: _Sources) -> bool:
     return not changed
 
 
-def _fold(store: Store, args: list[Any], state: SummaryState) -> int:
+def _fold(store: Store, args: list[Any], state: SummaryState) -> tuple[int, int]:
     """Fold the rows past the watermarks into the summary tables; returns how many addresses
-    were evaluated again."""
+    were evaluated again, and how many of them by combining (_stage_fast)."""
     con = store.con
-    scope, append = _stage_delta(store, _ALL, args, state=state)
-    if scope or append:
+    scope, append, fast = _stage_delta(store, _ALL, args, state=state)
+    if scope or append or fast:
         con.execute(
             "DELETE FROM suppression_summary "
             f"WHERE address IN (SELECT address FROM {_SCOPE}) "
             f"OR address IN (SELECT address FROM {_APPEND}) "
-            f"OR address IN (SELECT address FROM {_CLEARED})"
+            f"OR address IN (SELECT address FROM {_CLEARED}) "
+            f"OR address IN (SELECT address FROM {_FAST})"
         )
-        for table in (_SCOPE_CANDIDATES, _APPEND_CANDIDATES, _CLEARED_CANDIDATES):
+        for table in (_SCOPE_CANDIDATES, _APPEND_CANDIDATES, _CLEARED_CANDIDATES,
+                      _FAST_CANDIDATES):  # fmt: skip
             con.execute(f"INSERT INTO suppression_summary BY NAME SELECT * FROM {table}")
     if scope:
         con.execute(
@@ -1015,7 +1235,7 @@ def _fold(store: Store, args: list[Any], state: SummaryState) -> int:
         "FROM message_log WHERE expired_at IS NOT NULL "
         f"AND message_key IN (SELECT message_key FROM {_EXPIRED})"
     )
-    return scope + append
+    return scope + append + fast, fast
 
 
 def summary_usable(store: Store, policy: SuppressionsConfig) -> bool:

@@ -38,10 +38,14 @@ def fold_new_rows(
     state = suppressions.summary_state(store)
     if state is None and not build:
         return None
-    # new raw addresses only come with new source rows: without any, the scan of every raw
-    # address (about 3 s at 10 M deliveries) is skipped
-    if state is None or suppressions.rows_past_watermark(store, state):
+    # new raw addresses only come with new source rows: without any, the scan of raw addresses
+    # is skipped, and with a summary only the new rows' are looked at (every folded row's
+    # were, by the call that folded it); all of them (about 2-3 s at 10 M deliveries) only
+    # before the first build
+    if state is None:
         suppressions.prepare(store, now=now or datetime.now(UTC))
+    elif suppressions.rows_past_watermark(store, state):
+        suppressions.prepare(store, now=now or datetime.now(UTC), since=state)
     return suppressions.refresh_suppression_summary(store, policy)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -327,6 +328,8 @@ def test_summary_with_several_ingests_equals_reference(
         if k in refresh_after:
             report = S.refresh_suppression_summary(dst, policy)
             assert report.full == (k == min(refresh_after))
+            if not report.full:  # both ways of folding an address are exercised
+                assert 0 < report.combined < report.addresses, report
         assert S.summary_usable(dst, policy) == (k >= min(refresh_after, default=PARTS))
         for when in (NOW, datetime(2026, 5, 15, tzinfo=UTC)):
             ref = S.reference_decisions_frame(dst, policy, now=when, suppressed_only=False)
@@ -448,3 +451,142 @@ def test_summary_new_deferral_at_a_folded_line_offset() -> None:
     assert y["evidence_count"].to_list() == [2]  # the reference joins both deferrals
     S.refresh_suppression_summary(s, policy)
     _check(s, policy, datetime(2026, 4, 1, tzinfo=UTC))
+
+
+# --- the fold's combining path (_stage_fast) and each way it must fall back ------------------
+
+
+def _day(d: int, hour: int = 0) -> datetime:
+    return datetime(2026, 3, d, hour, tzinfo=UTC)
+
+
+def _message(store: Store, key: str, when: datetime, expired_at: datetime | None = None) -> None:
+    store.con.execute(
+        "INSERT INTO message_log (message_key, host, queue_id, first_seen, last_seen, expired_at)"
+        " VALUES (?, 'mx', 'Q', ?, ?, ?)",
+        [key, when, when, expired_at],
+    )
+
+
+def _folded_base(policy: SuppressionsConfig) -> Store:
+    """A few addresses with a folded history, the summary built over it."""
+    s = Store.memory()
+    _attempt(s, "a1", "a@example.com", _day(1), "bounced", "userunknown", 1)
+    _attempt(s, "a2", "a@example.com", _day(5), "bounced", "userunknown", 2)
+    _attempt(s, "s1", "s@example.com", _day(1), "bounced", "mailboxfull", 3)
+    _attempt(s, "s2", "s@example.com", _day(2), "bounced", "mailboxfull", 4)
+    # soft failures a success then set aside (not live: they must not count toward a trigger)
+    _attempt(s, "t1", "t@example.com", _day(1), "bounced", "mailboxfull", 5)
+    _attempt(s, "t2", "t@example.com", _day(2), "bounced", "mailboxfull", 6)
+    _attempt(s, "t3", "t@example.com", _day(2, 12), "sent", "delivered", 7)
+    _attempt(s, "c1", "c@example.com", _day(1), "sent", "delivered", 8)
+    # a deferral in a message that has not expired yet (no evidence until it does)
+    _message(s, "d1", _day(1))
+    _attempt(s, "d1", "d@example.com", _day(1), "deferred", "mailboxfull", 9)
+    _attempt(s, "d2", "d@example.com", _day(4), "bounced", "mailboxfull", 10)
+    # an address only Python normalises (a quoted local part, RFC 5321 section 4.1.2)
+    _attempt(s, "q1", '"q r"@Example.COM', _day(3), "bounced", "userunknown", 11)
+    S.prepare(s, now=_day(6))
+    S.refresh_suppression_summary(s, policy)
+    return s
+
+
+def _manual(
+    store: Store, address: str, action: str, when: datetime, expires: datetime | None
+) -> None:
+    store.con.execute(
+        "INSERT INTO suppression_manual (address, action, note, occurred_at, expires_at)"
+        " VALUES (?, ?, 'n', ?, ?)",
+        [address, action, when, expires],
+    )
+
+
+def _rewrite_expiry(store: Store, key: str, expired_at: datetime) -> None:
+    # message_log rows are rewritten while a message is open (0006), not appended
+    with store.transaction() as con:
+        con.execute(
+            "CREATE TEMP TABLE mtalens_test_m AS SELECT * REPLACE (CAST(? AS TIMESTAMPTZ)"
+            " AS expired_at) FROM message_log WHERE message_key = ?",
+            [expired_at, key],
+        )
+        con.execute("DELETE FROM message_log WHERE message_key = ?", [key])
+        con.execute("INSERT INTO message_log SELECT * FROM mtalens_test_m")
+        con.execute("DROP TABLE mtalens_test_m")
+
+
+FAST_CASES: dict[str, tuple[Any, int]] = {
+    # new evidence after everything folded about the address: combined
+    "later-hard": (lambda s: _attempt(s, "a3", "a@example.com", _day(9), "bounced",
+                                      "userunknown", 20), 1),
+    "soft-reaches-folded-days": (lambda s: _attempt(s, "s3", "s@example.com", _day(3),
+                                                    "bounced", "mailboxfull", 20), 1),
+    "soft-after-a-success": (lambda s: _attempt(s, "t4", "t@example.com", _day(3), "bounced",
+                                                "mailboxfull", 20), 1),
+    "first-failure-after-a-success": (lambda s: _attempt(s, "c2", "c@example.com", _day(7),
+                                                         "bounced", "userunknown", 20), 1),
+    "new-address": (lambda s: _attempt(s, "n1", "n@example.com", _day(7), "bounced",
+                                       "userunknown", 20), 1),
+    "manual-add": (lambda s: _manual(s, "a@example.com", "add", _day(8), _day(20)), 1),
+    "several-verdicts": (lambda s: (
+        _attempt(s, "s4", "s@example.com", _day(6), "bounced", "userunknown", 20),
+        _attempt(s, "s5", "s@example.com", _day(7), "bounced", "mailboxfull", 21),
+        _attempt(s, "s6", "s@example.com", _day(8), "bounced", "mailboxfull", 22)), 1),
+    # each way it must fall back (0 combined)
+    "dated-before-folded-evidence": (lambda s: _attempt(s, "a3", "a@example.com", _day(3),
+                                                        "bounced", "userunknown", 20), 0),
+    "same-time-as-folded-evidence": (lambda s: _attempt(s, "a3", "a@example.com", _day(5),
+                                                        "bounced", "userunknown", 20), 0),
+    "new-success-then-failure": (lambda s: (
+        _attempt(s, "a3", "a@example.com", _day(8), "sent", "delivered", 20),
+        _attempt(s, "a4", "a@example.com", _day(9), "bounced", "userunknown", 21)), 0),
+    "new-manual-remove": (lambda s: _manual(s, "a@example.com", "remove", _day(8), None), 0),
+    "replaces-a-counted-outcome": (lambda s: _attempt(s, "a2", "a@example.com", _day(9),
+                                                      "bounced", "mailboxfull", 20), 0),
+    "expiry-changed": (lambda s: (
+        _rewrite_expiry(s, "d1", _day(6)),
+        _attempt(s, "d3", "d@example.com", _day(9), "bounced", "mailboxfull", 20)), 0),
+    "normalisation-changed": (lambda s: (
+        s.con.execute("UPDATE suppression_addresses SET address = NULL, problem = 'changed'"
+                      " WHERE raw = '\"q r\"@Example.COM'"),
+        _attempt(s, "q2", '"q r"@example.com', _day(9), "bounced", "userunknown", 20)), 0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=["defaults", "tuned"])
+@pytest.mark.parametrize("case", list(FAST_CASES))
+def test_fold_combines_only_what_it_may(case: str, policy: SuppressionsConfig) -> None:
+    """New rows that only add evidence after everything folded about their address are
+    combined with its folded candidates; anything else is evaluated again from the rows. Both
+    give the reference's rows, before the fold (unfolded tail) and after it."""
+    s = _folded_base(policy)
+    change, combined = FAST_CASES[case]
+    change(s)
+    S.prepare(s, now=_day(10))
+    whens = (_day(4), _day(10), datetime(2026, 6, 1, tzinfo=UTC))
+    for when in whens:
+        _check(s, policy, when)
+    report = S.refresh_suppression_summary(s, policy)
+    assert not report.full
+    assert report.combined == combined, report
+    assert report.addresses >= combined
+    for when in whens:
+        _check(s, policy, when)
+    # and the summary rows are those of a full rebuild
+    folded = s.con.sql("SELECT * FROM suppression_summary ORDER BY address, verdict").fetchall()
+    s.con.execute("DELETE FROM suppression_summary_state")
+    assert S.refresh_suppression_summary(s, policy).full
+    rebuilt = s.con.sql("SELECT * FROM suppression_summary ORDER BY address, verdict").fetchall()
+    assert folded == rebuilt
+
+
+def test_fold_combining_the_soft_window() -> None:
+    """The trigger of a soft suppression reads the folded failure days within the window."""
+    policy = SuppressionsConfig()
+    s = _folded_base(policy)
+    _attempt(s, "s3", "s@example.com", _day(3), "bounced", "mailboxfull", 20)
+    _attempt(s, "t4", "t@example.com", _day(3), "bounced", "mailboxfull", 21)
+    assert S.refresh_suppression_summary(s, policy).combined == 2
+    ref = _check(s, policy, _day(10))
+    got = dict(zip(ref["address"].to_list(), ref["suppressed"].to_list(), strict=True))
+    assert got["s@example.com"] is True  # days 1, 2 (folded) and 3: three in 30 days
+    assert got["t@example.com"] is False  # days 1 and 2 were cleared by the success

@@ -5,7 +5,7 @@ daemon, and never created by them on a store that has none."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -123,9 +123,12 @@ def test_fold_with_nothing_new_skips_the_address_scan(
     scans: list[int] = []
     real = suppressions.prepare
 
-    def counting(store: Store, *, now: datetime) -> int:
+    def counting(
+        store: Store, *, now: datetime, since: suppressions.SummaryState | None = None
+    ) -> int:
         scans.append(1)
-        return real(store, now=now)
+        assert since is not None  # a summary exists: only the new rows' addresses are read
+        return real(store, now=now, since=since)
 
     monkeypatch.setattr(suppressions, "prepare", counting)
     with Store.open(db) as store:
@@ -136,3 +139,37 @@ def test_fold_with_nothing_new_skips_the_address_scan(
     with Store.open(db) as store:
         done = upkeep.fold_new_rows(store, SuppressionsConfig())
     assert done is not None and done.new_deliveries == 0 and scans == [1]
+
+
+def test_fold_normalises_the_new_rows_addresses_only(tmp_path: Path) -> None:
+    """With a summary, the fold's address scan reads the rows past its watermarks: a raw
+    address only Python normalises, in a new row, is normalised and folded; one in a folded
+    row that was never normalised (the summary was refreshed without upkeep) is not looked at
+    again."""
+    db = tmp_path / "q.duckdb"
+    policy = SuppressionsConfig()
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def bounce(store: Store, key: str, rcpt: str) -> None:
+        store.con.execute(
+            "INSERT INTO delivery_log (message_key, host, queue_id, logged_at, service,"
+            " recipient, status, dsn, reply_code, reason, category, rule_id, line_offset)"
+            " VALUES (?, 'mx', 'Q', ?, 'smtp', ?, 'bounced', '5.1.1', 550, 'userunknown', 'c',"
+            " 'r', 1)",
+            [key, t, rcpt],
+        )
+
+    with Store.open(db) as store:
+        bounce(store, "m1", '"old one"@example.com')
+        suppressions.refresh_suppression_summary(store, policy)  # no upkeep: not normalised
+        bounce(store, "m2", '"new one"@example.com')
+        done = upkeep.fold_new_rows(store, policy, now=t)
+        assert done is not None and done.new_deliveries == 1
+        raws = {r[0] for r in store.con.execute("SELECT raw FROM suppression_addresses").fetchall()}
+        assert raws == {'"new one"@example.com'}
+        listed = {s.address for s in suppressions.list_suppressions(store, policy, now=t)}
+        assert listed == {'"new one"@example.com'}
+        # a full prepare (what a store without a summary gets) still finds the old one
+        suppressions.prepare(store, now=t)
+        raws = {r[0] for r in store.con.execute("SELECT raw FROM suppression_addresses").fetchall()}
+        assert raws == {'"new one"@example.com', '"old one"@example.com'}
