@@ -153,10 +153,9 @@ QUEUE_LIFETIME_MARGIN: Final = timedelta(days=3)
 # postlogd(8) (maillog_file) writes the lines of all Postfix processes in the order they reach
 # it, so under load bounce(8)'s "QID: sender non-delivery notification: NEWID" can come after
 # NEWID was delivered and "removed" (seen with the lab's Postfix 3.7 on a loaded machine). Such
-# a NEWID is still linked when it is one of the last LATE_LINK_STATES messages closed, was made
-# by Postfix itself (no smtpd/pickup origin; RFC 3464 section 2: notifications go out with the
-# null sender) and first seen at most LATE_LINK_WINDOW before the notification line.
-LATE_LINK_STATES: Final = 4096
+# a NEWID is still linked when it is among the recently closed messages (Correlator.recent), was
+# made by Postfix itself (no smtpd/pickup origin; RFC 3464 section 2: notifications go out with
+# the null sender) and first seen at most LATE_LINK_WINDOW before the notification line.
 LATE_LINK_WINDOW: Final = timedelta(minutes=10)
 
 
@@ -206,11 +205,10 @@ class Correlator:
         recent_size: int = 20_000,
     ) -> None:
         self.open: dict[tuple[str, str], MessageState] = {}
-        self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()  # closed -> key
+        # the last recent_size messages closed, by (host, queue ID): for re-injected mail
+        # (orig_queue_id), a line logged twice, and a notification logged late
+        self.recent: OrderedDict[tuple[str, str], MessageState] = OrderedDict()
         self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}  # new qid -> (key, kind)
-        # the last closed messages themselves, for a notification logged after its DSN was
-        # already delivered and removed (see late_notification_target)
-        self.closed: OrderedDict[tuple[str, str], MessageState] = OrderedDict()
         self.classify = classify
         self.stale_after = stale_after
         self.recent_size = recent_size
@@ -225,14 +223,10 @@ class Correlator:
 
     def _remember_closed(self, st: MessageState) -> None:
         k = (st.host, st.queue_id)
-        self.recent[k] = st.message_key
+        self.recent[k] = st
         self.recent.move_to_end(k)
         while len(self.recent) > self.recent_size:
             self.recent.popitem(last=False)
-        self.closed[k] = st
-        self.closed.move_to_end(k)
-        while len(self.closed) > LATE_LINK_STATES:
-            self.closed.popitem(last=False)
 
     def _new(self, host: str, qid: str, at: datetime, source_key: str, origin: str) -> MessageState:
         old = self.open.pop((host, qid), None)
@@ -307,8 +301,8 @@ class Correlator:
                 if rec.orig_queue_id:
                     st.orig_queue_id = rec.orig_queue_id
                     ok = (host, rec.orig_queue_id)
-                    prev = self.open.get(ok)
-                    st.orig_message_key = prev.message_key if prev else self.recent.get(ok)
+                    prev = self.open.get(ok) or self.recent.get(ok)
+                    st.orig_message_key = prev.message_key if prev else None
             else:
                 st.sender = rec.sender
             if st.bounce_of_key:
@@ -338,7 +332,7 @@ class Correlator:
             # the message the notification is about may be removed already (late line, see
             # LATE_LINK_WINDOW): then it is named, not reopened as a new instance
             k = (host, rec.queue_id)
-            gone = None if k in self.open else self.closed.get(k)
+            gone = None if k in self.open else self.recent.get(k)
             if gone is not None and gone.last_seen >= at - LATE_LINK_WINDOW:
                 st = gone
             else:
@@ -346,7 +340,7 @@ class Correlator:
             nk = (host, rec.new_queue_id)
             new = self.open.get(nk)
             if new is None:
-                new = late_notification_target(self.closed.get(nk), at - LATE_LINK_WINDOW)
+                new = late_notification_target(self.recent.get(nk), at - LATE_LINK_WINDOW)
             if new is not None and new.bounce_of_key is None:
                 new.bounce_of_key = st.message_key
                 new.notification_kind = rec.kind

@@ -51,7 +51,6 @@ from pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
     EVENT_COLUMNS,
-    LATE_LINK_STATES,
     LATE_LINK_WINDOW,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
@@ -204,9 +203,8 @@ class FastCorrelator:
 
     def __init__(self, classify: Any, *, stale_after: timedelta, recent_size: int) -> None:
         self.open: dict[tuple[str, str], Msg] = {}
-        self.recent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.recent: OrderedDict[tuple[str, str], Msg] = OrderedDict()  # as Correlator.recent
         self.pending_links: dict[tuple[str, str], tuple[str, str]] = {}
-        self.closed: OrderedDict[tuple[str, str], Msg] = OrderedDict()  # as Correlator.closed
         self.classify = classify
         self.stale_us = stale_after // ONE_US
         self.recent_size = recent_size
@@ -216,14 +214,10 @@ class FastCorrelator:
 
     def remember_closed(self, st: Msg) -> None:
         k = (st.host, st.queue_id)
-        self.recent[k] = st.key
+        self.recent[k] = st
         self.recent.move_to_end(k)
         while len(self.recent) > self.recent_size:
             self.recent.popitem(last=False)
-        self.closed[k] = st
-        self.closed.move_to_end(k)
-        while len(self.closed) > LATE_LINK_STATES:
-            self.closed.popitem(last=False)
 
     def new(self, host: str, qid: str, at: int, source_key: str, origin: str) -> Msg:
         k = (host, qid)
@@ -231,7 +225,8 @@ class FastCorrelator:
         if old is not None:
             self.remember_closed(old)
         st = Msg(key_of(host, qid, at), host, qid, at, origin, source_key)
-        if self.recent.get(k) == st.key:
+        gone = self.recent.get(k)
+        if gone is not None and gone.key == st.key:
             st.dup = True
         if self.pending_links:
             link = self.pending_links.pop(k, None)
@@ -272,8 +267,8 @@ class FastCorrelator:
         if orig_qid:
             st.orig_queue_id = orig_qid
             ok = (host, orig_qid)
-            prev = self.open.get(ok)
-            st.orig_message_key = prev.key if prev else self.recent.get(ok)
+            prev = self.open.get(ok) or self.recent.get(ok)
+            st.orig_message_key = prev.key if prev else None
         if st.bounce_of_key:
             st.origin = "bounce"
 
@@ -286,7 +281,7 @@ class FastCorrelator:
 
     def notification(self, host: str, qid: str, at: int, sk: str, kind: str, new_qid: str) -> None:
         k = (host, qid)
-        gone = None if k in self.open else self.closed.get(k)
+        gone = None if k in self.open else self.recent.get(k)
         if gone is not None and gone.last_seen >= at - LATE_LINK_WINDOW_US:
             st = gone  # removed already: named, not reopened (as Correlator)
         else:
@@ -294,7 +289,7 @@ class FastCorrelator:
         nk = (host, new_qid)
         new = self.open.get(nk)
         if new is None:
-            new = late_notification_target(self.closed.get(nk), at - LATE_LINK_WINDOW_US)
+            new = late_notification_target(self.recent.get(nk), at - LATE_LINK_WINDOW_US)
         if new is not None and new.bounce_of_key is None:
             new.bounce_of_key = st.key
             new.notification_kind = kind
@@ -723,7 +718,8 @@ class FastIngest:
         src = self.ing.correlator
         for k, st in src.open.items():
             self.cor.open[k] = Msg.from_state(st)
-        self.cor.recent.update(src.recent)
+        for k, closed in src.recent.items():
+            self.cor.recent[k] = Msg.from_state(closed)
         self.cor.pending_links.update(src.pending_links)
         if src.latest is not None:
             self.cor.latest = to_us(src.latest)
