@@ -97,8 +97,8 @@ def ingest(
 ) -> None:
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
     try:
-        lifetime = config.queue_lifetime(queue_lifetime)
-        policy = upkeep.policy_of()
+        cfg = config.load_config(None)
+        lifetime, policy = cfg.queue_lifetime(queue_lifetime), cfg.suppressions
     except config.ConfigError as exc:
         _fail(str(exc))
     try:

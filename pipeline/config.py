@@ -105,6 +105,16 @@ class Config:
     suppressions: SuppressionsConfig = field(default_factory=SuppressionsConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
 
+    def queue_lifetime(self, option: str | None = None) -> timedelta:
+        """``option`` (``mtalens ingest --queue-lifetime``, Postfix time syntax) if given, else
+        ``[postfix] maximal_queue_lifetime``, else Postfix's default 5d. Raises ConfigError."""
+        if option is None:
+            return self.postfix.queue_lifetime
+        try:
+            return parse_time_value(option)
+        except ParseError as exc:
+            raise ConfigError(f"--queue-lifetime: {exc.detail}") from exc
+
 
 # sections of the same file that another loader reads (pipeline/watch_config.py), so a single
 # mtalens.toml serves every command
@@ -112,15 +122,8 @@ OTHER_SECTIONS: Final = frozenset({"watch", "alerts"})
 
 
 def queue_lifetime(option: str | None, config: str | os.PathLike[str] | None = None) -> timedelta:
-    """The queue lifetime for ingest: ``option`` (``mtalens ingest --queue-lifetime``, Postfix
-    time syntax) if given, else ``[postfix] maximal_queue_lifetime`` of the config file, else
-    Postfix's default 5d. Raises ConfigError for a bad value."""
-    if option is not None:
-        try:
-            return parse_time_value(option)
-        except ParseError as exc:
-            raise ConfigError(f"--queue-lifetime: {exc.detail}") from exc
-    return load_config(config).postfix.queue_lifetime
+    """The queue lifetime for ingest (see Config.queue_lifetime) from the config file."""
+    return load_config(config).queue_lifetime(option)
 
 
 def resolve_config_path(path: str | os.PathLike[str] | None) -> Path | None:

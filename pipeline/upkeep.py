@@ -9,18 +9,12 @@ command builds it (a one-off: about 35 s at 10 M deliveries, see bench/bench_sup
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 from pipeline import suppressions
-from pipeline.config import SuppressionsConfig, load_config
+from pipeline.config import SuppressionsConfig
 from pipeline.store import Store
 from pipeline.suppressions import SummaryRefresh
-
-
-def policy_of(config: str | os.PathLike[str] | None = None) -> SuppressionsConfig:
-    """The suppression policy of ``config`` (or the default lookup); raises ConfigError."""
-    return load_config(config).suppressions
 
 
 def fold_new_rows(
@@ -49,4 +43,4 @@ def fold_new_rows(
     return suppressions.refresh_suppression_summary(store, policy)
 
 
-__all__ = ["fold_new_rows", "policy_of"]
+__all__ = ["fold_new_rows"]

@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 from parsers.syslog import SyslogClock
 from pipeline import bounces, upkeep
 from pipeline.alerts import AlertEngine
-from pipeline.config import queue_lifetime
+from pipeline.config import load_config
 from pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
 from pipeline.fastpath import ArrowBatch
 from pipeline.ingest import FP_LEN, Checkpoint, LineCounts, LogIngestor, fingerprint, read_head
@@ -189,10 +189,11 @@ class Watcher:
         self.tz = tz or _zone(config.timezone)
         self.stats = WatchStats()
         self.alerts = AlertEngine(config.rules, webhook=config.webhook)
-        # [postfix] maximal_queue_lifetime of the same mtalens.toml; a bad value fails here, at
-        # start-up (read once: a reload does not change the open-message horizon)
-        self.queue_lifetime = queue_lifetime(None, config_path)
-        self.policy = upkeep.policy_of(config_path)
+        # [postfix] and [suppressions] of the same mtalens.toml; a bad value fails here, at
+        # start-up (read once: a reload does not change them)
+        shared = load_config(config_path)
+        self.queue_lifetime = shared.queue_lifetime()
+        self.policy = shared.suppressions
         self._folded_at: float | None = None  # monotonic time of the last summary fold
         self._wake = threading.Event()
         self._stop = False

@@ -73,15 +73,11 @@ def test_writers_fold_into_a_summary_only_once_it_exists(tmp_path: Path) -> None
         store.con.execute("DELETE FROM suppression_summary_state")
     assert state(db) is None
     with Store.open(db, read_only=True) as store:  # read-only: nothing can be rebuilt
-        assert not suppressions.summary_usable(store, suppressions_policy())
+        assert not suppressions.summary_usable(store, SuppressionsConfig())
     r = runner.invoke(app, ["suppressions", "list", "--db", str(db), "--format", "json",
                             "--as-of", "2026-12-31T00:00:00Z"])  # fmt: skip
     assert json.loads(r.stdout) == folded
     assert len(folded) > len(first)
-
-
-def suppressions_policy() -> SuppressionsConfig:
-    return SuppressionsConfig()
 
 
 def test_daemon_folds_at_most_every_interval_and_at_shutdown(tmp_path: Path) -> None:

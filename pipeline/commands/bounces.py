@@ -10,7 +10,7 @@ import typer
 
 from pipeline import upkeep
 from pipeline.bounces import BounceRow, Decoded, ingest, parse_paths
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, load_config
 from pipeline.store import Store
 
 bounces_app = typer.Typer(
@@ -65,7 +65,7 @@ def ingest_cmd(
 ) -> None:
     """Decode, classify and store reports, recipients and complaints (idempotent)."""
     try:
-        policy = upkeep.policy_of()
+        policy = load_config(None).suppressions
     except ConfigError as exc:
         print(f"mtalens: {exc}", file=sys.stderr)
         raise typer.Exit(2) from exc
