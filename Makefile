@@ -33,6 +33,8 @@ fmt: install
 	$(BIN)/ruff format parsers pipeline tests bench
 
 type: install
+	rm -rf build/typecheck && mkdir -p build/typecheck/mtalens
+	ln -s $(CURDIR)/parsers $(CURDIR)/pipeline build/typecheck/mtalens/
 	$(BIN)/mypy
 
 bench: install

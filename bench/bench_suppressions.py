@@ -73,9 +73,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline import exports, suppressions, upkeep
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
+from mtalens.pipeline import exports, suppressions, upkeep
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
 
 NOW = datetime(2026, 7, 1, tzinfo=UTC)
 PERIOD_S = 180 * 86400  # the evidence spans 2026-01-01 .. 2026-06-30

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.store import Store  # noqa: E402 - after the path set-up
+from mtalens.pipeline.store import Store  # noqa: E402 - after the path set-up
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -56,7 +56,7 @@ def run(rate: int, seconds: float, data: bytes, tmp: Path) -> dict[str, float]:
     lines = data.split(b"\n")[:-1]
     err = open(tmp / f"watch-{rate}.err", "wb")  # noqa: SIM115 - closed after the daemon
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", "watch", "--db", str(db),
+        [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()", "watch", "--db", str(db),
          "--log", str(log), "--timezone", "UTC", "--commit-interval", "1", "--poll-interval", "1"],
         stderr=err, cwd=ROOT, env={**os.environ, "MTALENS_LOCK_WAIT": "30"},
     )  # fmt: skip

@@ -83,7 +83,7 @@ def main() -> int:
     log.write_bytes(b"")
     err = (out / "watch.err").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", "watch", "--db", str(db),
+        [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()", "watch", "--db", str(db),
          "--log", str(log), "--timezone", "UTC", "--commit-interval", "1", "--poll-interval", "1"],
         stderr=err, cwd=ROOT, env={**os.environ, "MTALENS_LOCK_WAIT": "30",
                                     "PYTHONPATH": str(ROOT)},

@@ -29,11 +29,11 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.fastpath import FastIngest  # noqa: E402 - after the path set-up
-from pipeline.ingest import LogIngestor, read_head  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.watch import Watcher  # noqa: E402
-from pipeline.watch_config import WatchConfig  # noqa: E402
+from mtalens.pipeline.fastpath import FastIngest  # noqa: E402 - after the path set-up
+from mtalens.pipeline.ingest import LogIngestor, read_head  # noqa: E402
+from mtalens.pipeline.store import Store  # noqa: E402
+from mtalens.pipeline.watch import Watcher  # noqa: E402
+from mtalens.pipeline.watch_config import WatchConfig  # noqa: E402
 
 
 def rss_mb() -> float:

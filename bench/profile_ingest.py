@@ -35,8 +35,8 @@ from bench_ingest import OUT, cached_log  # noqa: E402  (a sibling script, not a
 
 CHILD = """
 import json, os, sys, time, resource
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
 path, db, mode, batch, commit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 store = Store.open(db)
 ing = LogIngestor(store, year=2026, fast=(mode == "fast"), batch_lines=batch, commit_lines=commit)

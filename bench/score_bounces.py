@@ -30,9 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from parsers.bounces import ParseError, decode
-from pipeline.bounces import Decoded, default_classifier, rows_of
-from pipeline.mailbox import MailboxMessage, iter_messages
+from mtalens.parsers.bounces import ParseError, decode
+from mtalens.pipeline.bounces import Decoded, default_classifier, rows_of
+from mtalens.pipeline.mailbox import MailboxMessage, iter_messages
 
 DEFAULT = "/work/shared/corpus/bounces/sisimai"
 CORRECTIONS = Path(__file__).resolve().parent / "label_corrections.jsonl"

@@ -20,7 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.classify import Classifier, default_classifier
+from mtalens.pipeline.classify import Classifier, default_classifier
 
 DEFAULT_CORPUS = Path("/work/shared/corpus/bounces/sisimai/expected.jsonl")
 

@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.correlate import Correlator  # noqa: E402 - after the path set-up
-from pipeline.ingest import LogIngestor, read_head  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from mtalens.pipeline.correlate import Correlator  # noqa: E402 - after the path set-up
+from mtalens.pipeline.ingest import LogIngestor, read_head  # noqa: E402
+from mtalens.pipeline.store import Store  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -1,10 +1,10 @@
 """The optional C scanner (``parsers/_pfscan.c``) for the common shapes of Postfix log lines.
 
-Same formats and rules as :mod:`parsers.syslog` and :mod:`parsers.postfix` (which stay the
+Same formats and rules as :mod:`mtalens.parsers.syslog` and :mod:`mtalens.parsers.postfix` (which stay the
 reference): RFC 3164 (with ``maillog_file``'s fraction) and RFC 3339 envelopes, and the hot
 Postfix line types (deliveries, ``client=``, ``message-id=``, qmgr ``from=``/``removed``,
 connect/disconnect/TLS/postscreen/dnsblog events). Every other line comes back as a FALLBACK op
-for the Python parser, with the :class:`~parsers.syslog.SyslogClock` state to parse it with.
+for the Python parser, with the :class:`~mtalens.parsers.syslog.SyslogClock` state to parse it with.
 
 Pure: bytes in, columns out. :data:`AVAILABLE` is False when the extension is not built (no
 compiler at install time); callers then use the Python parser for every line.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 try:
-    from parsers import _pfscan  # type: ignore[attr-defined]
+    from mtalens.parsers import _pfscan  # type: ignore[attr-defined]
 except ImportError:  # not built: the pure-Python path does everything
     _pfscan = None
 
@@ -91,7 +91,7 @@ def scan(
     """Scan whole lines of ``buf`` from ``pos``. ``tz_offset`` None means local time is UTC.
     Timestamps come back as UTC microseconds; offsets as ``base_offset`` + position."""
     if _pfscan is None:
-        raise RuntimeError("parsers._pfscan is not built")
+        raise RuntimeError("mtalens.parsers._pfscan is not built")
     r = _pfscan.scan(buf, pos, max_lines, final, clock_year, clock_month, tz_offset, base_offset)
     return Scan(
         end=r[0],

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from parsers import postfix as pf
-from parsers.errors import ParseError
-from parsers.syslog import LogLine, SyslogClock, parse_envelope, split_program
+from mtalens.parsers import postfix as pf
+from mtalens.parsers.errors import ParseError
+from mtalens.parsers.syslog import LogLine, SyslogClock, parse_envelope, split_program
 
 # Longer lines are quarantined. Postfix itself keeps log records far shorter
 # (line_length_limit = 2048 for SMTP lines, postconf(5)); 64 KiB leaves room for any syslog relay.

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from parsers.errors import ParseError
+from mtalens.parsers.errors import ParseError
 
 # --- records --------------------------------------------------------------------------------
 

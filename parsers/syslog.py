@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
-from parsers.errors import ParseError
+from mtalens.parsers.errors import ParseError
 
 _MONTHS = {
     m: i

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from pipeline.watch_config import AlertKind, AlertRule
+from mtalens.pipeline.watch_config import AlertKind, AlertRule
 
 log = logging.getLogger("mtalens.alerts")
 

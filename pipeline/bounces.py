@@ -1,5 +1,5 @@
-"""Bounce processing shell: read messages from paths, decode them (``parsers.bounces``), classify
-each recipient (``pipeline.classify``), and store reports, recipients and complaints in batches.
+"""Bounce processing shell: read messages from paths, decode them (``mtalens.parsers.bounces``), classify
+each recipient (``mtalens.pipeline.classify``), and store reports, recipients and complaints in batches.
 
 Every message read ends as stored, duplicate (same content hash already in the store) or
 quarantined (``ParseError`` code, or ``bug:<ExceptionType>`` for a decoder bug), so
@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from parsers.bounces import BounceRecipient, BounceReport, ParseError, ReportKind, decode
-from parsers.bounces.mime import normalise_newlines
-from pipeline.mailbox import MailboxMessage, iter_messages
-from pipeline.store import Store
+from mtalens.parsers.bounces import BounceRecipient, BounceReport, ParseError, ReportKind, decode
+from mtalens.parsers.bounces.mime import normalise_newlines
+from mtalens.pipeline.mailbox import MailboxMessage, iter_messages
+from mtalens.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ DEFAULT_BATCH: Final = 500
 
 
 class Classification(Protocol):
-    """What ``pipeline.classify.classify`` returns (read-only view)."""
+    """What ``mtalens.pipeline.classify.classify`` returns (read-only view)."""
 
     @property
     def reason(self) -> str: ...
@@ -45,9 +45,9 @@ Classifier = Callable[..., Classification]
 
 
 def default_classifier() -> Classifier | None:
-    """``pipeline.classify.classify`` (written separately); None while it does not exist."""
+    """``mtalens.pipeline.classify.classify`` (written separately); None while it does not exist."""
     try:
-        from pipeline.classify import classify
+        from mtalens.pipeline.classify import classify
 
         classify(status="5.1.1")  # loads the rule files once; a broken rule set fails here
     except (ImportError, OSError) as exc:

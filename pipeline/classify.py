@@ -57,7 +57,7 @@ from typing import Any, Final
 
 import ahocorasick
 
-from parsers.bounces.records import SmtpCommand
+from mtalens.parsers.bounces.records import SmtpCommand
 
 
 class Reason(StrEnum):
@@ -841,7 +841,11 @@ class Classifier:
 
 
 def default_rules_text() -> str:
-    return resources.files("pipeline").joinpath("rules/default.toml").read_text(encoding="utf-8")
+    return (
+        resources.files("mtalens.pipeline")
+        .joinpath("rules/default.toml")
+        .read_text(encoding="utf-8")
+    )
 
 
 @cache

@@ -12,17 +12,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from pipeline import config, reports, upkeep
-from pipeline.commands.bounces import bounces_app
-from pipeline.commands.diagnose import diagnose
-from pipeline.commands.dns import dns_app
-from pipeline.commands.suppressions import suppressions_app
-from pipeline.commands.watch import watch
-from pipeline.ingest import IngestError, LogIngestor, expand_paths
-from pipeline.render import Format, render_tables
-from pipeline.reports import REPORT_SECTIONS
-from pipeline.store import Store, StoreError
-from pipeline.timerange import TimeRangeError, time_range
+from mtalens.pipeline import config, reports, upkeep
+from mtalens.pipeline.commands.bounces import bounces_app
+from mtalens.pipeline.commands.diagnose import diagnose
+from mtalens.pipeline.commands.dns import dns_app
+from mtalens.pipeline.commands.suppressions import suppressions_app
+from mtalens.pipeline.commands.watch import watch
+from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
+from mtalens.pipeline.render import Format, render_tables
+from mtalens.pipeline.reports import REPORT_SECTIONS
+from mtalens.pipeline.store import Store, StoreError
+from mtalens.pipeline.timerange import TimeRangeError, time_range
 
 app = typer.Typer(
     name="mtalens",

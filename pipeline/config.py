@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from parsers.errors import ParseError
-from parsers.postfix import parse_time_value
+from mtalens.parsers.errors import ParseError
+from mtalens.parsers.postfix import parse_time_value
 
 DEFAULT_CONFIG: Final = "mtalens.toml"
 

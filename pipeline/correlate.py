@@ -8,7 +8,7 @@ dropped from memory (they stay in the store as they were last written): by defau
 :func:`stale_horizon` of Postfix's queue lifetime, so that a message Postfix still retries is
 never split in two.
 
-The correlator only builds rows; :mod:`pipeline.ingest` decides when they are committed. Open
+The correlator only builds rows; :mod:`mtalens.pipeline.ingest` decides when they are committed. Open
 instances are written at every commit (so a restart can reload them) and rewritten as they
 change.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
-from parsers import postfix as pf
+from mtalens.parsers import postfix as pf
 
 ClassifyFn = Callable[..., Any]
 

@@ -7,9 +7,9 @@ affected destinations, further facts) and a remedy. The thresholds that decide w
 problem are the policy in :class:`Thresholds`, passed in by the caller.
 
 The one detector that needs more than SQL, our own forward-confirmed reverse DNS, combines
-remote refusals for missing PTR records with the FCrDNS results of ``pipeline.dns`` for our
+remote refusals for missing PTR records with the FCrDNS results of ``mtalens.pipeline.dns`` for our
 addresses found in the logs. It reads the DNS cache kept in the store (``mtalens dns fcrdns``
-fills it); a caller may pass a live :class:`pipeline.dns.DnsClient` instead.
+fills it); a caller may pass a live :class:`mtalens.pipeline.dns.DnsClient` instead.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, Final, Protocol
 import dns.resolver
 import dns.reversename
 
-from pipeline.dns import DnsCache, DnsClient, FcrdnsResult, check_fcrdns
-from pipeline.queries import named_queries
-from pipeline.store import Store
+from mtalens.pipeline.dns import DnsCache, DnsClient, FcrdnsResult, check_fcrdns
+from mtalens.pipeline.named_sql import named_queries
+from mtalens.pipeline.store import Store
 
 QUERY_FILE: Final = "diagnose.sql"
 
@@ -406,7 +406,7 @@ class _KeyedDetector:
 
 
 # --------------------------------------------------------------------------------------------
-# Our own reverse DNS: remote refusals plus forward-confirmed reverse DNS from pipeline.dns
+# Our own reverse DNS: remote refusals plus forward-confirmed reverse DNS from mtalens.pipeline.dns
 
 
 def cache_only_client(store: Store, clock: Callable[[], datetime]) -> DnsClient:

@@ -33,7 +33,7 @@ import dns.resolver
 import dns.reversename
 from dns.rdtypes.txtbase import TXTBase
 
-from pipeline.store import Store
+from mtalens.pipeline.store import Store
 
 Clock = Callable[[], datetime]
 

@@ -38,9 +38,9 @@ from typing import IO, Any, Final, Protocol
 
 import polars as pl
 
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
-from pipeline.suppressions import SuppressionError, decision_batches
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.suppressions import SuppressionError, decision_batches
 
 # RFC 5322 section 3.2.3 atext, dots between atoms, LDH domain already lower-cased.
 _SAFE_ADDRESS: Final = (

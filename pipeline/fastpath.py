@@ -1,14 +1,14 @@
-"""The fast ingest loop: the C scanner (:mod:`parsers.fastscan`) plus a correlation loop on
+"""The fast ingest loop: the C scanner (:mod:`mtalens.parsers.fastscan`) plus a correlation loop on
 integer op codes and Arrow columns, committed by a writer thread.
 
-It produces the same store as :meth:`pipeline.ingest.LogIngestor._consume` with the pure-Python
+It produces the same store as :meth:`mtalens.pipeline.ingest.LogIngestor._consume` with the pure-Python
 parser (``tests/test_fastpath.py`` compares them table by table):
 
 - the C scanner reads the envelope and the common Postfix line types straight into Arrow
   buffers (deliveries, events) and small op tuples (what the correlation needs); every other
   line comes back as a FALLBACK op and goes through the Python parser, which stays the only
   source of quarantine reasons and ignore rules;
-- the correlation mirrors :class:`pipeline.correlate.Correlator` with timestamps kept as UTC
+- the correlation mirrors :class:`mtalens.pipeline.correlate.Correlator` with timestamps kept as UTC
   microseconds (message keys are computed exactly as ``int(ts.timestamp() * 1_000_000)``);
 - batches of ``batch_lines`` lines (as the pure path's) go to a writer thread (DuckDB releases
   the GIL while it executes) while the next ones are scanned, at most ``IN_FLIGHT`` at a time,
@@ -21,7 +21,7 @@ parser (``tests/test_fastpath.py`` compares them table by table):
 
 Off when the extension is not built or when ``MTALENS_PURE_PYTHON=1``. An ``on_commit`` hook
 (`mtalens watch`'s metrics and alerts) is called after each commit, in the reading thread, with a
-:class:`ArrowBatch`: a :class:`~pipeline.correlate.Batch` that holds the commit's delivery,
+:class:`ArrowBatch`: a :class:`~mtalens.pipeline.correlate.Batch` that holds the commit's delivery,
 rejection, auth-failure and event rows as Arrow tables and builds the pure path's tuples only
 if the hook reads them; its ``touched`` is empty (no hook reads the messages).
 ``MTALENS_FAST_SERIAL=1`` commits in the reading thread (for profiling).
@@ -43,11 +43,11 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 
-from parsers import fastscan
-from parsers import postfix as pf
-from parsers.lines import Malformed, Parsed, Skipped, parse_line
-from parsers.syslog import SyslogClock
-from pipeline.correlate import (
+from mtalens.parsers import fastscan
+from mtalens.parsers import postfix as pf
+from mtalens.parsers.lines import Malformed, Parsed, Skipped, parse_line
+from mtalens.parsers.syslog import SyslogClock
+from mtalens.pipeline.correlate import (
     AUTH_COLUMNS,
     DELIVERY_COLUMNS,
     EVENT_COLUMNS,
@@ -61,7 +61,7 @@ from pipeline.correlate import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.ingest import Checkpoint, LineCounts, LogIngestor
+    from mtalens.pipeline.ingest import Checkpoint, LineCounts, LogIngestor
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def from_us(us: int) -> datetime:
 
 
 def key_of(host: str, qid: str, at_us: int) -> str:
-    # pipeline.correlate.message_key: int(first_seen.timestamp() * 1_000_000), where
+    # mtalens.pipeline.correlate.message_key: int(first_seen.timestamp() * 1_000_000), where
     # timestamp() is the correctly rounded microseconds / 10**6 (CPython datetime_timestamp)
     return f"{host}|{qid}|{int(at_us / 1_000_000 * 1_000_000)}"
 
@@ -111,7 +111,7 @@ _MSG_TS: Final = ("first_seen", "arrived_at", "removed_at", "expired_at", "last_
 
 
 class Msg:
-    """pipeline.correlate.MessageState with UTC-microsecond timestamps."""
+    """mtalens.pipeline.correlate.MessageState with UTC-microsecond timestamps."""
 
     __slots__ = (
         "arrived_at",
@@ -199,7 +199,7 @@ class Rows:
 
 
 class FastCorrelator:
-    """pipeline.correlate.Correlator's rules, on ints; fed by op tuples and by records."""
+    """mtalens.pipeline.correlate.Correlator's rules, on ints; fed by op tuples and by records."""
 
     def __init__(self, classify: Any, *, stale_after: timedelta, recent_size: int) -> None:
         self.open: dict[tuple[str, str], Msg] = {}
@@ -315,7 +315,7 @@ class FastCorrelator:
             reply_code=code,
             diagnostic=detail,
             remote_host=rhost,
-            # as pipeline.correlate: only a bounce is a final failure (RFC 3464 2.3.3)
+            # as mtalens.pipeline.correlate: only a bounce is a final failure (RFC 3464 2.3.3)
             action="failed" if status == "bounced" else None,
         )
         out = (cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist)
@@ -630,7 +630,7 @@ class _LazyRows:
 
 class ArrowBatch(Batch):
     """What the ``on_commit`` hook gets on the fast path: the commit's rows as the Arrow tables
-    written (``tables``, by store table, columns as in ``pipeline.correlate``, in line order).
+    written (``tables``, by store table, columns as in ``mtalens.pipeline.correlate``, in line order).
     The pure path's tuple lists (``deliveries``, ...) are the same rows, built on first read;
     a hook that can read columns (`mtalens watch`) never pays for them. ``touched`` is empty."""
 
@@ -675,14 +675,14 @@ def _hook_batch(tables: list[tuple[str, tuple[str, ...], pa.Table]]) -> ArrowBat
 
 
 class FastIngest:
-    """The fast path of one :class:`~pipeline.ingest.LogIngestor` (its open messages live here
+    """The fast path of one :class:`~mtalens.pipeline.ingest.LogIngestor` (its open messages live here
     once the fast path is in use)."""
 
     def __init__(self, ing: LogIngestor) -> None:
         self.ing = ing
         src = ing.correlator
         # the pure correlator's settings: its stale_after follows the ingestor's queue lifetime
-        # (pipeline.correlate.stale_horizon)
+        # (mtalens.pipeline.correlate.stale_horizon)
         self.cor = FastCorrelator(
             src.classify, stale_after=src.stale_after, recent_size=src.recent_size
         )
@@ -740,7 +740,7 @@ class FastIngest:
                 gc.enable()
 
     def _consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
-        from pipeline.ingest import LineCounts
+        from mtalens.pipeline.ingest import LineCounts
 
         ing = self.ing
         batch_lines = ing.batch_lines
@@ -874,7 +874,7 @@ class FastIngest:
         self, raw: bytes, offset: int, cp: Checkpoint, clock: SyslogClock, counts: LineCounts,
         rows: Rows, quarantine: list[tuple[Any, ...]],
     ) -> None:  # fmt: skip
-        """pipeline.ingest.LogIngestor._line, feeding this correlator."""
+        """mtalens.pipeline.ingest.LogIngestor._line, feeding this correlator."""
         ing = self.ing
         try:
             v = parse_line(raw, clock)

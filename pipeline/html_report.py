@@ -17,7 +17,7 @@ from importlib import resources
 from string import Template
 from typing import Any, Final
 
-from pipeline.diagnose import Context, Finding, run_query
+from mtalens.pipeline.diagnose import Context, Finding, run_query
 
 COLORS: Final = {"sent": "#2da44e", "deferred": "#d4a72c", "bounced": "#cf222e", "other": "#8c959f"}
 # Reasons get colours in order of appearance (Okabe-Ito palette, readable for colour blindness).
@@ -220,7 +220,9 @@ def table_html(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
 
 def _template() -> Template:
     text = (
-        resources.files("pipeline").joinpath("templates", "report.html").read_text(encoding="utf-8")
+        resources.files("mtalens.pipeline")
+        .joinpath("templates", "report.html")
+        .read_text(encoding="utf-8")
     )
     return Template(text)
 

@@ -27,9 +27,9 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from parsers.lines import Malformed, Parsed, Skipped, parse_line
-from parsers.syslog import SyslogClock, month_of_3164
-from pipeline.correlate import (
+from mtalens.parsers.lines import Malformed, Parsed, Skipped, parse_line
+from mtalens.parsers.syslog import SyslogClock, month_of_3164
+from mtalens.pipeline.correlate import (
     AUTH_COLUMNS,
     DEFAULT_QUEUE_LIFETIME,
     DELIVERY_COLUMNS,
@@ -42,7 +42,7 @@ from pipeline.correlate import (
     MessageState,
     stale_horizon,
 )
-from pipeline.store import Store
+from mtalens.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class LogIngestor:
         """Read lines from fh (positioned at cp.offset) to EOF, committing every batch."""
         # --- fast-path hook: same rows as below (tests/test_fastpath.py), C scanner ---
         if self._fast_path is None:
-            from pipeline import fastpath
+            from mtalens.pipeline import fastpath
 
             use = fastpath.enabled() if self.fast is None else self.fast and fastpath.enabled()
             self._fast_path = fastpath.FastIngest(self) if use else False
@@ -540,7 +540,7 @@ def _insert(con: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any
 
 
 def _default_classify() -> ClassifyFn | None:
-    from pipeline.classify import default_classifier
+    from mtalens.pipeline.classify import default_classifier
 
     return default_classifier().classify
 

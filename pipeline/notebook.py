@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline import reports
-from pipeline.diagnose import Context, diagnose, run_query
-from pipeline.store import Store, StoreError, resolve_db_path
-from pipeline.timerange import EPOCH, FAR_FUTURE
+from mtalens.pipeline import reports
+from mtalens.pipeline.diagnose import Context, diagnose, run_query
+from mtalens.pipeline.store import Store, StoreError, resolve_db_path
+from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -165,8 +165,8 @@ def bounces_by_reason(db: StoreRef = None) -> pl.DataFrame:
 
 def suppressions(db: StoreRef = None, *, now: datetime) -> pl.DataFrame:
     """Suppressed addresses under the default policy (pipeline/suppressions.py)."""
-    from pipeline.config import SuppressionsConfig
-    from pipeline.suppressions import decisions_frame
+    from mtalens.pipeline.config import SuppressionsConfig
+    from mtalens.pipeline.suppressions import decisions_frame
 
     with reading(db) as store:
         return decisions_frame(store, SuppressionsConfig(), now=now)

@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pipeline.reports import Table
+from mtalens.pipeline.reports import Table
 
 
 class Format(StrEnum):

@@ -12,8 +12,8 @@ from typing import Any, Final
 
 import duckdb
 
-from pipeline.queries import named_queries
-from pipeline.store import Store
+from mtalens.pipeline.named_sql import named_queries
+from mtalens.pipeline.store import Store
 
 
 class QueryError(Exception):

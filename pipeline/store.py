@@ -47,7 +47,7 @@ class Migration:
 
 def load_migrations() -> list[Migration]:
     found: list[Migration] = []
-    for entry in resources.files("pipeline").joinpath("sql").iterdir():
+    for entry in resources.files("mtalens.pipeline").joinpath("sql").iterdir():
         name = entry.name
         if not name.endswith(".sql") or not name[:4].isdigit():
             continue

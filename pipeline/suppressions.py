@@ -50,9 +50,9 @@ import idna
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import SuppressionsConfig
-from pipeline.reports import Table
-from pipeline.store import Store
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.reports import Table
+from mtalens.pipeline.store import Store
 
 
 class SuppressionError(ValueError):

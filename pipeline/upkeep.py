@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline import suppressions
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
-from pipeline.suppressions import SummaryRefresh
+from mtalens.pipeline import suppressions
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.suppressions import SummaryRefresh
 
 
 def fold_new_rows(

@@ -5,7 +5,7 @@ Tailing (STYLE.md section 5). Files are tracked by (device, inode), not by name;
 ``poll_interval``). Per file, lines are read from its checkpoint to the last ``\\n``; a partial
 last line stays unread until its newline arrives. The checkpoint (device, inode, fingerprint of
 the first bytes, offset) is committed in the same transaction as the rows it covers
-(``pipeline.ingest``), so ``kill -9`` at any moment loses only an uncommitted batch, which is read
+(``mtalens.pipeline.ingest``), so ``kill -9`` at any moment loses only an uncommitted batch, which is read
 again after the restart.
 
 - rename-and-create rotation: the name now points at a new inode; the old file (still open) is
@@ -19,7 +19,7 @@ again after the restart.
 - restart: a rotated sibling whose first bytes match a checkpoint with unread bytes (rotated while
   the daemon was down) is read before the live files.
 
-Mailboxes: Maildir ``new/`` messages are decoded and stored (``pipeline.bounces``), and only after
+Mailboxes: Maildir ``new/`` messages are decoded and stored (``mtalens.pipeline.bounces``), and only after
 that commit moved to ``cur/`` (maildir(5): ``cur/NAME:2,``). mbox files are read by offset
 (complete messages only: a message ends where the next ``From`` line starts, the last one once
 the file has been quiet for ``drain_grace``). Both rely on the bounce store's content-hash key
@@ -59,17 +59,24 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parsers.syslog import SyslogClock
-from pipeline import bounces, upkeep
-from pipeline.alerts import AlertEngine
-from pipeline.config import load_config
-from pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
-from pipeline.fastpath import ArrowBatch
-from pipeline.ingest import FP_LEN, Checkpoint, LineCounts, LogIngestor, fingerprint, read_head
-from pipeline.mailbox import MailboxMessage, split_mbox
-from pipeline.metrics import LAG_BUCKETS, Metrics, MetricsServer
-from pipeline.store import Store, StoreError
-from pipeline.watch_config import WatchConfig, load_watch_config
+from mtalens.parsers.syslog import SyslogClock
+from mtalens.pipeline import bounces, upkeep
+from mtalens.pipeline.alerts import AlertEngine
+from mtalens.pipeline.config import load_config
+from mtalens.pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
+from mtalens.pipeline.fastpath import ArrowBatch
+from mtalens.pipeline.ingest import (
+    FP_LEN,
+    Checkpoint,
+    LineCounts,
+    LogIngestor,
+    fingerprint,
+    read_head,
+)
+from mtalens.pipeline.mailbox import MailboxMessage, split_mbox
+from mtalens.pipeline.metrics import LAG_BUCKETS, Metrics, MetricsServer
+from mtalens.pipeline.store import Store, StoreError
+from mtalens.pipeline.watch_config import WatchConfig, load_watch_config
 
 log = logging.getLogger("mtalens.watch")
 
@@ -81,7 +88,7 @@ SUMMARY_FOLD_INTERVAL: Final = 60.0
 # RFC 4155: a message starts with a "From " line at the start of the file or after a blank line
 _MBOX_SEPARATOR: Final = re.compile(rb"\n\r?\nFrom ")
 _RESERVED_LOG_KEYS: Final = frozenset(vars(logging.makeLogRecord({})))
-# what pipeline.alerts.AlertEngine.feed reads of each row
+# what mtalens.pipeline.alerts.AlertEngine.feed reads of each row
 _ALERT_DELIVERY_COLUMNS: Final = ("logged_at", "recipient", "status", "blocklist", "delay")
 _ALERT_AUTH_COLUMNS: Final = ("logged_at", "client_ip")
 

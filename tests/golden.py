@@ -8,8 +8,8 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from parsers.lines import Malformed, Skipped, parse_line
-from parsers.syslog import SyslogClock
+from mtalens.parsers.lines import Malformed, Skipped, parse_line
+from mtalens.parsers.syslog import SyslogClock
 
 
 def describe_line(raw: bytes, clock: SyslogClock) -> dict[str, Any]:

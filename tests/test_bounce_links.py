@@ -12,10 +12,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from parsers.bounces import Action, ReportKind, decode
-from pipeline.bounces import ingest as ingest_bounces
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
+from mtalens.parsers.bounces import Action, ReportKind, decode
+from mtalens.pipeline.bounces import ingest as ingest_bounces
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DSNS = ROOT / "sample_logs" / "bounces" / "postfix-real"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from parsers.bounces import decode
-from parsers.bounces.diagnostic import command_from_transcript, complete_reply, find_command
-from parsers.bounces.records import SmtpCommand
+from mtalens.parsers.bounces import decode
+from mtalens.parsers.bounces.diagnostic import command_from_transcript, complete_reply, find_command
+from mtalens.parsers.bounces.records import SmtpCommand
 
 
 @pytest.mark.parametrize(
@@ -117,8 +117,8 @@ def test_rfc3464_recipient_carries_its_own_command() -> None:
 
 
 def test_pipeline_classifies_with_the_command() -> None:
-    from pipeline.bounces import Decoded, default_classifier, rows_of
-    from pipeline.mailbox import MailboxMessage
+    from mtalens.pipeline.bounces import Decoded, default_classifier, rows_of
+    from mtalens.pipeline.mailbox import MailboxMessage
 
     report = decode(DSN.encode())
     msg = MailboxMessage(source="t.eml", index=1, offset=0, raw=DSN.encode())

@@ -1,4 +1,4 @@
-"""parsers.bounces: one fixture per supported shape, line endings, totality."""
+"""mtalens.parsers.bounces: one fixture per supported shape, line endings, totality."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers.bounces import DECODERS, Action, ParseError, ReportKind, decode
+from mtalens.parsers.bounces import DECODERS, Action, ParseError, ReportKind, decode
 
 FIX = Path(__file__).parent / "fixtures" / "bounces"
 
@@ -206,7 +206,7 @@ def test_prose_fallback() -> None:
 
 def test_utf8_text_labelled_iso_2022_jp_is_read_as_utf8() -> None:
     # a declared charset the bytes cannot be (8-bit bytes under a 7-bit ISO-2022-JP label)
-    from parsers.bounces.mime import decode_text
+    from mtalens.parsers.bounces.mime import decode_text
 
     raw = load("utf8-labelled-iso2022jp.eml")
     text = "宛先のメールボックスの設定によりお届けできませんでした。"
@@ -219,7 +219,7 @@ def test_utf8_text_labelled_iso_2022_jp_is_read_as_utf8() -> None:
 
 
 def test_qmail_most_progress_names_the_rcpt_stage() -> None:
-    from parsers.bounces.records import SmtpCommand
+    from mtalens.parsers.bounces.records import SmtpCommand
 
     r = decode(load("qmail-most-progress.eml"))
     (rc,) = r.recipients
@@ -229,8 +229,8 @@ def test_qmail_most_progress_names_the_rcpt_stage() -> None:
 
 
 def test_postfix_recipient_restriction_text_is_the_rcpt_stage() -> None:
-    from parsers.bounces.diagnostic import find_command
-    from parsers.bounces.records import SmtpCommand
+    from mtalens.parsers.bounces.diagnostic import find_command
+    from mtalens.parsers.bounces.records import SmtpCommand
 
     text = "550 5.1.1 <zed@example.com>: Recipient address rejected: User unknown in local recipient table"
     assert find_command(text) is SmtpCommand.RCPT
@@ -273,7 +273,7 @@ def test_lost_boundaries_take_the_explanation_from_the_transcript() -> None:
 
 
 def test_quoted_dialogue_success_codes_are_not_the_failure() -> None:
-    from parsers.bounces.diagnostic import find_reply_code, find_status
+    from mtalens.parsers.bounces.diagnostic import find_reply_code, find_status
 
     dialogue = (
         "Out: 250 2.1.0 Ok In: RCPT TO:<x@example.com> Out: 250 2.1.5 Ok In: DATA "

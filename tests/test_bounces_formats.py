@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from parsers.bounces import Action, ReportKind, decode
+from mtalens.parsers.bounces import Action, ReportKind, decode
 
 FIX = Path(__file__).parent / "fixtures" / "bounces"
 

@@ -1,4 +1,4 @@
-"""pipeline.mailbox: Maildir, mbox (From_ lines, >From quoting, CRLF), single files, offsets."""
+"""mtalens.pipeline.mailbox: Maildir, mbox (From_ lines, >From quoting, CRLF), single files, offsets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.mailbox import iter_messages
+from mtalens.pipeline.mailbox import iter_messages
 
 MSG_A = b"From: a@example.org\nSubject: one\n\nFrom here on\n>From quoted\n"
 MSG_B = b"From: b@example.org\nSubject: two\n\nbody\n"
@@ -86,7 +86,7 @@ def test_mbox_from_line_without_blank_line_before_it(tmp_path: Path) -> None:
 
 
 def test_mbox_is_streamed_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.mailbox as mailbox
+    import mtalens.pipeline.mailbox as mailbox
 
     monkeypatch.setattr(mailbox, "READ_CHUNK", 7)  # messages and lines straddle chunk edges
     body = b"".join(b"From x@y Thu Jan  1 00:00:0%d 2026\n" % i + MSG_B + b"\n" for i in range(5))

@@ -1,4 +1,4 @@
-"""pipeline.bounces and `mtalens bounces`: parse rows, ingest idempotently, quarantine bad input."""
+"""mtalens.pipeline.bounces and `mtalens bounces`: parse rows, ingest idempotently, quarantine bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.bounces import BounceRow, Decoded, ingest, parse_paths, verp_original
-from pipeline.cli import app
-from pipeline.store import Store
+from mtalens.pipeline.bounces import BounceRow, Decoded, ingest, parse_paths, verp_original
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.store import Store
 
 FIX = Path(__file__).parent / "fixtures" / "bounces"
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.classify import (
+from mtalens.pipeline.classify import (
     REASON_CATEGORY,
     Category,
     Classification,
@@ -665,7 +665,7 @@ def test_connection_failure_with_5xx_is_not_expiry() -> None:
     ],
 )
 def test_command_names(value: str, command: str | None) -> None:
-    from pipeline.classify import command_of
+    from mtalens.pipeline.classify import command_of
 
     got = command_of(value)
     assert (str(got) if got else None) == command

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from mtalens.pipeline.cli import app
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix"
 runner = CliRunner()
@@ -142,7 +142,7 @@ def test_locked_store_is_a_one_line_error(db: str) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         out = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "ingest", "--db", db, str(SAMPLES)],
+            [sys.executable, "-m", "mtalens.pipeline.cli", "ingest", "--db", db, str(SAMPLES)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 2

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.diagnose import (
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.diagnose import (
     DETECTORS,
     Context,
     Finding,
@@ -20,10 +20,10 @@ from pipeline.diagnose import (
     diagnose,
     render_text,
 )
-from pipeline.dns import Answer, DnsCache, Status
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
-from pipeline.timerange import EPOCH, FAR_FUTURE
+from mtalens.pipeline.dns import Answer, DnsCache, Status
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 
 PROBLEMS = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix" / "problems.log"
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
@@ -254,7 +254,7 @@ def test_cli_text_json_and_exit_code(db: Path, tmp_path: Path) -> None:
 
 
 def test_text_output_neutralises_control_characters() -> None:
-    from pipeline.diagnose import Evidence
+    from mtalens.pipeline.diagnose import Evidence
 
     f = Finding(
         id="x:y",
@@ -307,7 +307,7 @@ Last-Attempt-Date: {when}
 
 
 def test_blocklist_refusal_and_its_dsn_count_once(tmp_path: Path) -> None:
-    from pipeline import bounces
+    from mtalens.pipeline import bounces
 
     # one DSN about a refusal the log shows (3A128B001B, info@corp-a.example), one about a
     # refusal the log does not show (its message was never logged here)

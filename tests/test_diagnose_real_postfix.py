@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.diagnose import DETECTORS, Context, Finding, Severity, diagnose
-from pipeline.store import Store
-from pipeline.timerange import EPOCH, FAR_FUTURE
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.diagnose import DETECTORS, Context, Finding, Severity, diagnose
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 from tests.conftest import need, need_binary
 from tests.lab.problem_lab import (
     BLACKHOLE_HOSTS,

@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.dns import (
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.dns import (
     Answer,
     DnsCache,
     DnsClient,
@@ -39,7 +39,7 @@ from pipeline.dns import (
     make_resolver,
     parse_tags,
 )
-from pipeline.store import Store
+from mtalens.pipeline.store import Store
 from tests.conftest import need_binary
 from tests.lab.dns_server import NsdServer
 

@@ -43,7 +43,7 @@ from tests.lab.postfix_lab import LabTimings, PostfixLab, SendResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
-CLI = [sys.executable, "-c", "from pipeline.cli import main; main()"]
+CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
 CLI_ENV = {**os.environ, "MTALENS_LOCK_WAIT": "20"}
 SENDER = "sender@example.net"
 

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import exports as X
-from pipeline import suppressions as S
-from pipeline.cli import app
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
+from mtalens.pipeline import exports as X
+from mtalens.pipeline import suppressions as S
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
 from tests.conftest import need_binary
 from tests.test_suppressions_data import complaint, day, log
 

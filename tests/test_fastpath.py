@@ -22,10 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import fastscan
-from pipeline import fastpath
-from pipeline.ingest import Checkpoint, LogIngestor
-from pipeline.store import Store
+from mtalens.parsers import fastscan
+from mtalens.pipeline import fastpath
+from mtalens.pipeline.ingest import Checkpoint, LogIngestor
+from mtalens.pipeline.store import Store
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ TABLES = (
 
 @pytest.fixture(autouse=True)
 def _extension_built() -> None:
-    need(fastscan.AVAILABLE, "parsers._pfscan built (`pip install -e .` compiles it)")
+    need(fastscan.AVAILABLE, "mtalens.parsers._pfscan built (`pip install -e .` compiles it)")
 
 
 def _ingestor(store: Store, fast: bool, **kw: Any) -> LogIngestor:
@@ -105,7 +105,7 @@ def _consume_bytes(data: bytes, fast: bool, *, batch: int, tz: tzinfo = UTC) -> 
     ing = _ingestor(store, fast, tz=tz, batch_lines=batch)
     cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
                     clock_year=None, clock_month=None)  # fmt: skip
-    from parsers.syslog import SyslogClock
+    from mtalens.parsers.syslog import SyslogClock
 
     ing._consume(io.BytesIO(data), cp, SyslogClock(year=2026, tz=tz), final=True)
     assert cp.offset == len(data)
@@ -168,7 +168,7 @@ def test_generated_log_partial_tail_then_rest(tmp_path: Path) -> None:
     for fast in (False, True):
         store = Store.memory()
         ing = _ingestor(store, fast, batch_lines=500)
-        from parsers.syslog import SyslogClock
+        from mtalens.parsers.syslog import SyslogClock
 
         cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
                         clock_year=None, clock_month=None)  # fmt: skip
@@ -453,7 +453,7 @@ def test_multi_instance_rows_keep_their_instance(fast: bool) -> None:
 
 
 def test_message_key_matches_the_pure_formula() -> None:
-    from pipeline.correlate import message_key
+    from mtalens.pipeline.correlate import message_key
 
     rnd = random.Random(7)
     for _ in range(5000):
@@ -466,19 +466,19 @@ def test_message_key_matches_the_pure_formula() -> None:
 
 
 def test_without_the_extension_mtalens_still_ingests(tmp_path: Path) -> None:
-    """A build without a compiler: the import of parsers._pfscan fails, the pure path runs."""
+    """A build without a compiler: the import of mtalens.parsers._pfscan fails, the pure path runs."""
     code = """
 import sys
 class NoExt:
     def find_spec(self, name, path=None, target=None):
-        if name == "parsers._pfscan":
+        if name == "mtalens.parsers._pfscan":
             raise ImportError("not built")
         return None
 sys.meta_path.insert(0, NoExt())
-from parsers import fastscan
-from pipeline import fastpath
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
+from mtalens.parsers import fastscan
+from mtalens.pipeline import fastpath
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
 assert not fastscan.AVAILABLE and not fastpath.enabled()
 ing = LogIngestor(Store.memory(), year=2026)
 s = ing.run([sys.argv[1]])
@@ -555,7 +555,7 @@ def test_line_logged_twice_across_transactions_same_store(batch: int) -> None:
         ing = _ingestor(store, True, batch_lines=batch, commit_lines=commit)
         cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
                         clock_year=None, clock_month=None)  # fmt: skip
-        from parsers.syslog import SyslogClock
+        from mtalens.parsers.syslog import SyslogClock
 
         ing._consume(io.BytesIO(data), cp, SyslogClock(year=2026, tz=UTC), final=True)
         _assert_same(pure, _snapshot(store))
@@ -678,7 +678,7 @@ def test_notification_logged_after_its_dsn_was_removed(batch: int) -> None:
     ing = _ingestor(store, True, batch_lines=batch)
     cp = Checkpoint(source_key="k", path="mem", fp_len=0, fp_hash="", offset=0,
                     clock_year=None, clock_month=None)  # fmt: skip
-    from parsers.syslog import SyslogClock
+    from mtalens.parsers.syslog import SyslogClock
 
     ing._consume(io.BytesIO(LATE_NOTIFICATION), cp, SyslogClock(year=2026, tz=UTC), final=True)
     rows = store.con.execute(

@@ -10,8 +10,8 @@ from collections import Counter
 from datetime import UTC
 from pathlib import Path
 
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import bounces
-from pipeline.diagnose import Context, diagnose
-from pipeline.html_report import build_report, chart_outcomes, esc
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
-from pipeline.timerange import EPOCH, FAR_FUTURE
+from mtalens.pipeline import bounces
+from mtalens.pipeline.diagnose import Context, diagnose
+from mtalens.pipeline.html_report import build_report, chart_outcomes, esc
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 from tests.conftest import need_binary
 
 ROOT = Path(__file__).resolve().parent.parent

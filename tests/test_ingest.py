@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ingest import IngestError, LogIngestor, expand_paths
-from pipeline.store import Store
+from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
+from mtalens.pipeline.store import Store
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix"
 FIXED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -274,7 +274,7 @@ def test_instance_column_added_to_a_populated_store(
 ) -> None:
     """Migration 0011 on a store written before it: old rows keep NULL, new rows get the
     instance, and the public views show the column."""
-    from pipeline import store as store_mod
+    from mtalens.pipeline import store as store_mod
 
     every = store_mod.load_migrations()
     assert any(m.name == "0011_instance_everywhere.sql" for m in every)
@@ -310,9 +310,9 @@ def test_instance_column_added_to_a_populated_store(
 def test_diagnose_and_report_name_the_instance(store: Store) -> None:
     """The examples of `mtalens diagnose` rebuild the syslog tag with the instance, and the
     report's rejects section has an instance column."""
-    from pipeline.diagnose import Context, diagnose
-    from pipeline.reports import report
-    from pipeline.timerange import EPOCH, FAR_FUTURE
+    from mtalens.pipeline.diagnose import Context, diagnose
+    from mtalens.pipeline.reports import report
+    from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 
     ingest(store, SAMPLES / "multi-instance.log")
     found = {f.id: f for f in diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE,
@@ -376,7 +376,7 @@ def test_queue_lifetime_keeps_a_long_lived_message_whole(
 @pytest.mark.parametrize("lifetime", ["10d", None], ids=["10d", "default"])
 def test_queue_lifetime_across_a_restart(tmp_path: Path, lifetime: str | None) -> None:
     """The open messages reloaded from the store are those the horizon still holds."""
-    from pipeline.config import queue_lifetime
+    from mtalens.pipeline.config import queue_lifetime
 
     first, second = tmp_path / "part1.log", tmp_path / "part2.log"
     lines = LONG_LIVED.split(b"\n")
@@ -395,7 +395,7 @@ def test_queue_lifetime_across_a_restart(tmp_path: Path, lifetime: str | None) -
 def test_queue_lifetime_option_and_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from mtalens.pipeline.cli import app
 
     monkeypatch.chdir(tmp_path)  # no ./mtalens.toml but the test's own
     monkeypatch.delenv("MTALENS_CONFIG", raising=False)
@@ -428,7 +428,7 @@ def test_queue_lifetime_option_and_config(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "mtalens.toml").write_text('[postfix]\nmaximal_queue_lifetime = "2w"\n'
                                            '[watch]\nlogs = ["/var/log/mail.log"]\n')  # fmt: skip
     assert messages(tmp_path / "e.duckdb") == 1  # ./mtalens.toml: 2w
-    from pipeline.config import queue_lifetime
+    from mtalens.pipeline.config import queue_lifetime
 
     assert queue_lifetime(None).days == 14  # its [watch] section is left to `mtalens watch`
     assert queue_lifetime("36h").total_seconds() == 36 * 3600  # the option wins
@@ -443,15 +443,15 @@ def test_queue_lifetime_option_and_config(tmp_path: Path, monkeypatch: pytest.Mo
      ("7", 7 * 86400), ("0", 0), (" 10d ", 10 * 86400)],
 )  # fmt: skip
 def test_postfix_time_values(text: str, seconds: int) -> None:
-    from parsers.postfix import parse_time_value
+    from mtalens.parsers.postfix import parse_time_value
 
     assert parse_time_value(text).total_seconds() == seconds
 
 
 @pytest.mark.parametrize("text", ["", "d", "5x", "-1d", "1.5d", "5 d", "5D", "10dd", "9999999w"])
 def test_postfix_time_values_refused(text: str) -> None:
-    from parsers.errors import ParseError
-    from parsers.postfix import parse_time_value
+    from mtalens.parsers.errors import ParseError
+    from mtalens.parsers.postfix import parse_time_value
 
     with pytest.raises(ParseError, match="bad-time-value"):
         parse_time_value(text)

@@ -19,9 +19,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from pipeline import bounces
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store, StoreError
+from mtalens.pipeline import bounces
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -75,7 +75,7 @@ def test_notebook_runs_headless(
 
 # -- while `mtalens watch` runs -----------------------------------------------------------------
 
-CLI = [sys.executable, "-c", "from pipeline.cli import main; main()"]
+CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
 LIVE_LOG = ROOT / "sample_logs" / "postfix" / "real-problems-3.7.log"
 DSNS = sorted((ROOT / "tests" / "fixtures" / "bounces").glob("*.eml"))
 

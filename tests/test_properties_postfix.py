@@ -10,11 +10,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parsers import postfix as pf
-from parsers.errors import ParseError
-from parsers.syslog import SyslogClock, parse_envelope
-from pipeline.ingest import Checkpoint, LogIngestor
-from pipeline.store import Store
+from mtalens.parsers import postfix as pf
+from mtalens.parsers.errors import ParseError
+from mtalens.parsers.syslog import SyslogClock, parse_envelope
+from mtalens.pipeline.ingest import Checkpoint, LogIngestor
+from mtalens.pipeline.store import Store
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix"
 REAL_LINES = [

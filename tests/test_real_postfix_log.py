@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC
 from pathlib import Path
 
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
 
 REAL = Path(__file__).resolve().parent.parent / "sample_logs" / "postfix" / "real-postfix-3.7.log"
 

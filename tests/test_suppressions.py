@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import suppressions as S
-from pipeline.config import ConfigError, SuppressionsConfig, config_from_mapping, load_config
-from pipeline.store import Store
+from mtalens.pipeline import suppressions as S
+from mtalens.pipeline.config import (
+    ConfigError,
+    SuppressionsConfig,
+    config_from_mapping,
+    load_config,
+)
+from mtalens.pipeline.store import Store
 from tests.test_suppressions_data import T0, complaint, day, dsn, log
 
 POLICY = SuppressionsConfig()

@@ -6,7 +6,7 @@ import hashlib
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from pipeline.store import Store
+from mtalens.pipeline.store import Store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _seq = itertools.count(1)

@@ -11,9 +11,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline import suppressions as S
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
+from mtalens.pipeline import suppressions as S
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from bench_suppressions import synthesise

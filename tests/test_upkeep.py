@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import suppressions, upkeep
-from pipeline.cli import app
-from pipeline.config import SuppressionsConfig
-from pipeline.store import Store
-from pipeline.watch import Watcher
-from pipeline.watch_config import WatchConfig
+from mtalens.pipeline import suppressions, upkeep
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.watch import Watcher
+from mtalens.pipeline.watch_config import WatchConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "sample_logs" / "postfix"

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.correlate import QUEUE_LIFETIME_MARGIN
-from pipeline.ingest import LogIngestor
-from pipeline.store import Store
-from pipeline.watch import Watcher
-from pipeline.watch_config import WatchConfig, WatchConfigError, load_watch_config
+from mtalens.pipeline.correlate import QUEUE_LIFETIME_MARGIN
+from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.watch import Watcher
+from mtalens.pipeline.watch_config import WatchConfig, WatchConfigError, load_watch_config
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"

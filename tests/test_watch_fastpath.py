@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from parsers import fastscan
-from pipeline.correlate import Batch
-from pipeline.fastpath import ArrowBatch, FastIngest
-from pipeline.ingest import LineCounts, LogIngestor
-from pipeline.store import Store
-from pipeline.watch import Watcher
-from pipeline.watch_config import AlertKind, AlertRule, WatchConfig
+from mtalens.parsers import fastscan
+from mtalens.pipeline.correlate import Batch
+from mtalens.pipeline.fastpath import ArrowBatch, FastIngest
+from mtalens.pipeline.ingest import LineCounts, LogIngestor
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.watch import Watcher
+from mtalens.pipeline.watch_config import AlertKind, AlertRule, WatchConfig
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def _log_metrics(w: Watcher) -> list[str]:
 def test_metrics_and_alerts_match_the_pure_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    need(fastscan.AVAILABLE, "parsers._pfscan built (`pip install -e .` compiles it)")
+    need(fastscan.AVAILABLE, "mtalens.parsers._pfscan built (`pip install -e .` compiles it)")
     lines = _log_lines(tmp_path)
     fast = _watch(tmp_path, lines, pure=False, mp=monkeypatch)
     pure = _watch(tmp_path, lines, pure=True, mp=monkeypatch)
@@ -103,7 +103,7 @@ def test_metrics_and_alerts_match_the_pure_path(
 
 def test_fast_hook_batch_rows_equal_the_pure_rows() -> None:
     """A hook that reads the tuple lists gets the pure path's rows, in the same order."""
-    need(fastscan.AVAILABLE, "parsers._pfscan built (`pip install -e .` compiles it)")
+    need(fastscan.AVAILABLE, "mtalens.parsers._pfscan built (`pip install -e .` compiles it)")
     path = ROOT / "sample_logs" / "postfix" / "problems.log"
 
     def rows(fast: bool) -> dict[str, list[tuple[Any, ...]]]:

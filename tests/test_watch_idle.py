@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.store import Store
-from pipeline.watch import Watcher
-from pipeline.watch_config import WatchConfig
+from mtalens.pipeline.store import Store
+from mtalens.pipeline.watch import Watcher
+from mtalens.pipeline.watch_config import WatchConfig
 
 LINE = (
     "Mar  2 06:00:0{n} mx1 postfix/smtp[201]: 4A1B2C3D4{n}: to=<a@example.com>, relay=mx.example"

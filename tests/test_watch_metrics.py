@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pipeline.alerts import AlertEngine
-from pipeline.metrics import MetricsServer
-from pipeline.watch import Watcher
-from pipeline.watch_config import AlertKind, AlertRule, WatchConfig
+from mtalens.pipeline.alerts import AlertEngine
+from mtalens.pipeline.metrics import MetricsServer
+from mtalens.pipeline.watch import Watcher
+from mtalens.pipeline.watch_config import AlertKind, AlertRule, WatchConfig
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 

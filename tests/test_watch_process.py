@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import Store
+from mtalens.pipeline.store import Store
 from tests.test_watch import gen_log, line_cut, reference, store_digest
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-c", "from pipeline.cli import main; main()"]
+CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
 
 
 def start_watch(db: Path, *args: str, err: Path) -> subprocess.Popen[bytes]:

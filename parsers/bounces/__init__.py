@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Final
 
-from parsers.bounces import (
+from mtalens.parsers.bounces import (
     amazonses,
     apachejames,
     arf,
@@ -26,9 +26,9 @@ from parsers.bounces import (
     sendmail,
     verizon,
 )
-from parsers.bounces.diagnostic import base_report
-from parsers.bounces.mime import Mail, parse_mail
-from parsers.bounces.records import (
+from mtalens.parsers.bounces.diagnostic import base_report
+from mtalens.parsers.bounces.mime import Mail, parse_mail
+from mtalens.parsers.bounces.records import (
     Action,
     BounceRecipient,
     BounceReport,

@@ -15,9 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from parsers.bounces.diagnostic import base_report, clean_address, find_reply_code, find_status
-from parsers.bounces.mime import Mail, parse_date
-from parsers.bounces.records import (
+from mtalens.parsers.bounces.diagnostic import (
+    base_report,
+    clean_address,
+    find_reply_code,
+    find_status,
+)
+from mtalens.parsers.bounces.mime import Mail, parse_date
+from mtalens.parsers.bounces.records import (
     Action,
     BounceRecipient,
     BounceReport,
@@ -25,7 +30,7 @@ from parsers.bounces.records import (
     OriginalMessage,
     ReportKind,
 )
-from parsers.bounces.rfc3464 import split_typed
+from mtalens.parsers.bounces.rfc3464 import split_typed
 
 NAME: Final = "amazonses"
 MAX_JSON: Final = 1 << 20  # notifications are a few kB; a larger body is not one of them

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from parsers.bounces.diagnostic import (
+from mtalens.parsers.bounces.diagnostic import (
     RETURNED_TYPES,
     base_report,
     clean_address,
     original_from_part,
     squeeze,
 )
-from parsers.bounces.mime import Mail, parse_date, parse_header_block
-from parsers.bounces.records import BounceRecipient, BounceReport, Complaint, ReportKind
+from mtalens.parsers.bounces.mime import Mail, parse_date, parse_header_block
+from mtalens.parsers.bounces.records import BounceRecipient, BounceReport, Complaint, ReportKind
 
 NAME: Final = "arf"
 
@@ -44,7 +44,7 @@ def decode(mail: Mail) -> BounceReport | None:
         original = original_from_part(returned)
     rcpts = many("original-rcpt-to") or many("removal-recipient")
     if not rcpts and original is not None and original.to:
-        from parsers.bounces.diagnostic import find_address
+        from mtalens.parsers.bounces.diagnostic import find_address
 
         addr = find_address(original.to)
         rcpts = (addr,) if addr else ()

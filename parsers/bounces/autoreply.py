@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.diagnostic import base_report
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import BounceReport, ReportKind
+from mtalens.parsers.bounces.diagnostic import base_report
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import BounceReport, ReportKind
 
 NAME: Final = "autoreply"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.mime import Mail, Part, decode_words, parse_date, parse_header_block
-from parsers.bounces.records import BounceReport, OriginalMessage, SmtpCommand
+from mtalens.parsers.bounces.mime import Mail, Part, decode_words, parse_date, parse_header_block
+from mtalens.parsers.bounces.records import BounceReport, OriginalMessage, SmtpCommand
 
 # RFC 3463 section 2: class "." subject "." detail; class is 2, 4 or 5.
 STATUS_RE: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")

@@ -10,10 +10,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.diagnostic import RETURNED_TYPES, base_report, find_address, original_from_part
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import BounceReport, ReportKind
-from parsers.bounces.textbounce import recipient_from_block
+from mtalens.parsers.bounces.diagnostic import (
+    RETURNED_TYPES,
+    base_report,
+    find_address,
+    original_from_part,
+)
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import BounceReport, ReportKind
+from mtalens.parsers.bounces.textbounce import recipient_from_block
 
 NAME: Final = "googleworkspace"
 

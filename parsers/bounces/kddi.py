@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.diagnostic import base_report, clean_address
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import BounceReport, ReportKind
-from parsers.bounces.textbounce import recipient_from_block, returned_original
+from mtalens.parsers.bounces.diagnostic import base_report, clean_address
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import BounceReport, ReportKind
+from mtalens.parsers.bounces.textbounce import recipient_from_block, returned_original
 
 NAME: Final = "kddi"
 

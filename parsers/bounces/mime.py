@@ -22,7 +22,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from parsers.bounces.records import ParseError
+from mtalens.parsers.bounces.records import ParseError
 
 MAX_DEPTH: Final = 12  # nesting of multiparts / message/rfc822 parts we follow
 MAX_PARTS: Final = 500  # leaf parts per message; beyond that the rest is one opaque part

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
-from parsers.bounces.textbounce import (
+from mtalens.parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.textbounce import (
     is_delay,
     recipient_from_block,
     returned_original,

@@ -1,4 +1,4 @@
-"""Typed records produced by the bounce decoders (``parsers.bounces``).
+"""Typed records produced by the bounce decoders (``mtalens.parsers.bounces``).
 
 One ``BounceReport`` per message; it holds zero or more ``BounceRecipient`` rows (RFC 3464
 section 2.3 per-recipient fields), an optional ``Complaint`` (RFC 5965 section 3.1) and the

@@ -13,7 +13,7 @@ import re
 from dataclasses import replace
 from typing import Final
 
-from parsers.bounces.diagnostic import (
+from mtalens.parsers.bounces.diagnostic import (
     RETURNED_TYPES,
     base_report,
     clean_address,
@@ -28,8 +28,8 @@ from parsers.bounces.diagnostic import (
     original_from_text,
     squeeze,
 )
-from parsers.bounces.mime import Mail, Part, decode_text, parse_date
-from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.mime import Mail, Part, decode_text, parse_date
+from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
 
 NAME: Final = "rfc3464"
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces import rfc3464
-from parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
-from parsers.bounces.textbounce import recipient_from_block, returned_original
+from mtalens.parsers.bounces import rfc3464
+from mtalens.parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.textbounce import recipient_from_block, returned_original
 
 NAME: Final = "sendmail"
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from parsers.bounces.diagnostic import (
+from mtalens.parsers.bounces.diagnostic import (
     find_command,
     find_reply_code,
     find_status,
     original_from_text,
     squeeze,
 )
-from parsers.bounces.mime import Mail
-from parsers.bounces.records import Action, BounceRecipient, OriginalMessage
+from mtalens.parsers.bounces.mime import Mail
+from mtalens.parsers.bounces.records import Action, BounceRecipient, OriginalMessage
 
 # Lines that introduce the returned message in the common MTAs' prose bounces (OpenSMTPD's
 # bounce notice, smtpd/bounce.c: "Below is a copy of the original message:").
@@ -75,7 +75,7 @@ def recipient_from_block(
 
 
 def returned_original(mail: Mail, returned_text: str) -> OriginalMessage | None:
-    from parsers.bounces.diagnostic import RETURNED_TYPES, original_from_part
+    from mtalens.parsers.bounces.diagnostic import RETURNED_TYPES, original_from_part
 
     part = mail.find(*RETURNED_TYPES)
     if part is not None:

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from pipeline import upkeep
-from pipeline.bounces import BounceRow, Decoded, ingest, parse_paths
-from pipeline.config import ConfigError, load_config
-from pipeline.store import Store
+from mtalens.pipeline import upkeep
+from mtalens.pipeline.bounces import BounceRow, Decoded, ingest, parse_paths
+from mtalens.pipeline.config import ConfigError, load_config
+from mtalens.pipeline.store import Store
 
 bounces_app = typer.Typer(
     name="bounces",

@@ -13,12 +13,12 @@ from typing import Annotated
 
 import typer
 
-from pipeline.diagnose import Context, render_text
-from pipeline.diagnose import diagnose as run_diagnose
-from pipeline.dns import DnsCache, DnsClient, make_resolver
-from pipeline.html_report import build_report
-from pipeline.store import Store, StoreError
-from pipeline.timerange import TimeRangeError, time_range
+from mtalens.pipeline.diagnose import Context, render_text
+from mtalens.pipeline.diagnose import diagnose as run_diagnose
+from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver
+from mtalens.pipeline.html_report import build_report
+from mtalens.pipeline.store import Store, StoreError
+from mtalens.pipeline.timerange import TimeRangeError, time_range
 
 
 class DiagnoseFormat(StrEnum):

@@ -1,7 +1,7 @@
 """`mtalens dns ...`: DNS checks of a mail domain, DNSBL lookups and forward-confirmed rDNS.
 
 Thin: build a client (resolver + optional cache), make one library call, render. The logic is
-in ``pipeline.dns``.
+in ``mtalens.pipeline.dns``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.dns import (
+from mtalens.pipeline.dns import (
     DEFAULT_BLOCKLISTS,
     DEFAULT_TIMEOUT,
     DnsCache,
@@ -28,7 +28,7 @@ from pipeline.dns import (
     make_resolver,
     system_nameservers,
 )
-from pipeline.store import Store, StoreError
+from mtalens.pipeline.store import Store, StoreError
 
 dns_app = typer.Typer(
     name="dns",

@@ -10,11 +10,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pipeline import exports, suppressions, upkeep
-from pipeline.config import ConfigError, SuppressionsConfig, load_config
-from pipeline.render import Format, render_tables
-from pipeline.reports import Table
-from pipeline.store import Store, StoreError
+from mtalens.pipeline import exports, suppressions, upkeep
+from mtalens.pipeline.config import ConfigError, SuppressionsConfig, load_config
+from mtalens.pipeline.render import Format, render_tables
+from mtalens.pipeline.reports import Table
+from mtalens.pipeline.store import Store, StoreError
 
 suppressions_app = typer.Typer(
     name="suppressions",

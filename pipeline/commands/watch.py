@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from pipeline.store import StoreError
-from pipeline.watch import build_watcher, setup_json_logging
-from pipeline.watch_config import WatchConfigError
+from mtalens.pipeline.store import StoreError
+from mtalens.pipeline.watch import build_watcher, setup_json_logging
+from mtalens.pipeline.watch_config import WatchConfigError
 
 
 def watch(

@@ -8,7 +8,7 @@ from importlib import resources
 
 @cache
 def named_queries(file: str) -> dict[str, str]:
-    text = resources.files("pipeline").joinpath("queries", file).read_text(encoding="utf-8")
+    text = resources.files("mtalens.pipeline").joinpath("queries", file).read_text(encoding="utf-8")
     out: dict[str, str] = {}
     name: str | None = None
     buf: list[str] = []
