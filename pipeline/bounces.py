@@ -14,12 +14,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from mtalens.parsers.bounces import BounceRecipient, BounceReport, ParseError, ReportKind, decode
 from mtalens.parsers.bounces.mime import normalise_newlines
 from mtalens.pipeline.mailbox import MailboxMessage, iter_messages
-from mtalens.pipeline.store import Store
+
+if TYPE_CHECKING:  # parsing needs no store: `bounces parse` must not import duckdb
+    from mtalens.pipeline.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ import json
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mtalens.pipeline.reports import Table
+if TYPE_CHECKING:
+    from mtalens.pipeline.reports import Table
 
 
 class Format(StrEnum):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
-
-import duckdb
+from typing import TYPE_CHECKING, Any, Final
 
 from mtalens.pipeline.named_sql import named_queries
-from mtalens.pipeline.store import Store
+
+if TYPE_CHECKING:  # duckdb is imported by the store; `mtalens --help` must not pay for it
+    import duckdb
+
+    from mtalens.pipeline.store import Store
 
 
 class QueryError(Exception):
@@ -91,6 +93,7 @@ def delay_stats(
 
 def query(store: Store, sql: str) -> Table:
     """Run user SQL on a store opened read-only."""
+    import duckdb
     try:
         cur = store.con.execute(sql)
     except duckdb.Error as exc:
