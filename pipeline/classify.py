@@ -58,6 +58,7 @@ from typing import Any, Final
 import ahocorasick
 
 from mtalens.parsers.bounces.records import SmtpCommand
+from mtalens.pipeline.exitcodes import InputError
 
 
 class Reason(StrEnum):
@@ -201,7 +202,7 @@ _CONTINUATION = re.compile(r" [245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
 _BLOCKED_USING = re.compile(r"blocked using ([a-z0-9-]+(?:\.[a-z0-9-]+)+)")
 
 
-class RuleError(ValueError):
+class RuleError(InputError, ValueError):
     """A rule file is malformed (raised at load time: fail fast at start-up)."""
 
 

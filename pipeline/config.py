@@ -22,11 +22,12 @@ from typing import Any, Final
 
 from mtalens.parsers.errors import ParseError
 from mtalens.parsers.postfix import parse_time_value
+from mtalens.pipeline.exitcodes import InputError
 
 DEFAULT_CONFIG: Final = "mtalens.toml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """The configuration file is unreadable or says something we do not understand."""
 
 

@@ -31,3 +31,11 @@ EXIT_CODES_HELP = (
     "2 usage or input error; 3 partial success (some inputs could not be used, each named); "
     "70 internal error."
 )
+
+
+class InputError(Exception):
+    """An error the user can act on (a bad path, option, config, query or store): the CLI prints
+    it as one line, ``mtalens: <message>``, and exits with :attr:`exit_code`. Library errors
+    subclass it, so no command has to remember to catch them."""
+
+    exit_code: ExitCode = ExitCode.USAGE

@@ -39,6 +39,7 @@ from typing import IO, Any, Final, Protocol
 import polars as pl
 
 from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.store import Store
 from mtalens.pipeline.suppressions import SuppressionError, decision_batches
 
@@ -60,7 +61,7 @@ COLUMNS: Final = (
 )  # fmt: skip
 
 
-class ExportError(ValueError):
+class ExportError(InputError, ValueError):
     """The export cannot be done as asked (unknown format, missing output, wrong target)."""
 
 

@@ -42,6 +42,7 @@ from mtalens.pipeline.correlate import (
     MessageState,
     stale_horizon,
 )
+from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ INGEST_MEMORY_LIMIT = "256MB"
 Clock = Callable[[], datetime]
 
 
-class IngestError(Exception):
+class IngestError(InputError):
     """A path cannot be ingested (missing, unreadable); raised before anything is written."""
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.named_sql import named_queries
 
 if TYPE_CHECKING:  # duckdb is imported by the store; `mtalens --help` must not pay for it
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # duckdb is imported by the store; `mtalens --help` must not 
     from mtalens.pipeline.store import Store
 
 
-class QueryError(Exception):
+class QueryError(InputError):
     """A user-supplied query failed."""
 
 

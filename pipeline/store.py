@@ -20,10 +20,12 @@ from pathlib import Path
 
 import duckdb
 
+from mtalens.pipeline.exitcodes import InputError
+
 DEFAULT_DB = "mtalens.duckdb"
 
 
-class StoreError(Exception):
+class StoreError(InputError):
     """The store cannot be opened or used (locked, unwritable, changed migration)."""
 
 

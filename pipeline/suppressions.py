@@ -51,11 +51,12 @@ import polars as pl
 import pyarrow as pa
 
 from mtalens.pipeline.config import SuppressionsConfig
+from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.reports import Table
 from mtalens.pipeline.store import Store
 
 
-class SuppressionError(ValueError):
+class SuppressionError(InputError, ValueError):
     """A request the policy cannot carry out (an unusable address, a read-only store)."""
 
 

@@ -35,8 +35,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from mtalens.pipeline.exitcodes import InputError
 
-class WatchConfigError(Exception):
+
+class WatchConfigError(InputError):
     """The configuration file is missing, not TOML, or holds a bad value (start-up error)."""
 
 
