@@ -118,6 +118,20 @@ class BounceRow:
         return asdict(self)
 
 
+def failure_row(d: Decoded) -> BounceRow:
+    """The output row of a message that could not be decoded: kind ``undecodable``, the
+    quarantine reason as ``reason`` and its detail as ``diagnostic`` (everything else empty)."""
+    return BounceRow(
+        source=d.message.source, message=d.message.index, offset=d.message.offset,
+        report_hash=d.report_hash, kind="undecodable", agent="", recipient=None,
+        original_recipient=None, action=None, status=None, reply_code=None,
+        diagnostic_type=None, diagnostic=d.error.detail if d.error else None, hint=None,
+        reason=d.reason, category=None, hard=None, rule_id=None, blocklist=None,
+        reporting_mta=None, remote_mta=None, original_message_id=None, envelope_id=None,
+        postfix_queue_id=None, verp_recipient=None, feedback_type=None,
+    )  # fmt: skip
+
+
 @dataclass(slots=True)
 class Decoded:
     message: MailboxMessage
@@ -221,11 +235,15 @@ def rows_of(decoded: Decoded, classifier: Classifier | None) -> list[BounceRow]:
 
 
 def parse_paths(
-    paths: Iterable[str | os.PathLike[str]], *, classifier: Classifier | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    classifier: Classifier | None = None,
+    on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[BounceRow | Decoded]:
-    """Stateless: a row per recipient, or the ``Decoded`` of a message that failed to decode."""
+    """Stateless: a row per recipient, or the ``Decoded`` of a message that failed to decode.
+    A path that cannot be read raises OSError, or goes to ``on_error(path, reason)``."""
     classifier = classifier or default_classifier()
-    for msg in iter_messages(paths):
+    for msg in iter_messages(paths, on_error=on_error):
         d = decode_message(msg)
         if d.report is None:
             yield d
@@ -242,6 +260,7 @@ class IngestResult:
     recipients: int = 0
     complaints: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
 
 _REPORT_COLS: Final = (
@@ -287,11 +306,12 @@ def ingest(
     classifier: Classifier | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> IngestResult:
-    """Decode, classify and store; one transaction per batch of messages."""
+    """Decode, classify and store; one transaction per batch of messages. A path that cannot be
+    read is listed in ``IngestResult.unreadable`` (path, reason) and the others are read."""
     classifier = classifier or default_classifier()
     result = IngestResult()
     batch: list[Decoded] = []
-    for msg in iter_messages(paths):
+    for msg in iter_messages(paths, on_error=lambda p, why: result.unreadable.append((p, why))):
         result.read += 1
         batch.append(decode_message(msg))
         if len(batch) >= batch_size:

@@ -3,34 +3,56 @@ renders the result; library errors become a one-line message and a non-zero exit
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import traceback
 from datetime import UTC, datetime, tzinfo
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, NoReturn
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from mtalens.pipeline import config, reports, upkeep
+from mtalens.pipeline import reports
+
+# Only light modules at the top: `mtalens --help` must start in well under 0.25 s, so DuckDB,
+# polars and pyarrow are imported inside the commands that use them.
 from mtalens.pipeline.commands.bounces import bounces_app
 from mtalens.pipeline.commands.diagnose import diagnose
 from mtalens.pipeline.commands.dns import dns_app
 from mtalens.pipeline.commands.suppressions import suppressions_app
 from mtalens.pipeline.commands.watch import watch
-from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
+from mtalens.pipeline.exitcodes import EXIT_CODES_HELP, ExitCode, InputError
 from mtalens.pipeline.render import Format, render_tables
-from mtalens.pipeline.reports import REPORT_SECTIONS
-from mtalens.pipeline.store import Store, StoreError
-from mtalens.pipeline.timerange import TimeRangeError, time_range
 
 app = typer.Typer(
     name="mtalens",
-    help="Mail server log analysis and bounce processing (Postfix logs, DSNs, DuckDB).",
+    help="Mail server log analysis and bounce processing (Postfix logs, DSNs, DuckDB).\n\n"
+    + EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mtalens {metadata.version('mtalens')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Mail server log analysis and bounce processing (Postfix logs, DSNs, DuckDB)."""
+
+
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(dns_app, name="dns")
 app.command("diagnose")(diagnose)
@@ -51,12 +73,14 @@ SinceOption = Annotated[
 UntilOption = Annotated[str | None, typer.Option("--until", help="End, exclusive (same forms).")]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def _fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     typer.echo(f"mtalens: {message}", err=True)
     raise typer.Exit(code)
 
 
 def _range(since: str | None, until: str | None) -> tuple[datetime, datetime]:
+    from mtalens.pipeline.timerange import TimeRangeError, time_range
+
     try:
         return time_range(since, until, now=datetime.now(UTC))
     except TimeRangeError as exc:
@@ -96,6 +120,12 @@ def ingest(
     ] = None,
 ) -> None:
     """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from mtalens.pipeline import config, upkeep
+    from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
+    from mtalens.pipeline.store import Store
+
     try:
         cfg = config.load_config(None)
         lifetime, policy = cfg.queue_lifetime(queue_lifetime), cfg.suppressions
@@ -134,7 +164,7 @@ def ingest(
         for reason, n in stats.quarantined_by_reason.most_common():
             typer.echo(f"  quarantined {n:>10,}  {reason}")
     if not stats.balanced:  # cannot happen; if it does, say so loudly
-        _fail("line accounting does not add up: this is a bug", 3)
+        _fail("line accounting does not add up: this is a bug", ExitCode.BUG)
 
 
 def _local_zone() -> tzinfo:
@@ -151,10 +181,14 @@ def report(
     top: Annotated[int, typer.Option(help="Rows per ranked section.")] = 20,
     section: Annotated[
         list[str] | None,
-        typer.Option("--section", help=f"Only these sections: {', '.join(REPORT_SECTIONS)}."),
+        typer.Option(
+            "--section", help=f"Only these sections: {', '.join(reports.REPORT_SECTIONS)}."
+        ),
     ] = None,
 ) -> None:
     """What pflogsumm shows, and more, for any time range, computed in the store."""
+    from mtalens.pipeline.store import Store
+
     start, end = _range(since, until)
     with Store.open(db, read_only=True) as store:
         try:
@@ -187,6 +221,8 @@ def stats_delays(
     top: Annotated[int, typer.Option(help="Rows.")] = 50,
 ) -> None:
     """Count and p50/p90/p99/max of total delay and of each of the four delay stages."""
+    from mtalens.pipeline.store import Store
+
     start, end = _range(since, until)
     with Store.open(db, read_only=True) as store:
         try:
@@ -210,6 +246,8 @@ def query(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Read-only SQL over the store; `--format json` prints one JSON array of objects."""
+    from mtalens.pipeline.store import Store
+
     with Store.open(db, read_only=True) as store:
         try:
             t = reports.query(store, sql)
@@ -218,12 +256,51 @@ def query(
     typer.echo(render_tables([t], fmt, single=True), nl=False)
 
 
-def main() -> None:
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return its exit code (see pipeline/exitcodes.py). Every
+    failure is one line on stderr, ``mtalens: ...``; a traceback only with MTALENS_DEBUG=1."""
+    from typer.main import get_command
+
+    command = get_command(app)
     try:
-        app()
-    except StoreError as exc:
-        print(f"mtalens: {exc}", file=sys.stderr)
-        sys.exit(2)
+        rv = command.main(args=argv, prog_name="mtalens", standalone_mode=False)
+    except InputError as exc:
+        print(f"mtalens: {_one_line(str(exc))}", file=sys.stderr)
+        return int(exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"mtalens: {_one_line(message)}{hint}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", ExitCode.USAGE))
+    except (typer.Abort, KeyboardInterrupt):
+        print("mtalens: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `mtalens report | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)
+    except Exception as exc:
+        if os.environ.get("MTALENS_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"mtalens: internal error: {type(exc).__name__}: {_one_line(str(exc))[:300]} "
+            "(a bug in mtalens; MTALENS_DEBUG=1 prints the traceback)",
+            file=sys.stderr,
+        )
+        return int(ExitCode.BUG)
+    return rv if isinstance(rv, int) else int(ExitCode.OK)
+
+
+def main() -> None:
+    code = run()
+    with contextlib.suppress(BrokenPipeError, ValueError):
+        sys.stdout.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

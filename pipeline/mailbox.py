@@ -15,9 +15,10 @@ offset of its first byte in the file, so a quarantine row can point back at it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -141,12 +142,41 @@ def _files_under(path: Path) -> Iterator[Path]:
             yield entry
 
 
-def iter_messages(paths: Iterable[str | os.PathLike[str]]) -> Iterator[MailboxMessage]:
-    """Every message under the given paths, in a stable order."""
+def iter_messages(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    on_error: Callable[[str, str], None] | None = None,
+) -> Iterator[MailboxMessage]:
+    """Every message under the given paths, in a stable order.
+
+    A path that cannot be read (missing, unreadable, not a file or directory) raises OSError, or,
+    with ``on_error``, is reported as ``on_error(path, reason)`` and skipped."""
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            for f in _files_under(path):
-                yield from read_file(f)
-        else:
-            yield from read_file(path)
+        try:
+            if path.is_dir():
+                for f in _files_under(path):
+                    yield from _read_or_report(f, on_error)
+            elif not path.exists():
+                raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(path))
+            else:
+                yield from _read_or_report(path, on_error)
+        except OSError as exc:
+            if on_error is None:
+                raise
+            on_error(str(path), _os_reason(exc))
+
+
+def _read_or_report(
+    path: Path, on_error: Callable[[str, str], None] | None
+) -> Iterator[MailboxMessage]:
+    try:
+        yield from read_file(path)
+    except OSError as exc:
+        if on_error is None:
+            raise
+        on_error(str(path), _os_reason(exc))
+
+
+def _os_reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()

@@ -95,6 +95,7 @@ def delay_stats(
 def query(store: Store, sql: str) -> Table:
     """Run user SQL on a store opened read-only."""
     import duckdb
+
     try:
         cur = store.con.execute(sql)
     except duckdb.Error as exc:

@@ -233,7 +233,11 @@ def test_empty_store_has_no_findings() -> None:
 
 def test_cli_text_json_and_exit_code(db: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["diagnose", "--db", str(db)])
-    assert r.exit_code == 1, r.output  # critical findings
+    assert r.exit_code == 0, r.output  # findings are not a failure unless --fail-on says so
+    for level in ("critical", "warning", "notice"):
+        r = runner.invoke(app, ["diagnose", "--db", str(db), "--fail-on", level])
+        assert r.exit_code == 1, (level, r.output)  # the store has critical findings
+    assert runner.invoke(app, ["diagnose", "--db", str(db), "--fail-on", "never"]).exit_code == 0
     assert "[CRITICAL] Outbound port 25 looks blocked" in r.output
     assert "remedy:" in r.output
     r = runner.invoke(app, ["diagnose", "--db", str(db), "--format", "json"])
@@ -244,13 +248,27 @@ def test_cli_text_json_and_exit_code(db: Path, tmp_path: Path) -> None:
     r = runner.invoke(
         app, ["diagnose", "--db", str(db), "--since", "2026-12-01T14:00", "--format", "json"]
     )
-    late = [x["id"] for x in json.loads(r.output)]
-    assert r.exit_code == 0 and not any(i.startswith("blocklisted") for i in late)
+    late = json.loads(r.output)
+    assert r.exit_code == 0 and not any(x["id"].startswith("blocklisted") for x in late)
+    assert not any(x["severity"] == "critical" for x in late)
+    r = runner.invoke(
+        app, ["diagnose", "--db", str(db), "--since", "2026-12-01T14:00", "--fail-on", "critical"]
+    )
+    assert r.exit_code == 0, r.output  # nothing critical after 14:00
+    r = runner.invoke(
+        app, ["diagnose", "--db", str(db), "--since", "2026-12-01T14:00", "--fail-on", "notice"]
+    )
+    assert r.exit_code == (1 if late else 0), (late, r.output)  # any finding is >= notice
     out = tmp_path / "r.html"
-    r = runner.invoke(app, ["diagnose", "--db", str(db), "--format", "html", "-o", str(out)])
+    r = runner.invoke(
+        app,
+        ["diagnose", "--db", str(db), "--format", "html", "-o", str(out), "--fail-on", "critical"],
+    )
     assert r.exit_code == 1 and out.read_text().startswith("<!DOCTYPE html>")
     r = runner.invoke(app, ["diagnose", "--db", str(db), "--since", "tomorrow"])
     assert r.exit_code == 2 and "cannot read time" in r.output
+    r = runner.invoke(app, ["diagnose", "--db", str(db), "--fail-on", "sometimes"])
+    assert r.exit_code == 2
 
 
 def test_text_output_neutralises_control_characters() -> None:

@@ -304,7 +304,9 @@ def test_committed_sample(sample: Diagnosed, check: object) -> None:
 @pytest.mark.slow
 @pytest.mark.postfix
 def test_cli_json_of_the_live_run(live: Diagnosed) -> None:
-    r = runner.invoke(app, ["diagnose", "--db", str(live.db), "--format", "json"])
+    r = runner.invoke(
+        app, ["diagnose", "--db", str(live.db), "--format", "json", "--fail-on", "critical"]
+    )
     assert r.exit_code == 1, r.output  # critical findings
     data = json.loads(r.output)
     assert {x["id"] for x in data} == set(live.findings)
@@ -363,7 +365,7 @@ def test_diagnose_checks_fcrdns_of_our_ip_with_a_real_nameserver(
         r = runner.invoke(
             app,
             ["diagnose", "--db", str(sample.db), "--format", "json",
-             "--resolver", "127.0.0.1", "--port", str(nsd.port)],
+             "--resolver", "127.0.0.1", "--port", str(nsd.port), "--fail-on", "critical"],
         )  # fmt: skip
     assert r.exit_code == 1, r.output
     found = {x["id"]: x for x in json.loads(r.output) if x["problem"] == "own-reverse-dns"}

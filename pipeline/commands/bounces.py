@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mtalens.pipeline import upkeep
-from mtalens.pipeline.bounces import BounceRow, Decoded, ingest, parse_paths
-from mtalens.pipeline.config import ConfigError, load_config
-from mtalens.pipeline.store import Store
+from mtalens.pipeline.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from mtalens.pipeline.bounces import BounceRow
 
 bounces_app = typer.Typer(
     name="bounces",
@@ -25,6 +25,17 @@ PathsArg = Annotated[
 _TABLE_COLS = ("message", "recipient", "kind", "status", "reply_code", "reason", "hard", "source")
 
 
+def _report_unreadable(path: str, reason: str) -> None:
+    print(f"mtalens: {path}: {reason}", file=sys.stderr)
+
+
+def _outcome(paths: list[str], unreadable: int) -> ExitCode:
+    """OK, PARTIAL when some paths could not be read, USAGE when none could."""
+    if not unreadable:
+        return ExitCode.OK
+    return ExitCode.USAGE if unreadable >= len(paths) else ExitCode.PARTIAL
+
+
 @bounces_app.command("parse")
 def parse(
     paths: PathsArg,
@@ -32,20 +43,29 @@ def parse(
         str, typer.Option("--format", help="json (one object per line) or table")
     ] = "json",
 ) -> None:
-    """Decode messages and print one row per recipient; nothing is stored."""
+    """Decode messages and print one row per recipient; nothing is stored.
+
+    A message that cannot be decoded is a row too, with kind `undecodable` and the reason.
+    Exit codes: 0 every path was read; 3 some paths could not be read (each named on stderr);
+    2 none could, or a bad option."""
+    from mtalens.pipeline.bounces import Decoded, failure_row, parse_paths
+
     if fmt not in ("json", "table"):
         raise typer.BadParameter("--format must be json or table")
-    failed = 0
+    unreadable = 0
+
+    def on_error(path: str, reason: str) -> None:
+        nonlocal unreadable
+        unreadable += 1
+        _report_unreadable(path, reason)
+
     if fmt == "table":
         print("\t".join(_TABLE_COLS))
-    for item in parse_paths(paths):
-        if isinstance(item, Decoded):
-            failed += 1
-            print(f"{item.message.source}#{item.message.index}: {item.reason}", file=sys.stderr)
-            continue
-        _print_row(item, fmt)
-    if failed:
-        raise typer.Exit(1)
+    for item in parse_paths(paths, on_error=on_error):
+        _print_row(failure_row(item) if isinstance(item, Decoded) else item, fmt)
+    code = _outcome(paths, unreadable)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_row(row: BounceRow, fmt: str) -> None:
@@ -53,7 +73,12 @@ def _print_row(row: BounceRow, fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(data, ensure_ascii=False))
     else:
-        print("\t".join("" if data[c] is None else str(data[c]) for c in _TABLE_COLS))
+        print("\t".join("" if data[c] is None else _cell(str(data[c])) for c in _TABLE_COLS))
+
+
+def _cell(text: str) -> str:
+    # one row per line, whatever the message says: tabs, newlines and control characters go
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 @bounces_app.command("ingest")
@@ -63,16 +88,26 @@ def ingest_cmd(
         str | None, typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file")
     ] = None,
 ) -> None:
-    """Decode, classify and store reports, recipients and complaints (idempotent)."""
-    try:
-        policy = load_config(None).suppressions
-    except ConfigError as exc:
-        print(f"mtalens: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from exc
+    """Decode, classify and store reports, recipients and complaints (idempotent).
+
+    Messages that cannot be decoded are quarantined with a reason (counted in the summary).
+    Exit codes: 0 every path was read; 3 some paths could not be read (each named on stderr);
+    2 none could, or a bad option, config or store."""
+    from mtalens.pipeline import upkeep
+    from mtalens.pipeline.bounces import ingest
+    from mtalens.pipeline.config import load_config
+    from mtalens.pipeline.store import Store
+
+    policy = load_config(None).suppressions
     with Store.open(db) as store:
         r = ingest(store, paths)
         upkeep.fold_new_rows(store, policy)
+    for path, reason in r.unreadable:
+        _report_unreadable(path, reason)
     print(
         f"read {r.read}: stored {r.stored}, duplicates {r.duplicates}, quarantined "
         f"{r.quarantined}; {r.recipients} recipients, {r.complaints} complaints"
     )
+    code = _outcome(paths, len(r.unreadable))
+    if code:
+        raise typer.Exit(code)

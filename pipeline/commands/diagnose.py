@@ -13,12 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mtalens.pipeline.diagnose import Context, render_text
-from mtalens.pipeline.diagnose import diagnose as run_diagnose
-from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver
-from mtalens.pipeline.html_report import build_report
-from mtalens.pipeline.store import Store, StoreError
-from mtalens.pipeline.timerange import TimeRangeError, time_range
+from mtalens.pipeline.exitcodes import ExitCode
 
 
 class DiagnoseFormat(StrEnum):
@@ -27,9 +22,25 @@ class DiagnoseFormat(StrEnum):
     html = "html"
 
 
+class FailOn(StrEnum):
+    never = "never"
+    notice = "notice"
+    warning = "warning"
+    critical = "critical"
+
+
+# the severities at or above each --fail-on threshold
+_FAILING: dict[FailOn, frozenset[str]] = {
+    FailOn.never: frozenset(),
+    FailOn.notice: frozenset({"notice", "warning", "critical"}),
+    FailOn.warning: frozenset({"warning", "critical"}),
+    FailOn.critical: frozenset({"critical"}),
+}
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"mtalens diagnose: {message}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(ExitCode.USAGE)
 
 
 def diagnose(
@@ -62,8 +73,25 @@ def diagnose(
         ),
     ] = None,
     port: Annotated[int, typer.Option("--port", help="Nameserver port for --resolver.")] = 53,
+    fail_on: Annotated[
+        FailOn,
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 when a finding is at least this severe (for cron and monitoring).",
+        ),
+    ] = FailOn.never,
 ) -> None:
-    """Why mail does not go out: findings with severity, evidence and a remedy."""
+    """Why mail does not go out: findings with severity, evidence and a remedy.
+
+    Exit codes: 0 done (whatever was found, unless --fail-on says otherwise); 1 a finding at or
+    above --fail-on; 2 usage or input error (bad option, no store)."""
+    from mtalens.pipeline.diagnose import Context, render_text
+    from mtalens.pipeline.diagnose import diagnose as run_diagnose
+    from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver
+    from mtalens.pipeline.html_report import build_report
+    from mtalens.pipeline.store import Store, StoreError
+    from mtalens.pipeline.timerange import TimeRangeError, time_range
+
     now = datetime.now(UTC)
     try:
         start, end = time_range(since, until, now=now)
@@ -97,5 +125,5 @@ def diagnose(
     else:
         output.write_text(text, encoding="utf-8")
         typer.echo(f"{len(findings)} finding(s) written to {output}", err=True)
-    if any(f.severity == "critical" for f in findings):
-        raise typer.Exit(1)
+    if any(str(f.severity) in _FAILING[fail_on] for f in findings):
+        raise typer.Exit(ExitCode.FINDINGS)

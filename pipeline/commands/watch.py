@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mtalens.pipeline.store import StoreError
-from mtalens.pipeline.watch import build_watcher, setup_json_logging
-from mtalens.pipeline.watch_config import WatchConfigError
+from mtalens.pipeline.exitcodes import ExitCode
 
 
 def watch(
@@ -60,7 +58,13 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Tail logs and bounce mailboxes into the store; readers can query while it runs."""
+    """Tail logs and bounce mailboxes into the store; readers can query while it runs.
+
+    Exit codes: 0 after --once or a signal; 2 for a bad option, config or store."""
+    from mtalens.pipeline.store import StoreError
+    from mtalens.pipeline.watch import build_watcher, setup_json_logging
+    from mtalens.pipeline.watch_config import WatchConfigError
+
     setup_json_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         watcher = build_watcher(
@@ -72,4 +76,4 @@ def watch(
         watcher.run(once=once)
     except (WatchConfigError, ValueError, StoreError, OSError) as exc:
         typer.echo(f"mtalens: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.USAGE) from exc
