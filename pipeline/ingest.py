@@ -1,4 +1,5 @@
-"""Ingest: log files (plain, rotated, ``.gz``) into the store, exactly once.
+"""Ingest: log files (plain, rotated, compressed with gzip, bzip2, xz or zstd) into the store,
+exactly once.
 
 Every line read ends as stored, ignored (a named rule) or quarantined (a reason code, with its
 raw bytes): ``read == stored + ignored + quarantined``, per batch and per run.
@@ -7,13 +8,20 @@ A source is identified by a fingerprint of its first bytes, not by its name, so 
 after rotation and ``mail.log.2.gz`` later are recognised as what was ``mail.log``. Its checkpoint
 (offset, and the year of its RFC 3164 clock) is written in the same transaction as the rows it
 covers: a crash loses at most an uncommitted batch, which is read again on the next run.
+
+A source that cannot be read as a log is set aside whole, with a reason, and the run goes on
+with the others (``IngestStats.failed_sources``; a ``quarantine`` row of ``source_kind``
+``'source'``): compressed data that is corrupt or ends early (the lines before the damage are
+kept), binary data, and mail (an mbox or a message, for ``mtalens bounces ingest``).
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import logging
+import lzma
 import os
 import re
 import traceback
@@ -74,6 +82,10 @@ class IngestStats:
     quarantined: int = 0
     ignored_by_rule: Counter[str] = field(default_factory=Counter)
     quarantined_by_reason: Counter[str] = field(default_factory=Counter)
+    # sources set aside whole or in part: (path, reason, detail); see SourceProblem
+    failed_sources: list[tuple[str, str, str]] = field(default_factory=list)
+    # sources read to the end in which no line looked like a mail log: (path, lines)
+    not_logs: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -90,12 +102,18 @@ class IngestStats:
             "lines_quarantined": self.quarantined,
             "ignored_by_rule": dict(self.ignored_by_rule.most_common()),
             "quarantined_by_reason": dict(self.quarantined_by_reason.most_common()),
+            "failed_sources": [
+                {"path": p, "reason": r, "detail": d} for p, r, d in self.failed_sources
+            ],
+            "not_logs": [{"path": p, "lines": n} for p, n in self.not_logs],
         }
 
 
 # --- which files, in which order -------------------------------------------------------------
 
-_ROTATED_RE = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8,10}))?(?:\.gz)?$")
+_ROTATED_RE = re.compile(
+    r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8,10}))?(?:\.(?:gz|bz2|xz|zst))?$"
+)
 _NOT_LOGS = (".jsonl", ".json", ".md", ".duckdb", ".wal", ".toml", ".py", ".eml", ".parquet")
 
 
@@ -111,16 +129,23 @@ def _rotation_order(p: Path) -> tuple[str, int, str]:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given; directories expanded to their log files, oldest rotation first."""
+    """Files as given; directories expanded to their log files, oldest rotation first. A
+    Maildir, or a directory with no file to read, is an error that says what to do instead."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            if (p / "cur").is_dir() and (p / "new").is_dir():  # maildir(5)
+                raise IngestError(
+                    f"{p}: is a Maildir, not a log; read its bounces with `mtalens bounces ingest`"
+                )
             found = [
                 f
                 for f in p.iterdir()
                 if f.is_file() and not f.name.startswith(".") and not f.name.endswith(_NOT_LOGS)
             ]
+            if not found:
+                raise IngestError(f"{p}: no log files in this directory")
             out.extend(sorted(found, key=_rotation_order))
         elif p.is_file():
             out.append(p)
@@ -134,15 +159,179 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
-    return open(path, "rb")
+# --- compressed sources -----------------------------------------------------------------------
+
+# Magic numbers: gzip RFC 1952 section 2.3.1; bzip2 "BZh" + block size (bzip2 1.0 format);
+# xz file format 1.2.1 section 2.1.1.1; zstd RFC 8878 section 3.1.1. Read from the file's first
+# bytes, not its name: logrotate's `compressext` and hand-made copies do not always agree.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+def compression_of(path: Path) -> str | None:
+    """``gzip``, ``bzip2``, ``xz``, ``zstd`` or None (plain), from the file's magic number."""
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    return next((name for sig, name in _MAGIC if magic.startswith(sig)), None)
+
+
+class SourceReader:
+    """A log file's bytes, decompressed if it is compressed. Damaged compressed data (corrupt,
+    or ending before its end-of-stream marker) ends the stream where the damage starts and is
+    kept in ``error``: the lines before it are read as usual and the source is reported."""
+
+    def __init__(self, path: Path) -> None:
+        self.compression = compression_of(path)
+        self.error: str | None = None
+        raw = open(path, "rb")  # noqa: SIM115  # owned by this reader, closed in close()
+        self._raw = raw
+        try:
+            self._fh, self._damage = _decompressor(self.compression, raw)
+        except BaseException:
+            raw.close()
+            raise
+
+    def read(self, n: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        if self.compression is None:
+            return self._fh.read(n)
+        # read1: one decompression step at a time, so what was decompressed before the damage
+        # is returned (a buffered read(n) drops it when a later step raises)
+        parts: list[bytes] = []
+        want = n if n >= 0 else 1 << 62
+        try:
+            while want > 0:
+                got = self._fh.read1(min(want, READ_CHUNK))  # type: ignore[attr-defined]
+                if not got:
+                    break
+                parts.append(got)
+                want -= len(got)
+        except self._damage as exc:
+            self.error = f"{self.compression} data corrupt or truncated: {exc}"
+        return b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        """Move ``n`` bytes on from the start (decompressed bytes if compressed)."""
+        if self.compression is None:
+            self._fh.seek(n)
+            return
+        while n > 0:
+            got = self.read(min(n, READ_CHUNK))
+            if not got:
+                break
+            n -= len(got)
+
+    def close(self) -> None:
+        try:
+            self._fh.close()  # a decompressor given a file object leaves it open
+        finally:
+            self._raw.close()
+
+    def __enter__(self) -> SourceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# What each decompressor raises on damaged input: gzip.BadGzipFile and bz2's "Invalid data
+# stream" are OSErrors, lzma raises LZMAError, and a stream that ends before its end-of-stream
+# marker is an EOFError in all three; zstandard raises its ZstdError.
+_DAMAGE: tuple[type[Exception], ...] = (OSError, EOFError, lzma.LZMAError)
+
+
+def _decompressor(
+    kind: str | None, raw: IO[bytes]
+) -> tuple[IO[bytes], tuple[type[Exception], ...]]:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), _DAMAGE  # type: ignore[return-value]
+    if kind == "bzip2":
+        return bz2.BZ2File(raw, "rb"), _DAMAGE  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMAFile(raw, "rb"), _DAMAGE  # type: ignore[return-value]
+    if kind == "zstd":
+        import zstandard  # only when a .zst log is read
+
+        return _ZstdFrames(raw, zstandard), (*_DAMAGE, zstandard.ZstdError)  # type: ignore[return-value]
+    return raw, ()
+
+
+class _ZstdFrames:
+    """zstd frames one after another (RFC 8878 section 2: a file may hold several), read with
+    ``read1``. zstandard's ``stream_reader`` ends quietly when a frame is cut short, so frames
+    are decoded here and a file that ends inside one raises EOFError like the stdlib's
+    decompressors. Input goes in 1 KiB at a time: a zstd block is at most 128 KiB once
+    decoded and takes at least 4 bytes (RFC 8878 3.1.1.2), so one step yields at most 32 MiB,
+    whatever the file claims (bounded decompression)."""
+
+    STEP = 1024
+
+    def __init__(self, raw: IO[bytes], zstandard: Any) -> None:
+        self._raw, self._dctx = raw, zstandard.ZstdDecompressor()
+        self._frame: Any = None
+        self._buf, self._tail = b"", b""
+
+    def read1(self, n: int) -> bytes:
+        while not self._buf:
+            data, self._tail = self._tail or self._raw.read(self.STEP), b""
+            if not data:
+                if self._frame is not None:
+                    raise EOFError("zstd data ends inside a frame")
+                return b""
+            if self._frame is None:
+                self._frame = self._dctx.decompressobj()
+            self._buf = self._frame.decompress(data)
+            if self._frame.eof:
+                self._tail, self._frame = self._frame.unused_data, None
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def open_log(path: Path) -> SourceReader:
+    return SourceReader(path)
 
 
 def read_head(path: Path) -> bytes:
-    with _open(path) as fh:
+    with open_log(path) as fh:
         return fh.read(FP_LEN)
+
+
+def logical_size(path: Path) -> int:
+    """Bytes of the log once decompressed (a file's size if it is plain)."""
+    with open_log(path) as fh:
+        if fh.compression is None:
+            return path.stat().st_size
+        return sum(len(c) for c in iter(lambda: fh.read(READ_CHUNK), b""))
+
+
+# Mail where a log was expected: an mbox ("From " line, RFC 4155) or one message (RFC 5322
+# header fields a syslog line never starts with).
+_MAIL_START = (b"From ", b"Return-Path:", b"Received:", b"Delivered-To:", b"MIME-Version:",
+               b"Message-ID:", b"X-Original-To:")  # fmt: skip
+
+
+def not_a_log(head: bytes) -> tuple[str, str] | None:
+    """(reason, detail) when a source's first bytes show it is not a text log, else None.
+    NUL bytes alone do not count: a log copied with copytruncate while its writer kept its
+    offset starts with a run of NULs and is still a log (those lines are quarantined)."""
+    if head.startswith(_MAIL_START):
+        return "not-a-log:mail", "looks like mail: read bounces with `mtalens bounces ingest`"
+    text = head.replace(b"\0", b"")
+    if not text:
+        return None
+    decoded = text.decode("utf-8", "replace")
+    bad = sum(1 for c in decoded if c == "\ufffd" or (c < " " and c not in "\t\n\r"))
+    if bad > len(decoded) * 0.1:
+        return "not-a-log:binary", f"{bad} of the first {len(decoded)} characters are not text"
+    return None
 
 
 def fingerprint(head: bytes) -> str:
@@ -304,26 +493,44 @@ class LogIngestor:
         return mtime.year
 
     def ingest_file(self, path: Path) -> None:
-        head = read_head(path)
-        self.stats.sources += 1
-        if not head:
-            return
-        cp, clock = self.open_source(path, head, path.stat())
-        with _open(path) as fh:
-            if cp.offset:
-                if path.suffix == ".gz":
-                    remaining = cp.offset
-                    while remaining:
-                        got = fh.read(min(remaining, READ_CHUNK))
-                        if not got:
-                            break
-                        remaining -= len(got)
-                else:
-                    fh.seek(cp.offset)
-            before = self.stats.read
-            self._consume(fh, cp, clock, final=True)
-            if self.stats.read == before:
-                self.stats.skipped_sources += 1
+        """Read one file from its checkpoint to its end. A source that is not a log, or whose
+        compressed data is damaged, is reported in ``stats.failed_sources`` (and as a
+        ``quarantine`` row of kind ``source``); it never stops the run."""
+        s = self.stats
+        s.sources += 1
+        with open_log(path) as fh:
+            head = fh.read(FP_LEN)
+            if not head:
+                if fh.error is not None:
+                    self._source_failed(path, "corrupt-compressed", fh.error)
+                return
+            refused = not_a_log(head)
+            if refused is not None:
+                self._source_failed(path, *refused)
+                return
+            cp, clock = self.open_source(path, head, path.stat())
+        with open_log(path) as fh:
+            fh.skip(cp.offset)
+            before = (s.read, s.stored, s.ignored)
+            self._consume(fh, cp, clock, final=True)  # type: ignore[arg-type]
+            if fh.error is not None:
+                self._source_failed(path, "corrupt-compressed", fh.error, offset=cp.offset)
+            if s.read == before[0]:
+                s.skipped_sources += 1
+            elif (s.stored, s.ignored) == before[1:]:
+                s.not_logs.append((str(path), s.read - before[0]))
+
+    def _source_failed(self, path: Path, reason: str, detail: str, offset: int = 0) -> None:
+        self.stats.failed_sources.append((str(path), reason, detail))
+        log.warning("%s: set aside, %s: %s", path, reason, detail)
+        with self.store.transaction() as con:  # once per source and reason, however often read
+            con.execute(
+                'INSERT INTO quarantine (source, source_kind, "offset", reason, detail, raw,'
+                " quarantined_at) SELECT ?, 'source', ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1"
+                " FROM quarantine WHERE source = ? AND source_kind = 'source' AND reason = ?"
+                ' AND "offset" = ?)',
+                [str(path), offset, reason, detail, self.clock(), str(path), reason, offset],
+            )
 
     def open_source(
         self, path: Path, head: bytes, st: os.stat_result
@@ -552,7 +759,12 @@ __all__ = [
     "IngestStats",
     "LineCounts",
     "LogIngestor",
+    "SourceReader",
+    "compression_of",
     "expand_paths",
     "fingerprint",
+    "logical_size",
+    "not_a_log",
+    "open_log",
     "read_head",
 ]

@@ -71,6 +71,7 @@ from mtalens.pipeline.ingest import (
     LineCounts,
     LogIngestor,
     fingerprint,
+    logical_size,
     read_head,
 )
 from mtalens.pipeline.mailbox import MailboxMessage, split_mbox
@@ -252,7 +253,8 @@ class Watcher:
         delay = 0.05
         while True:
             try:
-                store = Store.open(self.config.db, check_migrations=not self._migrated)
+                # its own back-off below (counted, and stoppable): no wait inside the open
+                store = Store.open(self.config.db, check_migrations=not self._migrated, lock_wait=0)
                 self._migrated = True
                 break
             except StoreError as exc:
@@ -395,7 +397,7 @@ class Watcher:
                 if not head:
                     continue
                 cp = ing.find_checkpoint(head)
-                unread = cp is not None and cp.offset < _logical_size(sib)
+                unread = cp is not None and cp.offset < logical_size(sib)
                 missed = cp is None and last is not None and mtime > last
                 if unread or missed:
                     log.info("reading rotated file left unfinished", extra={"path": str(sib),
@@ -646,6 +648,8 @@ class Watcher:
         log.info("watch started", extra={"logs": list(self.config.logs),
                  "maildirs": list(self.config.maildirs), "mboxes": list(self.config.mboxes),
                  "inotify": observer is not None, "once": once})  # fmt: skip
+        for missing in self.unmatched():
+            log.warning("source not there (yet)", extra={"source": missing})
         try:
             while True:
                 started = time.monotonic()
@@ -687,6 +691,18 @@ class Watcher:
                      "lines": self.stats.lines, "maildir_messages": self.stats.maildir_messages,
                      "mbox_messages": self.stats.mbox_messages})  # fmt: skip
         return self.stats
+
+    def unmatched(self) -> list[str]:
+        """The configured sources that are not there now: a log pattern no file matches, a
+        Maildir without ``new/``, an mbox that is not a file (a daemon waits for them)."""
+        out = [f"--log {p}: no such file" for p in self.config.logs if not _expand(p)]
+        out += [
+            f"--maildir {m}: not a Maildir (no new/)"
+            for m in self.config.maildirs
+            if not (Path(m) / "new").is_dir()
+        ]
+        out += [f"--mbox {m}: no such file" for m in self.config.mboxes if not Path(m).is_file()]
+        return out
 
     def _watched_dirs(self) -> set[str]:
         dirs: set[str] = set()
@@ -752,15 +768,6 @@ def _zone(name: str | None) -> tzinfo:
 
 def _head_hash(fd: int, n: int) -> str:
     return fingerprint(os.pread(fd, n, 0))
-
-
-def _logical_size(path: Path) -> int:
-    if path.suffix != ".gz":
-        return path.stat().st_size
-    import gzip
-
-    with gzip.open(path, "rb") as fh:
-        return sum(len(c) for c in iter(lambda: fh.read(1 << 20), b""))
 
 
 def _mbox_checkpoint(store: Store, head: bytes) -> tuple[str, int]:

@@ -60,7 +60,10 @@ def watch(
 ) -> None:
     """Tail logs and bounce mailboxes into the store; readers can query while it runs.
 
-    Exit codes: 0 after --once or a signal; 2 for a bad option, config or store."""
+    A source that is not there yet is logged and waited for; with --once it is an error.
+
+    Exit codes: 0 after --once or a signal; 2 for a bad option, config or store, or (--once)
+    when no configured source is there; 3 (--once) when some of them are not."""
     from mtalens.pipeline.store import StoreError
     from mtalens.pipeline.watch import build_watcher, setup_json_logging
     from mtalens.pipeline.watch_config import WatchConfigError
@@ -73,7 +76,14 @@ def watch(
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
             metrics_host=metrics_host,
         )  # fmt: skip
+        missing = watcher.unmatched() if once else []
+        cfg = watcher.config
+        if missing and len(missing) == len(cfg.logs) + len(cfg.maildirs) + len(cfg.mboxes):
+            raise ValueError("nothing to read: " + "; ".join(missing))
         watcher.run(once=once)
+        if missing:
+            typer.echo("mtalens: not read: " + "; ".join(missing), err=True)
+            raise typer.Exit(ExitCode.PARTIAL)
     except (WatchConfigError, ValueError, StoreError, OSError) as exc:
         typer.echo(f"mtalens: {exc}", err=True)
         raise typer.Exit(ExitCode.USAGE) from exc
