@@ -83,7 +83,25 @@ class WatchConfig:
         for k in ("logs", "maildirs", "mboxes"):
             if k in given:
                 given[k] = tuple(str(x) for x in given[k])
-        return replace(self, **given)
+        return replace(self, **given).checked()
+
+    def checked(self) -> WatchConfig:
+        """This config, once the values a file or a command line may get wrong are checked."""
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise WatchConfigError(
+                    f"unknown time zone {self.timezone!r} (an IANA name such as Europe/Berlin)"
+                ) from None
+        for name in ("poll_interval", "commit_interval", "drain_grace"):
+            if getattr(self, name) <= 0:
+                raise WatchConfigError(f"{name.replace('_', '-')} must be > 0 seconds")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise WatchConfigError(f"metrics port {self.metrics_port} is not a TCP port")
+        return self
 
 
 _WATCH_KEYS: Final = {

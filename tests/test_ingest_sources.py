@@ -169,7 +169,7 @@ def test_directories_that_hold_no_logs_say_so(tmp_path: Path) -> None:
     maildir = tmp_path / "Maildir"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True)
-    with pytest.raises(IngestError, match="Maildir.*bounces ingest"):
+    with pytest.raises(IngestError, match=r"Maildir.*bounces ingest"):
         expand_paths([maildir])
     empty = tmp_path / "empty"
     empty.mkdir()

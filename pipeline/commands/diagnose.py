@@ -123,7 +123,11 @@ def diagnose(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"mtalens: cannot write {output}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(ExitCode.USAGE) from None
         typer.echo(f"{len(findings)} finding(s) written to {output}", err=True)
     if any(str(f.severity) in _FAILING[fail_on] for f in findings):
         raise typer.Exit(ExitCode.FINDINGS)
