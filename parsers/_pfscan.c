@@ -616,7 +616,7 @@ typedef struct {
     int code, nx;
     int64_t ts;
     span host, qid;
-    xval x[6];
+    xval x[7];
 } oprec;
 
 static xval XS(span s) { xval v = {X_STR, s, 0, NULL}; return v; }
@@ -880,7 +880,7 @@ static int delivery(out_t *o, env_t *v, span qid, span rest) {
             is_digit(detail.p[2]) && (detail.p[3] == ' ' || detail.p[3] == '-'))
             code = (detail.p[0] - '0') * 100 + (detail.p[1] - '0') * 10 + (detail.p[2] - '0');
     }
-    span stage;
+    span stage = {NULL, 0};
     int has_stage = find_stage(detail, &stage);
     if (!has_stage) {
         span lh, lip, ls;
@@ -922,10 +922,11 @@ static int delivery(out_t *o, env_t *v, span qid, span rest) {
         col_i64(&d[D_OFFSET], v->offset) < 0)
         return -1;
     if (sp_eq(status, "sent")) return mkop(o, OP_SENT, v->ts, v->host, qid, 0) < 0 ? -1 : 1;
-    /* classify(remote_host=d.remote_host or d.relay_host) */
-    xval rem = said_host.p != NULL ? XS(said_host) : relay_none ? XNONE() : XS(rh.name);
-    return mkop(o, OP_DELIVERY, v->ts, v->host, qid, 5, XS(dsn), code >= 0 ? XI(code) : XNONE(),
-                XS(detail), rem, XS(status)) < 0 ? -1 : 1;
+    /* the arguments of pipeline/correlate.py classify_delivery after `classify`, in its order:
+       the Python side maps them to the classifier's inputs (one mapping for both paths) */
+    return mkop(o, OP_DELIVERY, v->ts, v->host, qid, 7, XS(status), XS(dsn),
+                code >= 0 ? XI(code) : XNONE(), XS(detail), XOPT(said_host, said_host.p != NULL),
+                XOPT(rh.name, !relay_none), XOPT(stage, has_stage)) < 0 ? -1 : 1;
 }
 
 /* smtpd "QID: client=..." (_parse_client): ", "-separated key=value, the last one wins */

@@ -31,7 +31,9 @@ OP_MSGID: Final = 3  # + message_id
 OP_QACTIVE: Final = 4  # + sender, size, nrcpt
 OP_REMOVED: Final = 5
 OP_SENT: Final = 6  # the next row of the delivery columns, status=sent
-OP_DELIVERY: Final = 7  # + dsn, reply_code, detail, remote_or_relay_host, status (next row)
+# + status, dsn, reply_code, detail, remote_host, relay_host, smtp_stage (the next row): the
+# arguments of mtalens.pipeline.correlate.classify_delivery after its first
+OP_DELIVERY: Final = 7
 OP_NOTIFY: Final = 8  # + kind, new_qid; its event row is in the event columns
 OP_FALLBACK: Final = 9  # (9, start, end, clock_year_before, clock_month_before)
 

@@ -178,6 +178,43 @@ def late_notification_target(closed: _L | None, not_before: Any) -> _L | None:
     return closed if closed.first_seen >= not_before else None
 
 
+# (reason, category, hard, rule_id, blocklist): the classification columns of a delivery row
+DeliveryClass = tuple[str | None, str | None, bool | None, str | None, str | None]
+SENT_CLASS: Final[DeliveryClass] = ("delivered", "success", None, "status-sent", None)
+UNCLASSIFIED: Final[DeliveryClass] = (None, None, None, None, None)
+
+
+def classify_delivery(
+    classify: ClassifyFn | None,
+    status: str,
+    dsn: str | None,
+    reply_code: int | None,
+    detail: str | None,
+    remote_host: str | None,
+    relay_host: str | None,
+    smtp_stage: str | None,
+) -> DeliveryClass:
+    """The classification of a Postfix delivery from its logged fields: the one mapping of a
+    delivery to the classifier's inputs, for this correlator and pipeline/fastpath.py's (whose
+    C scanner hands these fields over in this order, ``OP_DELIVERY``)."""
+    if status == "sent":
+        return SENT_CLASS
+    if classify is None:
+        return UNCLASSIFIED
+    cl = classify(
+        status=dsn,
+        reply_code=reply_code,
+        diagnostic=detail,
+        remote_host=remote_host or relay_host,
+        # the command the reply answered: "(in reply to RCPT TO command)", "while sending ..."
+        command=smtp_stage,
+        # only a bounce is a final failure; a deferral is a temporary one, not a DSN
+        # "delayed" notice (RFC 3464 2.3.3), so no Action is implied for it
+        action="failed" if status == "bounced" else None,
+    )
+    return (cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist)
+
+
 def stale_horizon(queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME) -> timedelta:
     """How long an open message may go unlogged before it is forgotten: the queue lifetime
     plus :data:`QUEUE_LIFETIME_MARGIN`."""
@@ -408,24 +445,10 @@ class Correlator:
         a = b = c = e = None
         if d.delays is not None:
             a, b, c, e = d.delays
-        reason = category = rule_id = blocklist = None
-        hard: bool | None = None
-        if d.status == "sent":
-            reason, category, rule_id = "delivered", "success", "status-sent"
-        elif self.classify is not None:
-            cl = self.classify(
-                status=d.dsn,
-                reply_code=d.reply_code,
-                diagnostic=d.detail,
-                remote_host=d.remote_host or d.relay_host,
-                command=d.smtp_stage,
-                # only a bounce is a final failure; a deferral is a temporary one, not a DSN
-                # "delayed" notice (RFC 3464 2.3.3), so no Action is implied for it
-                action="failed" if d.status == "bounced" else None,
-            )
-            reason, category, hard, rule_id, blocklist = (
-                cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist,
-            )  # fmt: skip
+        reason, category, hard, rule_id, blocklist = classify_delivery(
+            self.classify, d.status, d.dsn, d.reply_code, d.detail, d.remote_host, d.relay_host,
+            d.smtp_stage,
+        )  # fmt: skip
         self.batch.deliveries.append(
             (st.message_key, host, d.queue_id, at, service, instance, d.recipient,
              d.orig_recipient, d.relay, d.relay_host, d.relay_ip, d.relay_port, d.conn_use,

@@ -54,8 +54,11 @@ from mtalens.pipeline.correlate import (
     LATE_LINK_WINDOW,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
+    SENT_CLASS,
     Batch,
+    DeliveryClass,
     MessageState,
+    classify_delivery,
     ends_message,
     late_notification_target,
 )
@@ -210,7 +213,7 @@ class FastCorrelator:
         self.recent_size = recent_size
         self.touched: dict[str, Msg] = {}
         self.latest: int | None = None
-        self._memo: dict[tuple[Any, ...], tuple[Any, Any, Any, Any, Any]] = {}
+        self._memo: dict[tuple[Any, ...], DeliveryClass] = {}
 
     def remember_closed(self, st: Msg) -> None:
         k = (st.host, st.queue_id)
@@ -298,30 +301,17 @@ class FastCorrelator:
         else:
             self.pending_links[nk] = (st.key, kind)
 
-    def classify_delivery(
-        self, dsn: str | None, code: int | None, detail: str, rhost: str | None, status: str
-    ) -> tuple[Any, Any, Any, Any, Any]:
-        if status == "sent":
-            return "delivered", "success", None, "status-sent", None
-        if self.classify is None:
-            return None, None, None, None, None
-        # the classifier is a pure function of these arguments (ordered immutable rules)
-        memo_key = (dsn, code, detail, rhost, status == "bounced")
-        hit = self._memo.get(memo_key)
+    def classify_delivery(self, fields: tuple[Any, ...]) -> DeliveryClass:
+        """mtalens.pipeline.correlate.classify_delivery of a delivery's ``fields`` (its
+        arguments after ``classify``, as the scanner's OP_DELIVERY carries them), memoised."""
+        # the classifier is a pure function of these fields (ordered immutable rules)
+        hit = self._memo.get(fields)
         if hit is not None:
             return hit
-        cl = self.classify(
-            status=dsn,
-            reply_code=code,
-            diagnostic=detail,
-            remote_host=rhost,
-            # as mtalens.pipeline.correlate: only a bounce is a final failure (RFC 3464 2.3.3)
-            action="failed" if status == "bounced" else None,
-        )
-        out = (cl.reason, cl.category, cl.hard, cl.rule_id, cl.blocklist)
+        out = classify_delivery(self.classify, *fields)
         if len(self._memo) >= 65536:  # bounded: ingest memory must not grow with the file
             self._memo.clear()
-        self._memo[memo_key] = out
+        self._memo[fields] = out
         return out
 
     def feed_record(
@@ -338,8 +328,9 @@ class FastCorrelator:
             if rec.delays is not None:
                 a, b, c, e = rec.delays
             reason, category, hard, rule_id, blocklist = self.classify_delivery(
-                rec.dsn, rec.reply_code, rec.detail, rec.remote_host or rec.relay_host, rec.status
-            )
+                (rec.status, rec.dsn, rec.reply_code, rec.detail, rec.remote_host,
+                 rec.relay_host, rec.smtp_stage)
+            )  # fmt: skip
             rows.deliveries.append(
                 (st.key, host, rec.queue_id, at_dt, service, instance, rec.recipient,
                  rec.orig_recipient, rec.relay, rec.relay_host, rec.relay_ip, rec.relay_port,
@@ -810,11 +801,12 @@ class FastIngest:
         new = cor.new
         n_deliv = sc.deliveries[0][1]
         keys: list[str] = []
-        reason: list[Any] = ["delivered"] * n_deliv
-        category: list[Any] = ["success"] * n_deliv
-        hard: list[Any] = [None] * n_deliv
-        rule_id: list[Any] = ["status-sent"] * n_deliv
-        blocklist: list[Any] = [None] * n_deliv
+        # a sent delivery (OP_SENT) needs no classifier; the others are set below
+        reason: list[Any] = [SENT_CLASS[0]] * n_deliv
+        category: list[Any] = [SENT_CLASS[1]] * n_deliv
+        hard: list[Any] = [SENT_CLASS[2]] * n_deliv
+        rule_id: list[Any] = [SENT_CLASS[3]] * n_deliv
+        blocklist: list[Any] = [SENT_CLASS[4]] * n_deliv
         if sc.max_ts is not None and (cor.latest is None or sc.max_ts > cor.latest):
             cor.latest = sc.max_ts
         counts.stored += sc.stored
@@ -844,7 +836,7 @@ class FastIngest:
                     i = len(keys)
                     keys.append(st.key)
                     reason[i], category[i], hard[i], rule_id[i], blocklist[i] = (
-                        cor.classify_delivery(op[3], op[4], op[5], op[6], op[7])
+                        cor.classify_delivery(op[3:])
                     )
             elif code == 1:
                 k = op[2]

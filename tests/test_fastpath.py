@@ -371,8 +371,10 @@ def test_scanner_reads_a_delivery_into_columns() -> None:
     ts = int((datetime(2026, 3, 1, 9, 0, 0, 250000, tzinfo=UTC) - fastpath.EPOCH).total_seconds()
              * 1_000_000)  # fmt: skip
     assert op[:3] == (fastscan.OP_DELIVERY, ts, ("mx1", "3F2A41C0B7"))
-    assert op[3:] == ("5.1.1", 550, "host mx.b[192.0.2.1] said: 550 5.1.1 no (in reply to RCPT "
-                      "TO command)", "mx.b", "bounced")  # fmt: skip
+    # what pipeline/correlate.py classify_delivery takes: status, dsn, reply code, detail,
+    # remote host, relay host and the command the reply answered
+    assert op[3:] == ("bounced", "5.1.1", 550, "host mx.b[192.0.2.1] said: 550 5.1.1 no (in "
+                      "reply to RCPT TO command)", "mx.b", "mx.b", "RCPT TO")  # fmt: skip
     cols = dict(zip(fastscan.DELIVERY_FIELDS, sc.deliveries, strict=True))
     table = {k: fastpath._array(v).to_pylist()[0] for k, v in cols.items()}
     assert table["instance"] == "postfix-out"
