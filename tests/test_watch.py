@@ -325,3 +325,27 @@ def test_queue_lifetime_from_the_shared_config_file(tmp_path: Path) -> None:
     cfg.write_text('[postfix]\nmaximal_queue_lifetime = "ten days"\n')
     with pytest.raises(ValueError, match="maximal_queue_lifetime"):
         Watcher(WatchConfig(db=str(tmp_path / "w2.duckdb")), config_path=cfg)
+
+
+def test_a_truncated_rotated_gzip_does_not_stop_the_live_log(
+    tmp_path: Path, log_bytes: bytes
+) -> None:
+    """Rotated and compressed while the daemon was down, and the .gz cut short (disk full during
+    logrotate): each window used to fail on it, and the live log was never read again."""
+    import gzip
+
+    log = tmp_path / "mail.log"
+    a, b = line_cut(log_bytes, 0.3), line_cut(log_bytes, 0.6)
+    log.write_bytes(log_bytes[:a])
+    watcher(tmp_path, [str(log)]).window()
+    append(log, log_bytes[a:b])
+    packed = gzip.compress(log.read_bytes())
+    (tmp_path / "mail.log.1.gz").write_bytes(packed[: len(packed) // 2])
+    log.write_bytes(log_bytes[b:])  # the new live log
+    w = watcher(tmp_path, [str(log)])
+    w.window()
+    append(log, b"")
+    w.window()  # and the next window too
+    with Store.open(tmp_path / "w.duckdb", read_only=True) as s:
+        offsets = dict(s.con.execute('SELECT path, "offset" FROM checkpoints').fetchall())
+    assert offsets[str(log)] == len(log_bytes) - b  # the live log was read to its end
