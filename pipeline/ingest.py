@@ -251,9 +251,9 @@ def _decompressor(
     if kind == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), _DAMAGE  # type: ignore[return-value]
     if kind == "bzip2":
-        return bz2.BZ2File(raw, "rb"), _DAMAGE  # type: ignore[return-value]
+        return bz2.BZ2File(raw, "rb"), _DAMAGE
     if kind == "xz":
-        return lzma.LZMAFile(raw, "rb"), _DAMAGE  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, "rb"), _DAMAGE
     if kind == "zstd":
         import zstandard  # only when a .zst log is read
 
@@ -417,9 +417,18 @@ class LogIngestor:
         ).fetchall()
         return [Checkpoint(*r) for r in rows]
 
-    def find_checkpoint(self, head: bytes) -> Checkpoint | None:
+    def find_checkpoint(self, head: bytes, st: os.stat_result | None = None) -> Checkpoint | None:
+        """The checkpoint of the source whose first bytes are ``head``. A full fingerprint
+        (FP_LEN bytes) names a source wherever it is found (renamed, compressed). A shorter
+        one, taken while the file was smaller, is only a prefix and many files share it (a
+        1-byte file ``M`` and every log starting in March): it names a file of exactly that
+        content, or the same file (``st``: device and inode) grown since."""
         for cp in self._checkpoints():
-            if cp.fp_len <= len(head) and fingerprint(head[: cp.fp_len]) == cp.fp_hash:
+            if cp.fp_len > len(head) or fingerprint(head[: cp.fp_len]) != cp.fp_hash:
+                continue
+            if cp.fp_len >= FP_LEN or cp.fp_len == len(head):
+                return cp
+            if st is not None and (cp.device, cp.inode) == (st.st_dev, st.st_ino):
                 return cp
         return None
 
@@ -537,7 +546,7 @@ class LogIngestor:
     ) -> tuple[Checkpoint, SyslogClock]:
         """The checkpoint of the file whose first bytes are ``head`` (a new one at offset 0 if
         none matches), with its device/inode set from ``st``, and the clock to read it with."""
-        cp = self.find_checkpoint(head)
+        cp = self.find_checkpoint(head, st)
         if cp is None:
             fp_len = len(head)
             cp = Checkpoint(

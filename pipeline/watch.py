@@ -391,12 +391,13 @@ class Watcher:
             for sib in sibs:  # oldest first
                 try:
                     head = read_head(sib)
-                    mtime = sib.stat().st_mtime
+                    st = sib.stat()
                 except OSError:
                     continue
                 if not head:
                     continue
-                cp = ing.find_checkpoint(head)
+                mtime = st.st_mtime
+                cp = ing.find_checkpoint(head, st)
                 unread = cp is not None and cp.offset < logical_size(sib)
                 missed = cp is None and last is not None and mtime > last
                 if unread or missed:

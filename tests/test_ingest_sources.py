@@ -196,3 +196,33 @@ def test_cli_exit_codes_and_formats(tmp_path: Path) -> None:
     assert lines[0] == "measure,detail,value" and "lines,read,0" in lines  # already read
     r = runner.invoke(app, ["ingest", "--db", db, "--format", "json", str(good)])
     assert r.exit_code == 0 and '"failed_sources": []' in r.output
+
+
+def test_a_short_fingerprint_names_only_the_file_it_was_taken_from(tmp_path: Path) -> None:
+    """A 1-byte file `M` and a real log starting with `M` (every March) are not one source."""
+    tiny = tmp_path / "tiny.log"
+    tiny.write_bytes(b"M")
+    real = tmp_path / "mail.log"
+    text = (SAMPLES / "mx1-rfc3164.log").read_bytes()
+    real.write_bytes(b"Mar" + text[3:] if text.startswith(b"Nov") else text)
+    assert real.read_bytes()[:1] == b"M"
+    with Store.open(tmp_path / "s.duckdb") as store:
+        ingest(store, tiny)
+        stats = ingest(store, real)
+        alone = ingest(Store.memory(), real)
+        # read from its first byte, not from offset 1 (which quarantined its first line)
+        assert (stats.read, stats.stored, stats.quarantined) == (
+            alone.read,
+            alone.stored,
+            alone.quarantined,
+        )
+        assert stats.sources == 1 and stats.skipped_sources == 0
+        # the tiny file itself, grown in place, is still the source it was
+        with tiny.open("ab") as fh:
+            fh.write(b"ar 29 10:00:00 mx1 postfix/anvil[1]: statistics: max cache size 1 at x\n")
+        grown = ingest(store, tiny)
+        assert grown.read == 1 and grown.skipped_sources == 0
+        # and an exact copy of a short file elsewhere is the same source: nothing read twice
+        copy = tmp_path / "copy.log"
+        copy.write_bytes(tiny.read_bytes())
+        assert ingest(store, copy).read == 0
