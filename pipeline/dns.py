@@ -8,8 +8,11 @@
 
 Every lookup goes through ``DnsClient``: a dnspython resolver built with ``configure=False`` (the
 caller names the nameservers; nothing falls back to the system resolver) plus an optional TTL cache
-in the store's ``dns_cache`` table. The clock is passed in. Timeouts and server failures become
-answers with a failure status, and then findings, never exceptions.
+in the store's ``dns_cache`` table. The clock is passed in. Timeouts, refusals and server failures
+become answers with a failure status, and then findings of unknown outcome (never "not listed" or
+"no record"), not exceptions. Two things keep a broken resolver from costing a timeout per lookup:
+a resolver that nothing listens on raises ``ResolverError`` at the first query, and once a
+resolver that never answered times out, the client sends it nothing more (``Status.SKIPPED``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import binascii
 import ipaddress
 import json
 import re
+import socket
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,33 +31,28 @@ from enum import StrEnum
 from typing import Final
 
 import dns.exception
+import dns.inet
 import dns.message
 import dns.name
+import dns.nameserver
+import dns.query
 import dns.rdatatype
 import dns.resolver
 import dns.reversename
 from dns.rdtypes.txtbase import TXTBase
 
+# one definition, in a module the CLI can import without dnspython; re-exported here
+from mtalens.pipeline.dns_defaults import DEFAULT_BLOCKLISTS as DEFAULT_BLOCKLISTS
+from mtalens.pipeline.dns_defaults import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.store import Store
 
 Clock = Callable[[], datetime]
 
-DEFAULT_TIMEOUT: Final = 3.0
-
-# RFC 5782 has no registry of lists; these are widely used public IPv4 lists. Some need an
-# account or refuse queries from public resolvers (Spamhaus answers 127.255.255.254, reported as
-# a query error, see SPAMHAUS_ERRORS). Barracuda needs a free registration of the resolver's IP.
-DEFAULT_BLOCKLISTS: Final[tuple[str, ...]] = (
-    "zen.spamhaus.org",  # https://www.spamhaus.org/faqs/dnsbl-usage/
-    "b.barracudacentral.org",  # https://www.barracudacentral.org/rbl/how-to-use
-    "bl.spamcop.net",  # https://www.spamcop.net/fom-serve/cache/291.html
-    "psbl.surriel.com",  # https://psbl.org/
-    "bl.mailspike.net",  # https://mailspike.org/usage.html
-)
-
 
 class Severity(StrEnum):
     OK = "ok"
+    UNKNOWN = "unknown"  # the check could not be made: its lookup failed
     WARNING = "warning"
     ERROR = "error"
 
@@ -64,10 +64,19 @@ class Status(StrEnum):
     NODATA = "nodata"  # the name exists, no records of this type
     NXDOMAIN = "nxdomain"
     TIMEOUT = "timeout"
-    SERVFAIL = "servfail"  # every nameserver failed (SERVFAIL, REFUSED, malformed)
+    REFUSED = "refused"  # the nameservers answered REFUSED (RFC 1035 section 4.1.1 RCODE 5)
+    SERVFAIL = "servfail"  # every nameserver failed otherwise (SERVFAIL, malformed), or none given
+    SKIPPED = "skipped"  # not sent: the resolver never answered and an earlier query timed out
 
 
 _CACHEABLE: Final = frozenset({Status.NOERROR, Status.NODATA, Status.NXDOMAIN})
+_FAILED: Final = frozenset({Status.TIMEOUT, Status.REFUSED, Status.SERVFAIL, Status.SKIPPED})
+
+
+class ResolverError(InputError):
+    """No nameserver can be reached at all (ICMP port or host unreachable, connection refused):
+    nothing listens at the address and port given, so no lookup can be made. Raised at the first
+    query, so that a wrong ``--resolver``/``--port`` ends a command at once, in one line."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +95,7 @@ class Answer:
 
     @property
     def failed(self) -> bool:
-        return self.status in (Status.TIMEOUT, Status.SERVFAIL)
+        return self.status in _FAILED
 
     @property
     def void(self) -> bool:
@@ -109,8 +118,13 @@ class DomainReport:
 
     @property
     def worst(self) -> Severity:
-        order = (Severity.OK, Severity.WARNING, Severity.ERROR)
+        order = (Severity.OK, Severity.UNKNOWN, Severity.WARNING, Severity.ERROR)
         return max((f.severity for f in self.findings), key=order.index, default=Severity.OK)
+
+    @property
+    def unknown(self) -> tuple[Finding, ...]:
+        """The checks that could not be made because a lookup failed."""
+        return tuple(f for f in self.findings if f.severity is Severity.UNKNOWN)
 
 
 def normalize_name(name: str) -> str:
@@ -121,20 +135,75 @@ def normalize_name(name: str) -> str:
 # Resolver and cache
 
 
+class _ConnectedUdpNameserver(dns.nameserver.Do53Nameserver):
+    """Do53 that sends UDP queries from a *connected* socket. dnspython's own socket is not
+    connected, and Linux passes an ICMP "port unreachable" only to a connected UDP socket (udp(7),
+    "Error handling"): unconnected, a closed port looks like a silent server and each query waits
+    out the whole timeout. Connected, ``recv`` fails at once with ConnectionRefusedError, which
+    dnspython records as this nameserver's error."""
+
+    def query(
+        self,
+        request: dns.message.QueryMessage,
+        timeout: float,
+        source: str | None,
+        source_port: int,
+        max_size: bool,
+        one_rr_per_rrset: bool = False,
+        ignore_trailing: bool = False,
+    ) -> dns.message.Message:
+        if max_size or source is not None or source_port:
+            # TCP (the retry after a truncated answer) reports a closed port at connect() anyway;
+            # a source address is never set by make_resolver: leave both to dnspython.
+            return super().query(
+                request, timeout, source, source_port, max_size, one_rr_per_rrset, ignore_trailing
+            )
+        family = dns.inet.af_for_address(self.address)
+        with dns.query.make_socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((self.address, self.port))
+            return dns.query.udp(
+                request,
+                self.address,
+                timeout=timeout,
+                port=self.port,
+                sock=sock,
+                raise_on_truncation=True,
+                one_rr_per_rrset=one_rr_per_rrset,
+                ignore_trailing=ignore_trailing,
+                ignore_errors=True,
+                ignore_unexpected=True,
+            )
+
+
 def make_resolver(
     nameservers: Sequence[str], *, port: int = 53, timeout: float = DEFAULT_TIMEOUT
 ) -> dns.resolver.Resolver:
-    """A resolver that only talks to ``nameservers`` (never /etc/resolv.conf)."""
+    """A resolver that only talks to ``nameservers`` (never /etc/resolv.conf). ``timeout`` is the
+    time one lookup may take in all, retries to every nameserver included (dnspython's lifetime):
+    a silent nameserver costs ``timeout``, not several."""
     if not nameservers:
         raise ValueError("no nameserver given")
     for ns in nameservers:
         ipaddress.ip_address(ns)  # ValueError for a host name: dnspython wants addresses
     resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = list(nameservers)
+    resolver.nameservers = [_ConnectedUdpNameserver(ns, port) for ns in nameservers]
     resolver.port = port
     resolver.timeout = timeout
     resolver.lifetime = timeout
     return resolver
+
+
+def describe_resolver(resolver: dns.resolver.Resolver) -> str:
+    """``127.0.0.1``, ``127.0.0.1 port 5300``, ``192.0.2.1, 192.0.2.2``: for messages."""
+    names: list[str] = []
+    for ns in resolver.nameservers:
+        if isinstance(ns, dns.nameserver.AddressAndPortNameserver):
+            names.append(ns.address if ns.port == 53 else f"{ns.address} port {ns.port}")
+        elif isinstance(ns, str):
+            names.append(ns if resolver.port == 53 else f"{ns} port {resolver.port}")
+        else:
+            names.append(str(ns))
+    return ", ".join(names) or "(no nameserver)"
 
 
 def system_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
@@ -207,8 +276,24 @@ def _rdata_text(rdata: object) -> str:
     return str(rdata.to_text())  # type: ignore[attr-defined]
 
 
+def _unreachable(errors: Sequence[tuple[object, ...]]) -> OSError | None:
+    """The socket error if every nameserver failed with one (nothing listens, no route), else
+    None. ``errors`` is dnspython's NoNameservers list of (nameserver, tcp, port, error, response)."""
+    socket_errors = [x for x in (e[3] for e in errors) if isinstance(x, OSError)]
+    return socket_errors[0] if errors and len(socket_errors) == len(errors) else None
+
+
+def _refused(errors: Sequence[tuple[object, ...]]) -> bool:
+    """Every nameserver that answered said REFUSED (dnspython records the rcode as text)."""
+    rcodes = [e[3] for e in errors if isinstance(e[3], str)]
+    return bool(rcodes) and all(r == "REFUSED" for r in rcodes)
+
+
 class DnsClient:
-    """Queries with a fixed resolver, through the cache when there is one."""
+    """Queries with a fixed resolver, through the cache when there is one.
+
+    ``outcomes`` counts how every query ended (cache hits included), so a caller can tell "some
+    lookups failed" from "no lookup got an answer" (:meth:`trouble`)."""
 
     def __init__(
         self, resolver: dns.resolver.Resolver, *, clock: Clock, cache: DnsCache | None = None
@@ -217,20 +302,43 @@ class DnsClient:
         self.clock = clock
         self.cache = cache
         self.queries_sent = 0
+        self.responses = 0  # queries the nameservers answered at all (REFUSED included)
+        self.outcomes: Counter[Status] = Counter()
 
     def query(self, qname: str, rdtype: str) -> Answer:
         qname = normalize_name(qname)
         now = self.clock()
-        if self.cache is not None:
-            hit = self.cache.get(qname, rdtype, now)
-            if hit is not None:
-                return hit
-        answer = self._resolve(qname, rdtype)
-        if self.cache is not None:
-            self.cache.put(answer, now)
+        answer = None if self.cache is None else self.cache.get(qname, rdtype, now)
+        if answer is None:
+            answer = self._resolve(qname, rdtype)
+            if self.cache is not None:
+                self.cache.put(answer, now)
+        self.outcomes[answer.status] += 1
         return answer
 
+    def trouble(self) -> str | None:
+        """One line on why no lookup so far got an answer, or None if one did (or none was
+        made): for a command to say that nothing could be checked, and why."""
+        if not self.outcomes or any(s not in _FAILED for s in self.outcomes):
+            return None
+        who = f"resolver {describe_resolver(self.resolver)}"
+        skipped = self.outcomes[Status.SKIPPED]
+        if self.outcomes[Status.TIMEOUT] and not self.responses:
+            line = f"{who} did not answer within {self.resolver.lifetime:g} s (timeout)"
+            if skipped:
+                line += f"; the other {skipped} lookup(s) were not sent"
+            return line
+        if set(self.outcomes) == {Status.REFUSED}:
+            n = self.outcomes.total()
+            return f"{who} refused {'the query' if n == 1 else f'all {n} queries'} (REFUSED)"
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.outcomes.items()))
+        return f"no lookup through {who} got an answer ({counts})"
+
     def _resolve(self, qname: str, rdtype: str) -> Answer:
+        if self.outcomes[Status.TIMEOUT] and not self.responses:
+            # The resolver has answered nothing and let a query time out: it is down or
+            # filtered. Asking again would cost a timeout per lookup, for the same answer.
+            return Answer(qname=qname, rdtype=rdtype, status=Status.SKIPPED)
         self.queries_sent += 1
         try:
             result = self.resolver.resolve(
@@ -245,12 +353,29 @@ class DnsClient:
                     ttl = response.resolve_chaining().minimum_ttl
             except (KeyError, dns.exception.DNSException):
                 ttl = 0
+            self.responses += 1
             return Answer(qname=qname, rdtype=rdtype, status=Status.NXDOMAIN, ttl=ttl)
         except dns.exception.Timeout:
             return Answer(qname=qname, rdtype=rdtype, status=Status.TIMEOUT)
+        except dns.resolver.NoNameservers as exc:
+            errors = exc.kwargs.get("errors", [])
+            unreachable = _unreachable(errors)
+            if unreachable is not None:
+                who = describe_resolver(self.resolver)
+                reason = unreachable.strerror or type(unreachable).__name__
+                raise ResolverError(
+                    f"resolver {who} cannot be reached ({reason.lower()}): "
+                    "no DNS server listens there; check --resolver and --port"
+                ) from exc
+            if errors:  # else there was no nameserver to ask (a cache-only client)
+                self.responses += 1
+            status = Status.REFUSED if _refused(errors) else Status.SERVFAIL
+            return Answer(qname=qname, rdtype=rdtype, status=status)
         except dns.exception.DNSException:
-            # NoNameservers (SERVFAIL/REFUSED from all), YXDOMAIN, malformed answers
+            # YXDOMAIN, malformed answers
+            self.responses += 1
             return Answer(qname=qname, rdtype=rdtype, status=Status.SERVFAIL)
+        self.responses += 1
         ttl = int(result.chaining_result.minimum_ttl)
         canonical = normalize_name(result.canonical_name.to_text())
         if result.rrset is None or len(result.rrset) == 0:
@@ -268,12 +393,21 @@ class DnsClient:
         )
 
 
+# How a failed lookup ended, for messages: "<what> lookup <verb>"
+_FAILURE_TEXT: Final[dict[Status, str]] = {
+    Status.TIMEOUT: "timed out",
+    Status.REFUSED: "refused by the resolver (REFUSED)",
+    Status.SERVFAIL: "failed (server failure)",
+    Status.SKIPPED: "not sent (the resolver answered no earlier query)",
+}
+
+
 def _failure(check: str, answer: Answer, what: str) -> Finding:
-    verb = "timed out" if answer.status is Status.TIMEOUT else "failed (server failure or refused)"
+    """A check that could not be made: its outcome is unknown, which is not an error found."""
     return Finding(
         check=check,
-        severity=Severity.ERROR,
-        message=f"{what} lookup ({answer.rdtype} {answer.qname}) {verb}",
+        severity=Severity.UNKNOWN,
+        message=f"{what} lookup ({answer.rdtype} {answer.qname}) {_FAILURE_TEXT[answer.status]}",
         name=answer.qname,
     )
 
@@ -990,7 +1124,12 @@ class Listing(StrEnum):
     LISTED = "listed"
     NOT_LISTED = "not_listed"
     QUERY_ERROR = "query_error"  # the list answered, but with an error code, not a listing
-    LOOKUP_FAILED = "lookup_failed"  # timeout or server failure
+    UNKNOWN = "unknown"  # the lookup failed (timeout, refused, server failure): not checked
+
+    @property
+    def checked(self) -> bool:
+        """Whether the list said listed or not; a query error says neither."""
+        return self in (Listing.LISTED, Listing.NOT_LISTED)
 
 
 # https://www.spamhaus.org/faqs/dnsbl-usage/ (return codes) and
@@ -1047,9 +1186,12 @@ def check_blocklist(client: DnsClient, ip: str, zone: str) -> BlocklistResult:
     ans = client.query(qname, "A")
     addr = str(ipaddress.ip_address(ip))
     if ans.failed:
-        verb = "timed out" if ans.status is Status.TIMEOUT else "failed"
         return BlocklistResult(
-            ip=addr, zone=zone, qname=qname, status=Listing.LOOKUP_FAILED, message=f"lookup {verb}"
+            ip=addr,
+            zone=zone,
+            qname=qname,
+            status=Listing.UNKNOWN,
+            message=f"lookup {_FAILURE_TEXT[ans.status]}",
         )
     if not ans.records:
         return BlocklistResult(
@@ -1114,6 +1256,7 @@ class FcrdnsResult:
     confirmed_names: tuple[str, ...]
     confirmed: bool
     message: str
+    unknown: bool = False  # not confirmed because a lookup failed, not because the DNS says so
 
 
 def check_fcrdns(client: DnsClient, ip: str) -> FcrdnsResult:
@@ -1121,13 +1264,13 @@ def check_fcrdns(client: DnsClient, ip: str) -> FcrdnsResult:
     reverse = dns.reversename.from_address(str(addr)).to_text(omit_final_dot=True)
     ptr = client.query(reverse, "PTR")
     if ptr.failed:
-        verb = "timed out" if ptr.status is Status.TIMEOUT else "failed"
         return FcrdnsResult(
             ip=str(addr),
             ptr_names=(),
             confirmed_names=(),
             confirmed=False,
-            message=f"PTR lookup {verb}",
+            message=f"PTR lookup {_FAILURE_TEXT[ptr.status]}",
+            unknown=True,
         )
     names = tuple(normalize_name(n) for n in ptr.records)
     if not names:
@@ -1146,7 +1289,9 @@ def check_fcrdns(client: DnsClient, ip: str) -> FcrdnsResult:
     if confirmed:
         message = f"confirmed: {', '.join(confirmed)} -> {addr}"
     elif failures:
-        message = f"forward lookup failed for {', '.join(failures)}"
+        message = (
+            f"forward lookup of {', '.join(failures)} failed: unknown whether it resolves back"
+        )
     else:
         message = f"no PTR name resolves back to {addr}: {', '.join(names)}"
     return FcrdnsResult(
@@ -1155,4 +1300,5 @@ def check_fcrdns(client: DnsClient, ip: str) -> FcrdnsResult:
         confirmed_names=tuple(confirmed),
         confirmed=bool(confirmed),
         message=message,
+        unknown=not confirmed and bool(failures),
     )

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,13 +21,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mtalens.pipeline.cli import app
+from mtalens.pipeline.cli import app, run
+from mtalens.pipeline.diagnose import cache_only_client
 from mtalens.pipeline.dns import (
+    DEFAULT_BLOCKLISTS,
     Answer,
     DnsCache,
     DnsClient,
     Finding,
     Listing,
+    ResolverError,
     Severity,
     Status,
     check_blocklists,
@@ -39,9 +46,10 @@ from mtalens.pipeline.dns import (
     make_resolver,
     parse_tags,
 )
+from mtalens.pipeline.exitcodes import ExitCode, InputError
 from mtalens.pipeline.store import Store
 from tests.conftest import need_binary
-from tests.lab.dns_server import NsdServer
+from tests.lab.dns_server import NsdServer, free_port
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SOA = "@ SOA ns1.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ NS ns1.{zone}.\n"
@@ -169,6 +177,27 @@ def zones() -> dict[str, str]:
             @ TXT "v=spf1 ip4:300.1.1.1 foo:bar ptr redirect=a.syntax.test redirect=b.syntax.test +all"
             """,
         ),
+        # MX hosts in a zone this server refuses: their address lookups fail
+        "partial.test": zone(
+            "partial.test",
+            """
+            ns1 A 127.0.0.1
+            @ MX 10 mx.unserved.test.
+            @ TXT "v=spf1 -all"
+            _dmarc TXT "v=DMARC1; p=reject; rua=mailto:dmarc@partial.test"
+            _mta-sts TXT "v=STSv1; id=1;"
+            _smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@partial.test"
+            """,
+        ),
+        "halfbad.test": zone(
+            "halfbad.test",
+            """
+            ns1 A 127.0.0.1
+            @ MX 10 mx.unserved.test.
+            @ TXT "v=spf1 -all"
+            @ TXT "v=spf1 +all"
+            """,
+        ),
         "zen.spamhaus.org": zone(
             "zen.spamhaus.org",
             """
@@ -198,6 +227,7 @@ def zones() -> dict[str, str]:
             10 PTR mx1.good.test.
             66 PTR mx1.good.test.
             66 PTR mx2.good.test.
+            77 PTR mx.unserved.test.
             """,
         ),
         v6_origin: zone(
@@ -254,7 +284,7 @@ def test_query_statuses(client: DnsClient) -> None:
     assert nx.status is Status.NXDOMAIN and nx.void
     assert nx.ttl == 60  # RFC 2308: min(SOA TTL, SOA minimum)
     refused = client.query("example.invalid", "A")  # not served here: nsd refuses
-    assert refused.status is Status.SERVFAIL and refused.failed
+    assert refused.status is Status.REFUSED and refused.failed
 
 
 def test_long_txt_strings_are_joined(client: DnsClient) -> None:
@@ -263,27 +293,43 @@ def test_long_txt_strings_are_joined(client: DnsClient) -> None:
     assert " " not in ans.records[0].split("p=")[1]
 
 
+def silent_client(port: int) -> DnsClient:
+    return DnsClient(make_resolver(["127.0.0.1"], port=port, timeout=0.3), clock=lambda: NOW)
+
+
 def test_timeout_is_an_answer_not_an_exception(silent_port: int) -> None:
-    slow = DnsClient(make_resolver(["127.0.0.1"], port=silent_port, timeout=0.3), clock=lambda: NOW)
-    ans = slow.query("good.test", "MX")
+    ans = silent_client(silent_port).query("good.test", "MX")
     assert ans.status is Status.TIMEOUT and ans.failed
-    findings = check_mx(slow, "good.test")
+    findings = check_mx(silent_client(silent_port), "good.test")
     assert findings == [
         Finding(
             check="mx",
-            severity=Severity.ERROR,
+            severity=Severity.UNKNOWN,  # not checked is not an error found
             message="MX lookup (MX good.test) timed out",
             name="good.test",
         )
     ]
+
+
+def test_a_silent_resolver_costs_one_timeout(silent_port: int) -> None:
+    slow = silent_client(silent_port)
+    t0 = time.monotonic()
     report = check_domain(slow, "good.test", selectors=["sel2048"])
-    assert report.worst is Severity.ERROR
-    assert all("timed out" in f.message for f in report.findings)
+    elapsed = time.monotonic() - t0
+    assert report.worst is Severity.UNKNOWN and report.unknown == report.findings
+    assert "timed out" in report.findings[0].message
+    assert all("not sent" in f.message for f in report.findings[1:])
+    assert len(report.findings) == 6 and slow.queries_sent == 1
+    assert elapsed < 0.3 * 3, elapsed  # one timeout, not one per record (6 x 0.3 s)
+    assert slow.trouble() == (
+        f"resolver 127.0.0.1 port {silent_port} did not answer within 0.3 s (timeout); "
+        "the other 5 lookup(s) were not sent"
+    )
 
 
 def test_make_resolver_never_uses_system_config() -> None:
     res = make_resolver(["127.0.0.1"], port=5300)
-    assert res.nameservers == ["127.0.0.1"] and res.port == 5300
+    assert [(ns.address, ns.port) for ns in res.nameservers] == [("127.0.0.1", 5300)]
     with pytest.raises(ValueError):
         make_resolver([])
     with pytest.raises(ValueError):
@@ -321,8 +367,9 @@ def test_cache_reuses_unexpired_answers(server: NsdServer, silent_port: int) -> 
     assert hit.from_cache and hit.ttl == 1 and sorted(hit.records) == sorted(first.records)
     assert dead.query("nothing.good.test", "A").status is Status.TIMEOUT  # 60 s negative TTL over
     clock[0] = NOW + timedelta(seconds=300)
-    assert dead.query("good.test", "MX").status is Status.TIMEOUT
-    assert dead.queries_sent == 2
+    # expired, and the resolver has answered nothing and timed out once: not asked again
+    assert dead.query("good.test", "MX").status is Status.SKIPPED
+    assert dead.queries_sent == 1
     # failures are never cached
     assert store.con.execute("SELECT count(*) FROM dns_cache").fetchone() == (2,)
 
@@ -542,7 +589,9 @@ def test_blocklist_listed_unlisted_and_errors(client: DnsClient) -> None:
     assert zen.txt == ("https://check.spamhaus.org/listed/?searchterm=192.0.2.99",)
     assert listed["bl.test"].status is Listing.LISTED
     assert listed["bl.test"].txt == ("192.0.2.99 listed: spam trap hits",)
-    assert listed["unserved.test"].status is Listing.LOOKUP_FAILED
+    unserved = listed["unserved.test"]
+    assert unserved.status is Listing.UNKNOWN and not unserved.status.checked
+    assert unserved.message == "lookup refused by the resolver (REFUSED)"
 
     clean = check_blocklists(client, "192.0.2.1", zones[:2])
     assert [r.status for r in clean] == [Listing.NOT_LISTED, Listing.NOT_LISTED]
@@ -633,7 +682,7 @@ def test_cli_blocklist(server: NsdServer) -> None:
         "--format",
         "json",
     )
-    assert code == 0
+    assert code == 3  # a query error is no answer to "listed?"
     [row] = json.loads(out)
     assert row["status"] == "query_error" and row["codes"] == ["127.255.255.254"]
     code, out = cli(server, "blocklist", "not-an-ip", "--no-cache")
@@ -646,3 +695,215 @@ def test_cli_fcrdns(server: NsdServer) -> None:
     code, out = cli(server, "fcrdns", "192.0.2.10", "192.0.2.66", "--no-cache", "--format", "json")
     assert code == 1
     assert [r["confirmed"] for r in json.loads(out)] == [True, False]
+
+
+# ---------------------------------------------------------------------------- failed lookups
+# A lookup that fails is "unknown", never "not listed" or "no record"; exit 3 unless something
+# was found (1); a resolver nothing listens on ends the command at once (2). Times are measured
+# in this process (run(), not a child): the limits are about lookups, not interpreter start-up.
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsdServer]:
+    """An nsd serving one zone nothing here asks about: it answers REFUSED to every query."""
+    binary = need_binary("nsd")
+    only = {"elsewhere.test": zone("elsewhere.test", "ns1 A 127.0.0.1")}
+    with NsdServer(tmp_path_factory.mktemp("nsd-refusing"), only, binary=binary) as srv:
+        yield srv
+
+
+def run_dns(
+    capsys: pytest.CaptureFixture[str], port: int, *args: str
+) -> tuple[int, str, str, float]:
+    """(exit code, stdout, stderr, seconds) of `mtalens dns ARGS` against 127.0.0.1:port."""
+    capsys.readouterr()
+    t0 = time.monotonic()
+    code = run(["dns", *args, "--no-cache", "--resolver", "127.0.0.1", "--port", str(port)])
+    elapsed = time.monotonic() - t0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err, elapsed
+
+
+@pytest.mark.parametrize(
+    ("ip", "zones", "expected", "statuses"),
+    [
+        ("192.0.2.1", ["zen.spamhaus.org", "bl.test"], ExitCode.OK, ["not_listed", "not_listed"]),
+        ("192.0.2.99", ["unserved.test", "bl.test"], ExitCode.FINDINGS, ["unknown", "listed"]),
+        ("192.0.2.1", ["bl.test", "unserved.test"], ExitCode.PARTIAL, ["not_listed", "unknown"]),
+    ],
+)
+def test_cli_blocklist_exit_codes(
+    server: NsdServer,
+    capsys: pytest.CaptureFixture[str],
+    ip: str,
+    zones: list[str],
+    expected: ExitCode,
+    statuses: list[str],
+) -> None:
+    zone_args = [a for z in zones for a in ("-z", z)]
+    code, out, err, _ = run_dns(
+        capsys, server.port, "blocklist", ip, *zone_args, "--format", "json"
+    )
+    assert code == expected, (out, err)
+    assert [r["status"] for r in json.loads(out)] == statuses
+    assert err == ""  # some list answered: no "nothing could be checked" line
+
+
+def test_cli_blocklist_every_lookup_refused(
+    refusing: NsdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err, elapsed = run_dns(capsys, refusing.port, "blocklist", "192.0.2.99")
+    assert code == ExitCode.PARTIAL, (out, err)
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    assert [r[1] for r in rows] == list(DEFAULT_BLOCKLISTS)
+    assert {(r[0], r[2]) for r in rows} == {("unknown", "lookup refused by the resolver (REFUSED)")}
+    assert "not_listed" not in out and "not listed" not in out
+    assert err == (
+        f"mtalens: resolver 127.0.0.1 port {refusing.port} refused all 5 queries (REFUSED); "
+        "nothing could be checked\n"
+    )
+    assert elapsed < 2, elapsed
+
+
+@pytest.mark.parametrize(
+    ("args", "queries"),
+    [(["check", "good.test"], 5), (["fcrdns", "192.0.2.10"], 1)],
+)
+def test_cli_check_and_fcrdns_every_lookup_refused(
+    refusing: NsdServer, capsys: pytest.CaptureFixture[str], args: list[str], queries: int
+) -> None:
+    code, out, err, elapsed = run_dns(capsys, refusing.port, *args)
+    assert code == ExitCode.PARTIAL, (out, err)  # was 1: a refused lookup looked like an error
+    assert "unknown" in out and "error" not in out and "FAIL" not in out
+    what = "the query" if queries == 1 else f"all {queries} queries"
+    assert err == (
+        f"mtalens: resolver 127.0.0.1 port {refusing.port} refused {what} (REFUSED); "
+        "nothing could be checked\n"
+    )
+    assert elapsed < 2, elapsed
+
+
+def test_cli_check_unknown_without_errors_is_partial(
+    server: NsdServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err, _ = run_dns(capsys, server.port, "check", "partial.test")
+    assert code == ExitCode.PARTIAL, out
+    assert (
+        "  unknown  mx       MX mx.unserved.test address lookup (A mx.unserved.test) "
+        "refused by the resolver (REFUSED)"
+    ) in out
+    assert "  error" not in out and err == ""
+    # an error found wins over the unknown MX address
+    code, out, _, _ = run_dns(capsys, server.port, "check", "halfbad.test")
+    assert code == ExitCode.FINDINGS, out
+    assert "  unknown  mx" in out and "  error    spf      2 SPF records" in out
+
+
+def test_fcrdns_failed_lookups_are_unknown(client: DnsClient) -> None:
+    ptr = check_fcrdns(client, "198.51.100.1")  # 100.51.198.in-addr.arpa: refused
+    assert ptr.unknown and not ptr.confirmed
+    assert ptr.message == "PTR lookup refused by the resolver (REFUSED)"
+    forward = check_fcrdns(client, "192.0.2.77")  # PTR mx.unserved.test.: A refused
+    assert forward.unknown and not forward.confirmed
+    assert forward.ptr_names == ("mx.unserved.test",)
+    assert "unknown whether it resolves back" in forward.message
+    mismatch = check_fcrdns(client, "192.0.2.66")
+    assert not mismatch.unknown and not mismatch.confirmed
+
+
+def test_cli_fcrdns_exit_codes(server: NsdServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _, _ = run_dns(capsys, server.port, "fcrdns", "192.0.2.10", "192.0.2.77")
+    assert code == ExitCode.PARTIAL, out
+    assert re.search(r"^192\.0\.2\.77 +unknown ", out, re.MULTILINE), out
+    code, out, _, _ = run_dns(capsys, server.port, "fcrdns", "192.0.2.66", "192.0.2.77")
+    assert code == ExitCode.FINDINGS, out  # 192.0.2.66 is not confirmed: a finding
+
+
+@pytest.mark.parametrize(
+    "args", [["blocklist", "192.0.2.99"], ["check", "good.test"], ["fcrdns", "192.0.2.10"]]
+)
+def test_cli_closed_port_fails_fast(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    port = free_port()  # nothing listens: ICMP port unreachable
+    code, out, err, elapsed = run_dns(capsys, port, *args)  # default --timeout 3
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert err == (
+        f"mtalens: resolver 127.0.0.1 port {port} cannot be reached (connection refused): "
+        "no DNS server listens there; check --resolver and --port\n"
+    )
+    assert elapsed < 2, elapsed  # an unconnected socket would wait out 3 s per lookup
+
+
+def test_closed_port_raises_resolver_error_but_no_nameserver_does_not() -> None:
+    port = free_port()
+    closed = DnsClient(make_resolver(["127.0.0.1"], port=port), clock=lambda: NOW)
+    with pytest.raises(ResolverError, match="cannot be reached") as info:
+        closed.query("good.test", "MX")
+    assert isinstance(info.value, InputError) and info.value.exit_code == ExitCode.USAGE
+    # diagnose's cache-only client has no nameserver at all: a cache miss is a failed lookup
+    offline = cache_only_client(Store.memory(), lambda: NOW)
+    assert offline.query("good.test", "MX").status is Status.SERVFAIL
+
+
+def test_cli_silent_resolver_gives_up_after_one_timeout(
+    silent_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err, elapsed = run_dns(
+        capsys, silent_port, "blocklist", "192.0.2.99", "--timeout", "0.5"
+    )
+    assert code == ExitCode.PARTIAL, (out, err)
+    assert [line.split()[0] for line in out.splitlines()] == ["unknown"] * 5
+    assert "lookup timed out" in out.splitlines()[0]
+    assert err == (
+        f"mtalens: resolver 127.0.0.1 port {silent_port} did not answer within 0.5 s (timeout); "
+        "the other 4 lookup(s) were not sent; nothing could be checked\n"
+    )
+    assert elapsed < 1.5, elapsed  # one timeout, not 5 x 0.5 s
+
+
+def test_trouble_only_when_nothing_answered(client: DnsClient) -> None:
+    assert client.trouble() is None  # nothing asked yet
+    assert client.query("example.invalid", "A").status is Status.REFUSED
+    assert client.trouble() == f"resolver {describe(client)} refused the query (REFUSED)"
+    client.query("good.test", "MX")
+    assert client.trouble() is None
+
+
+def describe(client: DnsClient) -> str:
+    [ns] = client.resolver.nameservers
+    return f"127.0.0.1 port {ns.port}"  # type: ignore[union-attr]
+
+
+def test_the_process_on_a_closed_port() -> None:
+    """As a user runs it: a child process, one line on stderr, exit 2, well before one timeout."""
+    port = free_port()
+    argv = [sys.executable, "-m", "mtalens.pipeline.cli", "dns", "blocklist", "192.0.2.99"]
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [*argv, "--no-cache", "--resolver", "127.0.0.1", "--port", str(port)],
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.monotonic() - t0
+    assert r.returncode == ExitCode.USAGE and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "cannot be reached (connection refused)" in r.stderr
+    assert elapsed < 3, elapsed  # start-up included; before: 5 lookups x 3 s
+
+
+@pytest.mark.parametrize("command", ["check", "blocklist", "fcrdns"])
+def test_help_states_exit_codes(command: str) -> None:
+    result = CliRunner().invoke(app, ["dns", command, "--help"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0
+    assert re.search(r"Exit codes: 0 .*; 1 .*; 3 .*; 2 usage error", text), text
+
+
+def test_dns_commands_import_no_heavy_module() -> None:
+    """`mtalens --help` start-up (issue 10): dnspython and the store load inside the commands."""
+    heavy = ("dns", "duckdb", "polars", "pyarrow", "mtalens.pipeline.dns", "mtalens.pipeline.store")
+    code = (
+        "import sys; import mtalens.pipeline.commands.dns; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,7 +1,14 @@
 """`mtalens dns ...`: DNS checks of a mail domain, DNSBL lookups and forward-confirmed rDNS.
 
 Thin: build a client (resolver + optional cache), make one library call, render. The logic is
-in ``mtalens.pipeline.dns``.
+in ``mtalens.pipeline.dns``, imported inside each command with the store: dnspython and duckdb
+cost more start-up time than the rest of ``mtalens --help`` (issue 10).
+
+Exit codes, the same for every subcommand: 0 checked, nothing wrong; 1 something wrong found
+(findings win over unknowns); 3 some checks could not be made (a lookup timed out, was refused or
+failed) and nothing wrong was found in the rest: those are shown as "unknown", never as "not
+listed" or "no record"; when no lookup got an answer, also one line on stderr saying why; 2 a
+usage error, including a resolver nothing listens on (no lookup can be made at all).
 """
 
 from __future__ import annotations
@@ -11,24 +18,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mtalens.pipeline.dns import (
-    DEFAULT_BLOCKLISTS,
-    DEFAULT_TIMEOUT,
-    DnsCache,
-    DnsClient,
-    Listing,
-    Severity,
-    check_blocklists,
-    check_domain,
-    check_fcrdns,
-    make_resolver,
-    system_nameservers,
-)
-from mtalens.pipeline.store import Store, StoreError
+from mtalens.pipeline.dns_defaults import DEFAULT_BLOCKLISTS, DEFAULT_TIMEOUT
+from mtalens.pipeline.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from mtalens.pipeline.dns import DnsClient
 
 dns_app = typer.Typer(
     name="dns",
@@ -45,7 +43,12 @@ ResolverOption = Annotated[
 ]
 PortOption = Annotated[int, typer.Option("--port", help="Nameserver port")]
 TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds per query before it counts as timed out")
+    float,
+    typer.Option(
+        "--timeout",
+        help="Seconds a lookup may take before it counts as timed out; a resolver that answers "
+        "nothing is given up after its first timeout",
+    ),
 ]
 DbOption = Annotated[
     str | None,
@@ -63,13 +66,27 @@ def _now() -> datetime:
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"mtalens dns: {message}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(ExitCode.USAGE)
+
+
+def _finish(client: DnsClient, *, found: bool, unknown: bool) -> None:
+    """The exit code shared by the dns commands (module docstring): findings over unknowns."""
+    trouble = client.trouble()
+    if trouble is not None:
+        typer.echo(f"mtalens: {trouble}; nothing could be checked", err=True)
+    if found:
+        raise typer.Exit(ExitCode.FINDINGS)
+    if unknown:
+        raise typer.Exit(ExitCode.PARTIAL)
 
 
 @contextmanager
 def _client(
     resolver: list[str] | None, port: int, timeout: float, db: str | None, no_cache: bool
 ) -> Iterator[DnsClient]:
+    from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver, system_nameservers
+    from mtalens.pipeline.store import Store, StoreError
+
     nameservers = resolver or system_nameservers()
     try:
         res = make_resolver(nameservers, port=port, timeout=timeout)
@@ -112,7 +129,13 @@ def check(
     no_cache: NoCacheOption = False,
     fmt: FormatOption = "text",
 ) -> None:
-    """MX, null MX, SPF, DMARC, DKIM, MTA-STS and TLS-RPT records. Exit 1 if any error."""
+    """MX, null MX, SPF, DMARC, DKIM, MTA-STS and TLS-RPT records.
+
+    Exit codes: 0 no error found; 1 an error found; 3 no error found, but some checks are
+    "unknown" (their lookup timed out, was refused or failed); 2 usage error, or a resolver
+    nothing listens on."""
+    from mtalens.pipeline.dns import Severity, check_domain
+
     _check_format(fmt)
     with _client(resolver, port, timeout, db, no_cache) as client:
         report = check_domain(client, domain, selectors=selector or ())
@@ -130,8 +153,7 @@ def check(
         typer.echo(report.domain)
         for f in report.findings:
             typer.echo(f"  {f.severity:<8} {f.check:<8} {f.message}")
-    if report.worst is Severity.ERROR:
-        raise typer.Exit(1)
+    _finish(client, found=report.worst is Severity.ERROR, unknown=bool(report.unknown))
 
 
 @dns_app.command("blocklist")
@@ -152,7 +174,14 @@ def blocklist(
     no_cache: NoCacheOption = False,
     fmt: FormatOption = "text",
 ) -> None:
-    """Look IP up in DNS blocklists. Exit 1 if it is listed anywhere."""
+    """Look IP up in DNS blocklists.
+
+    Exit codes: 0 not listed on any list; 1 listed on at least one; 3 not listed on the lists
+    that answered, but "unknown" on others (the lookup timed out, was refused or failed) or a
+    list answered with a query error (Spamhaus' 127.255.255.x); 2 usage error, or a resolver
+    nothing listens on."""
+    from mtalens.pipeline.dns import Listing, check_blocklists
+
     _check_format(fmt)
     with _client(resolver, port, timeout, db, no_cache) as client:
         try:
@@ -167,8 +196,11 @@ def blocklist(
             if r.txt:
                 line += f" ({' | '.join(r.txt)})"
             typer.echo(line)
-    if any(r.status is Listing.LISTED for r in results):
-        raise typer.Exit(1)
+    _finish(
+        client,
+        found=any(r.status is Listing.LISTED for r in results),
+        unknown=not all(r.status.checked for r in results),
+    )
 
 
 @dns_app.command("fcrdns")
@@ -181,7 +213,13 @@ def fcrdns(
     no_cache: NoCacheOption = False,
     fmt: FormatOption = "text",
 ) -> None:
-    """Forward-confirmed reverse DNS: PTR names and whether one resolves back. Exit 1 if not."""
+    """Forward-confirmed reverse DNS: PTR names and whether one resolves back.
+
+    Exit codes: 0 every IP confirmed; 1 an IP not confirmed (no PTR, or no PTR name resolves back
+    to it); 3 none of that, but some IPs "unknown" (a lookup timed out, was refused or failed);
+    2 usage error, or a resolver nothing listens on."""
+    from mtalens.pipeline.dns import check_fcrdns
+
     _check_format(fmt)
     with _client(resolver, port, timeout, db, no_cache) as client:
         try:
@@ -192,6 +230,10 @@ def fcrdns(
         typer.echo(_json(_rows(results)))
     else:
         for r in results:
-            typer.echo(f"{r.ip:<39} {'ok' if r.confirmed else 'FAIL':<5} {r.message}")
-    if not all(r.confirmed for r in results):
-        raise typer.Exit(1)
+            verdict = "ok" if r.confirmed else "unknown" if r.unknown else "FAIL"
+            typer.echo(f"{r.ip:<39} {verdict:<7} {r.message}")
+    _finish(
+        client,
+        found=any(not r.confirmed and not r.unknown for r in results),
+        unknown=any(r.unknown for r in results),
+    )
