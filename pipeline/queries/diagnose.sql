@@ -39,13 +39,13 @@ WITH d AS (
 )
 SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
        min(logged_at) AS first_seen, max(logged_at) AS last_seen,
-       list(ex ORDER BY logged_at)[1:3] AS examples,
+       list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
-       any_value(relay_port) AS port
+       min(relay_port) AS port
 FROM d
 WHERE status IN ('bounced', 'deferred')
   AND (reason = 'norelaying' OR diagnostic ILIKE '%Relay access denied%')
-GROUP BY 1 ORDER BY count DESC;
+GROUP BY 1 ORDER BY count DESC, 1;
 
 -- name: mail_loop
 -- smtp(8)/qmgr: "mail for <domain> loops back to myself"; RFC 3463 X.4.6 "Routing loop detected".
@@ -56,11 +56,11 @@ WITH d AS (
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 )
 SELECT recipient_domain AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations
 FROM d
 WHERE status <> 'sent' AND (diagnostic ILIKE '%loops back to myself%' OR dsn LIKE '_.4.6')
-GROUP BY 1 ORDER BY count DESC;
+GROUP BY 1 ORDER BY count DESC, 1;
 
 -- name: auth_bruteforce
 -- smtpd(8): "warning: host[ip]: SASL LOGIN authentication failed: ..., sasl_username=...".
@@ -77,7 +77,7 @@ SELECT client_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
        count(DISTINCT sasl_username) AS usernames,
        list(DISTINCT sasl_username ORDER BY sasl_username)[1:10] AS usernames_tried,
        list(DISTINCT mechanism ORDER BY mechanism) AS mechanisms,
-       any_value(client_name) AS client_name
+       min(client_name) AS client_name
 FROM auth_failures
 WHERE logged_at >= $since AND logged_at < $until
 GROUP BY client_ip
@@ -110,7 +110,7 @@ SELECT remote_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
             ORDER BY logged_at)[1:3] AS examples,
        []::VARCHAR[] AS destinations,
        sum(CAST(regexp_extract(detail, '(^| )auth=([0-9]+)', 2) AS INTEGER)) AS successful_logins,
-       any_value(remote_host) AS client_name
+       min(remote_host) AS client_name
 FROM bare
 GROUP BY remote_ip
 ORDER BY successful_logins DESC, count DESC, subject;
@@ -128,7 +128,7 @@ WITH d AS (
 ), f AS (SELECT * FROM d WHERE status <> 'sent' AND err <> ''),
 span AS (SELECT min(logged_at) AS a, max(logged_at) AS b FROM f)
 SELECT 'port-25' AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        count(*) FILTER (err ILIKE '%timed out%') AS timeouts,
        count(*) FILTER (err ILIKE '%refused%') AS refusals,
@@ -151,12 +151,12 @@ WITH d AS (
 )
 SELECT CASE WHEN diagnostic ILIKE '%try again%' THEN 'lookup-failing' ELSE 'nxdomain' END AS subject,
        count(*) AS count, min(logged_at) AS first_seen, max(logged_at) AS last_seen,
-       list(ex ORDER BY logged_at)[1:3] AS examples,
+       list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        list(DISTINCT regexp_extract(diagnostic, 'type=([A-Z]+)', 1)
             ORDER BY regexp_extract(diagnostic, 'type=([A-Z]+)', 1)) AS record_types,
        count(DISTINCT recipient) AS recipients
-FROM d GROUP BY 1 ORDER BY count DESC;
+FROM d GROUP BY 1 ORDER BY count DESC, 1;
 
 -- name: requireptr
 -- Destinations refusing us for missing or unconfirmed reverse DNS (RFC 7372 X.7.25, Gmail
@@ -169,7 +169,7 @@ WITH d AS (
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 )
 SELECT 'reverse-dns' AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations
 FROM d WHERE status <> 'sent' AND reason = 'requireptr'
 HAVING count(*) > 0;
@@ -260,7 +260,7 @@ WITH d AS (
          OR regexp_matches(diagnostic, '\b(spf|dkim|dmarc)\b', 'i'))
 )
 SELECT mechanism AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        list(DISTINCT sender ORDER BY sender)[1:5] AS senders
 FROM d GROUP BY 1 ORDER BY count DESC, subject;
@@ -281,9 +281,9 @@ WITH d AS (
 )
 SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
        min(logged_at) AS first_seen, max(logged_at) AS last_seen,
-       list(ex ORDER BY logged_at)[1:3] AS examples,
+       list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
-       any_value(regexp_replace(diagnostic, ' by host .*$', '')) AS error,
+       min(regexp_replace(diagnostic, ' by host .*$', '')) AS error,
        (SELECT list(DISTINCT e.detail ORDER BY e.detail) FROM events e
          WHERE e.service IN ('smtp', 'lmtp') AND e.kind IN ('tls-warning', 'tls-error')
            AND e.logged_at BETWEEN min(d.logged_at) - INTERVAL 1 MINUTE AND max(d.logged_at)) AS tls_library_errors
@@ -324,7 +324,7 @@ WITH d AS (
   WHERE logged_at >= $since AND logged_at < $until AND status = 'deferred'
 )
 SELECT kind AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        count(DISTINCT message_key) AS messages,
        (SELECT count(*) FROM deliveries s
@@ -350,7 +350,7 @@ WITH o AS (
                     WHERE m.message_key = o.message_key AND m.bounce_of_key IS NOT NULL)
 ), total AS (SELECT count(*) AS n FROM o)
 SELECT reason AS subject, count(*) AS count, min(logged_at) AS first_seen,
-       max(logged_at) AS last_seen, list(ex ORDER BY logged_at)[1:3] AS examples,
+       max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        round(count(*) / any_value(total.n), 4) AS rate,
        any_value(total.n) AS recipients_total,

@@ -68,15 +68,15 @@ GROUP BY 1 ORDER BY delivered + deferred + bounced DESC, domain LIMIT $top;
 -- name: deferrals
 SELECT coalesce(remote_host, relay_host, relay) AS relay, dsn, reply_code, reason,
        count(*) AS attempts, count(DISTINCT message_key) AS messages,
-       any_value(diagnostic) AS example
+       min(diagnostic) AS example
 FROM deliveries WHERE status = 'deferred' AND logged_at >= $since AND logged_at < $until
-GROUP BY ALL ORDER BY attempts DESC, relay LIMIT $top;
+GROUP BY ALL ORDER BY attempts DESC, relay, dsn, reply_code, reason LIMIT $top;
 
 -- name: bounces
 SELECT coalesce(remote_host, relay_host, relay) AS relay, dsn, reply_code, reason,
-       count(*) AS recipients, any_value(diagnostic) AS example
+       count(*) AS recipients, min(diagnostic) AS example
 FROM deliveries WHERE status = 'bounced' AND logged_at >= $since AND logged_at < $until
-GROUP BY ALL ORDER BY recipients DESC, relay LIMIT $top;
+GROUP BY ALL ORDER BY recipients DESC, relay, dsn, reply_code, reason LIMIT $top;
 
 -- name: rejects
 SELECT instance, service, action, stage, reply_code, dsn,
@@ -84,7 +84,8 @@ SELECT instance, service, action, stage, reply_code, dsn,
                       '\[[0-9a-fA-F:.]+\]', '[*]', 'g') AS reason,
        count(*) AS count
 FROM rejections WHERE logged_at >= $since AND logged_at < $until
-GROUP BY ALL ORDER BY count DESC, reason LIMIT $top;
+GROUP BY ALL ORDER BY count DESC, reason, instance, service, action, stage, reply_code, dsn
+LIMIT $top;
 
 -- name: top_senders
 SELECT coalesce(nullif(sender, ''), '<>') AS sender, count(*) AS messages,
@@ -99,11 +100,11 @@ FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 GROUP BY 1 ORDER BY delivered + failed_attempts DESC, recipient LIMIT $top;
 
 -- name: sasl_failures
-SELECT client_ip, any_value(client_name) AS client_name, count(*) AS failures,
+SELECT client_ip, min(client_name) AS client_name, count(*) AS failures,
        count(DISTINCT sasl_username) AS usernames, min(logged_at) AS first, max(logged_at) AS last
 FROM auth_failures WHERE logged_at >= $since AND logged_at < $until
 GROUP BY 1 ORDER BY failures DESC, client_ip LIMIT $top;
 
 -- name: line_accounting
 SELECT outcome, rule, sum(lines)::BIGINT AS lines
-FROM line_accounting GROUP BY ALL ORDER BY outcome, lines DESC;
+FROM line_accounting GROUP BY ALL ORDER BY outcome, lines DESC, rule;
