@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import duckdb
 from mtalens.pipeline.exitcodes import InputError
 
 DEFAULT_DB = "mtalens.duckdb"
+DEFAULT_LOCK_WAIT = 10.0
 
 
 class StoreError(InputError):
@@ -61,20 +63,45 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """A read-only open waits out the short write windows of `mtalens watch` (it holds the file
-    only while it commits, see pipeline/watch.py): retry on a lock conflict for up to
-    ``$MTALENS_LOCK_WAIT`` seconds (default 10)."""
-    deadline = time.monotonic() + (
-        float(os.environ.get("MTALENS_LOCK_WAIT", "10")) if read_only else 0
-    )
+def lock_wait_seconds() -> float:
+    """How long an open waits for another process's lock: ``$MTALENS_LOCK_WAIT`` seconds
+    (default 10; 0 fails at once)."""
+    raw = os.environ.get("MTALENS_LOCK_WAIT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_WAIT
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not wait >= 0 or wait == float("inf"):  # also NaN
+        raise StoreError(f"MTALENS_LOCK_WAIT={raw!r}: not a number of seconds >= 0")
+    return wait
+
+
+def _connect(path: Path, *, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """Retry on a lock conflict for up to ``wait`` seconds. Readers and writers both wait: `mtalens
+    watch` holds the file only while it commits (see pipeline/watch.py), so a reader, or another
+    writer (`ingest`, `suppressions add`), gets it as soon as the window ends."""
+    deadline = time.monotonic() + wait
+    pause = 0.05
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 raise
-            time.sleep(0.05)
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0.01)))
+            pause = min(pause * 2, 0.25)
+
+
+def _locked_message(path: Path, exc: duckdb.IOException, wait: float) -> str:
+    holder = re.search(r"\(PID (\d+)\)", str(exc))
+    by = f" (PID {holder.group(1)})" if holder else ""
+    waited = f"; waited {wait:g} s ($MTALENS_LOCK_WAIT)" if wait > 0 else ""
+    return (
+        f"{path}: store is locked by another process{by}{waited}; "
+        "is `mtalens watch` or a notebook holding it?"
+    )
 
 
 def _tune(con: duckdb.DuckDBPyConnection) -> None:
@@ -107,36 +134,43 @@ class Store:
         *,
         read_only: bool = False,
         check_migrations: bool = True,
+        external_access: bool = True,
+        lock_wait: float | None = None,
     ) -> Store:
         """Open (and, read-write, migrate) the store. A long-running process that reopens the
         store often (the daemon's write windows) checks migrations once, at start-up, and
         passes ``check_migrations=False`` afterwards: a migration file edited or added on disk
-        while it runs must not stop it (it is refused at the next start)."""
+        while it runs must not stop it (it is refused at the next start).
+
+        ``lock_wait``: seconds to wait while another process holds the file (default
+        ``$MTALENS_LOCK_WAIT``, else 10; a caller with its own retry loop passes 0).
+        ``external_access=False``: the connection is :meth:`restrict`-ed once open."""
         path = resolve_db_path(db)
         if read_only and not path.exists():
             raise StoreError(f"{path}: no such store (run `mtalens ingest` first)")
         if not read_only and path.parent and not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist")
+        wait = lock_wait_seconds() if lock_wait is None else lock_wait
         try:
-            con = _connect(path, read_only=read_only)
+            con = _connect(path, read_only=read_only, wait=wait)
         except duckdb.IOException as exc:
             first = str(exc).splitlines()[0]
             if "lock" in first.lower():
-                raise StoreError(
-                    f"{path}: store is locked by another process (is `mtalens watch` running?)"
-                ) from exc
+                raise StoreError(_locked_message(path, exc, wait)) from exc
             raise StoreError(f"{path}: cannot open store: {first}") from exc
         except duckdb.Error as exc:
             raise StoreError(f"{path}: cannot open store: {str(exc).splitlines()[0]}") from exc
-        con.execute("SET TimeZone = 'UTC'")
-        _tune(con)
         store = cls(con, path, read_only)
-        if check_migrations:
-            try:
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            _tune(con)
+            if check_migrations:
                 store._check_migrations(apply=not read_only)
-            except StoreError:
-                con.close()
-                raise
+            if not external_access:
+                store.restrict()
+        except BaseException:
+            con.close()
+            raise
         return store
 
     @classmethod
@@ -202,6 +236,39 @@ class Store:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+
+    def restrict(self, *, lock_configuration: bool = True) -> None:
+        """From now on this connection cannot read or write files other than the store's own
+        (no COPY TO, read_csv, read_text, ATTACH, EXPORT DATABASE, secrets on disk) nor install
+        or load extensions: DuckDB's ``enable_external_access = false``, which DuckDB refuses
+        to turn back on while the database is open. ``lock_configuration`` also refuses every
+        later ``SET`` (temp_directory, profiling_output, memory_limit, threads ...): what user
+        SQL gets (`mtalens query`). The database's own files (the store, its WAL, spilling to
+        ``<store>.tmp``) keep working. Settings are per database instance, and DuckDB shares
+        one instance among the connections of a process to the same file: they are all
+        restricted. Idempotent."""
+        row = self.con.execute(
+            "SELECT current_setting('enable_external_access'), "
+            "current_setting('lock_configuration')"
+        ).fetchone()
+        external, locked = (bool(row[0]), bool(row[1])) if row else (True, False)
+        if locked:
+            if external:
+                raise StoreError(
+                    f"{self.path}: configuration is locked with external access on; "
+                    "cannot restrict this connection"
+                )
+            return
+        if external:
+            self.con.execute("SET enable_external_access = false")
+        if lock_configuration:
+            self.con.execute("SET lock_configuration = true")
+
+    @property
+    def external_access(self) -> bool:
+        """Whether this connection may touch files outside the store (see :meth:`restrict`)."""
+        row = self.con.execute("SELECT current_setting('enable_external_access')").fetchone()
+        return bool(row[0]) if row else True
 
     def close(self) -> None:
         self.con.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,9 +145,11 @@ def test_locked_store_is_a_one_line_error(db: str) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "mtalens.pipeline.cli", "ingest", "--db", db, str(SAMPLES)],
             capture_output=True, text=True, timeout=60,
+            env={**os.environ, "MTALENS_LOCK_WAIT": "1"},  # a writer waits too (store.py)
         )  # fmt: skip
         assert out.returncode == 2
         assert out.stderr.strip().startswith("mtalens:") and "locked" in out.stderr
+        assert "waited 1 s" in out.stderr
         assert out.stderr.strip().count("\n") == 0
     finally:
         holder.kill()
