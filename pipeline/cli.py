@@ -246,13 +246,21 @@ def query(
     sql: Annotated[str, typer.Argument(help="SQL over the store's views (read-only).")],
     db: DbOption = None,
     fmt: FormatOption = Format.table,
+    allow_external_access: Annotated[
+        bool,
+        typer.Option(
+            "--allow-external-access",
+            help="Let the SQL read and write files outside the store, load extensions and "
+            "change settings (off by default: COPY TO, read_csv, INSTALL, SET are refused).",
+        ),
+    ] = False,
 ) -> None:
     """Read-only SQL over the store; `--format json` prints one JSON array of objects."""
     from mtalens.pipeline.store import Store
 
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, external_access=allow_external_access) as store:
         try:
-            t = reports.query(store, sql)
+            t = reports.query(store, sql, allow_external_access=allow_external_access)
         except reports.QueryError as exc:
             _fail(str(exc))
     typer.echo(render_tables([t], fmt, single=True), nl=False)

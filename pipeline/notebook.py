@@ -9,7 +9,12 @@ never holds the file while `mtalens watch` runs. DuckDB allows one read-write pr
 read-only ones, never both; the daemon writes in short windows and a read-only open waits one out
 (``$MTALENS_LOCK_WAIT``, pipeline/store.py), so each call sees the data as of the last window.
 Frames are fully materialised before the store is closed. An open :class:`Store` is accepted too
-(tests, or a store the caller closes itself); it is used and left open.
+(tests, or a store the caller closes itself); it is used and left open (:func:`query` restricts
+it, as below, unless told not to).
+
+A store opened here is restricted as `mtalens query`'s is (pipeline/store.py, ``Store.restrict``):
+no files outside the store, no extensions, no settings; ``allow_external_access=True`` (on
+:func:`reading` and :func:`query`) lifts it.
 """
 
 from __future__ import annotations
@@ -44,12 +49,15 @@ def store_path(db: str | os.PathLike[str] | None = None) -> Path:
 
 
 @contextmanager
-def reading(db: StoreRef = None) -> Iterator[Store]:
-    """The store for one call: opened read-only and closed on exit (a Store is passed through)."""
+def reading(db: StoreRef = None, *, allow_external_access: bool = False) -> Iterator[Store]:
+    """The store for one call: opened read-only and closed on exit (a Store is passed through
+    as it is). Unless ``allow_external_access``, it is restricted like `mtalens query`'s
+    (:meth:`Store.restrict`): SQL run on it cannot touch files outside the store, load
+    extensions or change settings."""
     if isinstance(db, Store):
         yield db
         return
-    with Store.open(db, read_only=True) as store:
+    with Store.open(db, read_only=True, external_access=allow_external_access) as store:
         yield store
 
 
@@ -168,8 +176,21 @@ def suppressions(db: StoreRef = None, *, now: datetime) -> pl.DataFrame:
     from mtalens.pipeline.config import SuppressionsConfig
     from mtalens.pipeline.suppressions import decisions_frame
 
-    with reading(db) as store:
+    if isinstance(db, Store):
+        return decisions_frame(db, SuppressionsConfig(), now=now)
+    with Store.open(db, read_only=True) as store:
+        # no files outside the store either; the configuration stays open because the staged
+        # evaluation sets optimizer hints for a statement (suppressions._setting)
+        store.restrict(lock_configuration=False)
         return decisions_frame(store, SuppressionsConfig(), now=now)
+
+
+def query(db: StoreRef, sql: str, *, allow_external_access: bool = False) -> pl.DataFrame:
+    """`mtalens query SQL` as a frame: read-only, and restricted unless
+    ``allow_external_access`` (reports.query)."""
+    with reading(db, allow_external_access=allow_external_access) as store:
+        t = reports.query(store, sql, allow_external_access=allow_external_access)
+    return _table_frame(t)
 
 
 # --------------------------------------------------------------------------------------------

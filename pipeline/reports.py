@@ -92,14 +92,37 @@ def delay_stats(
     return _run(store.con, f"delays_by_{by}", sql, params)
 
 
-def query(store: Store, sql: str) -> Table:
-    """Run user SQL on a store opened read-only."""
+# DuckDB's messages when a restricted connection (Store.restrict) refuses something.
+_REFUSED: Final = (
+    "disabled by configuration",
+    "configuration has been locked",
+    "cannot enable external access",
+    "external extensions is disabled",
+)
+
+
+def query(store: Store, sql: str, *, allow_external_access: bool = False) -> Table:
+    """Run user SQL on a store opened read-only. Unless ``allow_external_access``, the store's
+    connection is restricted first (:meth:`Store.restrict`, for good): the SQL cannot read or
+    write files outside the store, load extensions or change settings."""
     import duckdb
 
+    if not sql.strip():
+        raise QueryError("no SQL given")
+    if not allow_external_access:
+        store.restrict()
     try:
         cur = store.con.execute(sql)
     except duckdb.Error as exc:
-        raise QueryError(str(exc).splitlines()[0]) from exc
+        first = str(exc).splitlines()[0]
+        if any(m in first.lower() for m in _REFUSED):
+            first += (
+                " (a query may not touch files outside the store, extensions or settings; "
+                "--allow-external-access allows it)"
+            )
+        raise QueryError(first) from exc
+    if cur is None:  # DuckDB returns no cursor for SQL that is only comments or semicolons
+        raise QueryError("no SQL statement given (only comments or semicolons)")
     if cur.description is None:
         return Table("query", [], [])
     return Table("query", [d[0] for d in cur.description], cur.fetchall())
