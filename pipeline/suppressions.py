@@ -29,9 +29,19 @@ before it (the mailbox works now); a manual remove sets aside all evidence befor
 that are about the sender (``sender_side_reasons``, and network errors that are local socket
 errors) never suppress the recipient; ``sender_side_problems`` counts them for the report and
 alerts. Addresses on the never-suppress list (an address or ``@domain``) are never suppressed.
-RFC 2142 role addresses are flagged (``role``). Addresses are normalised: domain lower-cased and
-IDNA-encoded (RFC 5891, UTS #46 mapping), local part kept as is (RFC 5321 section 2.4);
-unusable ones are reported by ``invalid_addresses`` and never exported.
+RFC 2142 role addresses are flagged (``role``). Addresses are normalised by
+:func:`normalize_address` (and its SQL fast path, the macro ``suppression_simple_address``, for
+log and DSN rows): domain lower-cased and IDNA-encoded (RFC 5891, UTS #46 mapping), and the
+ASCII letters of the local part lower-cased too (since 0012). RFC 5321 section 2.4 lets a
+receiving system treat ``John`` and ``john`` as different mailboxes, but in practice they are
+one: the big mailbox providers ignore case, Postfix folds its table lookup keys to lower case
+(the postfix-access export relies on it) and Exim lower-cases local parts before routing unless
+told not to (``caseful_local_part``). So a bounce for ``John@`` means ``john@`` bounces too, and
+one address with two spellings must not be counted, removed or exported as two. Non-ASCII letters are left as they are (SMTPUTF8 case mapping is the receiving
+system's business, RFC 6530) and quoted local parts are folded like any other. Every path that
+takes an address (add, remove, never-suppress, explain, ingest of logs and DSNs) goes through
+this one normalisation. Unusable addresses are reported by ``invalid_addresses`` and never
+exported.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import string
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +69,11 @@ from mtalens.pipeline.store import Store
 
 class SuppressionError(InputError, ValueError):
     """A request the policy cannot carry out (an unusable address, a read-only store)."""
+
+
+class NotListedError(SuppressionError):
+    """Removing an address (or never-suppress entry) that is not on the list: nothing was
+    recorded. Exit code 2 like any request that did nothing (pipeline/exitcodes.py)."""
 
 
 # Same language as the SQL macro suppression_simple_address (see its comment for the sources).
@@ -93,8 +109,8 @@ def normalize_address(raw: str) -> NormalizedAddress:
     if any(ord(c) < 0x20 or ord(c) == 0x7F or c in "\u2028\u2029\u0085" for c in text):
         return NormalizedAddress(raw=raw, address=None, problem="control characters in address")
     if len(text) <= 254 and _SIMPLE.fullmatch(text) and text.index("@") <= 64:
-        local, _, domain = text.partition("@")
-        return NormalizedAddress(raw=raw, address=f"{local}@{domain.lower()}", problem=None)
+        # all ASCII: lower() folds the local part's letters and the domain's alike
+        return NormalizedAddress(raw=raw, address=text.lower(), problem=None)
     flanker_address = _flanker()
     try:
         parsed = flanker_address.parse(text, addr_spec_only=True)
@@ -129,10 +145,15 @@ def _fallback(raw: str, text: str) -> NormalizedAddress:
     return _finish(raw, local, domain)
 
 
+# str.lower() would also map non-ASCII letters (and differently from DuckDB's lower()).
+_ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
 def _finish(raw: str, local: str, domain: str) -> NormalizedAddress:
     def bad(problem: str) -> NormalizedAddress:
         return NormalizedAddress(raw=raw, address=None, problem=problem)
 
+    local = local.translate(_ASCII_LOWER)
     if len(local.encode()) > 64:  # RFC 5321 section 4.5.3.1.1
         return bad("local part longer than 64 octets")
     if domain.startswith("[") and domain.endswith("]"):
@@ -1492,14 +1513,7 @@ def explain(
     """The decision about one address and every event behind it, oldest first."""
     norm = normalize_address(address)
     key = norm.address
-    decision = None
-    if key is not None:
-        with address_decisions(store, policy, [key], now=now) as (sql, params):
-            cur = store.con.execute(sql + " WHERE address = ?", [*params, key])
-            cols = [d[0] for d in cur.description or []]
-            found = cur.fetchall()
-        if found:
-            decision = _to_suppression(dict(zip(cols, found[0], strict=True)))
+    decision = None if key is None else _decision(store, policy, key, now=now)
     cur = store.con.execute(
         "SELECT event_id, source, occurred_at, verdict, reason, category, rule_id, status_code,"
         " reply_code, diagnostic, note, raw_address "
@@ -1519,6 +1533,17 @@ def explain(
     return Explanation(
         query=address, address=key, problem=norm.problem, decision=decision, events=events
     )
+
+
+def _decision(
+    store: Store, policy: SuppressionsConfig, key: str, *, now: datetime
+) -> Suppression | None:
+    """The decision about one normalised address (None: no evidence about it at all)."""
+    with address_decisions(store, policy, [key], now=now) as (sql, params):
+        cur = store.con.execute(sql + " WHERE address = ?", [*params, key])
+        cols = [d[0] for d in cur.description or []]
+        found = cur.fetchall()
+    return _to_suppression(dict(zip(cols, found[0], strict=True))) if found else None
 
 
 def explanation_tables(e: Explanation) -> list[Table]:
@@ -1546,18 +1571,22 @@ def explanation_tables(e: Explanation) -> list[Table]:
 # --- manual decisions ------------------------------------------------------------------------
 
 
-def _require_address(store: Store, address: str, now: datetime) -> str:
+def _key(store: Store, address: str) -> str:
+    """The normal form of an address given to a manual decision (the store must be writable)."""
     if store.read_only:
         raise SuppressionError("the store is open read-only")
     norm = normalize_address(address)
     if norm.address is None:
         raise SuppressionError(f"{address!r} is not a usable address: {norm.problem}")
-    if not _SIMPLE.fullmatch(norm.address):
-        # the SQL fast path will not recognise it: record its normal form as its own raw form
-        _remember(
-            store, [NormalizedAddress(raw=norm.address, address=norm.address, problem=None)], now
-        )
     return norm.address
+
+
+def _require_address(store: Store, address: str, now: datetime) -> str:
+    key = _key(store, address)
+    if not _SIMPLE.fullmatch(key):
+        # the SQL fast path will not recognise it: record its normal form as its own raw form
+        _remember(store, [NormalizedAddress(raw=key, address=key, problem=None)], now)
+    return key
 
 
 def add(
@@ -1568,7 +1597,10 @@ def add(
     note: str | None = None,
     expires_at: datetime | None = None,
 ) -> str:
-    """Suppress ``address`` from ``now`` (until ``expires_at``); returns the normalised form."""
+    """Suppress ``address`` from ``now`` until ``expires_at`` (None: until removed); returns
+    the normalised form."""
+    if expires_at is not None and expires_at <= now:
+        raise SuppressionError(f"the expiry ({expires_at.isoformat()}) must be after now")
     key = _require_address(store, address, now)
     with store.transaction() as con:
         con.execute(
@@ -1580,7 +1612,8 @@ def add(
 
 
 def remove(store: Store, address: str, *, now: datetime, note: str | None = None) -> str:
-    """Set aside every piece of evidence about ``address`` up to ``now``."""
+    """Set aside every piece of evidence about ``address`` up to ``now``, whether or not it is
+    suppressed (see :func:`lift`); returns the normalised form."""
     key = _require_address(store, address, now)
     with store.transaction() as con:
         con.execute(
@@ -1591,17 +1624,52 @@ def remove(store: Store, address: str, *, now: datetime, note: str | None = None
     return key
 
 
-def never_add(store: Store, entry: str, *, now: datetime, note: str | None = None) -> str:
-    """Never suppress ``entry``: an address, or ``@domain`` for a whole domain."""
+def lift(
+    store: Store,
+    policy: SuppressionsConfig,
+    address: str,
+    *,
+    now: datetime,
+    note: str | None = None,
+) -> Suppression:
+    """Lift the suppression of ``address`` (`suppressions remove`): its evidence up to ``now``
+    is set aside (:func:`remove`). Returns the decision that was lifted. An address the policy
+    does not suppress as of ``now`` raises :class:`NotListedError` and nothing is recorded: a
+    remove would then only hide evidence that has not suppressed anything (yet)."""
+    key = _key(store, address)
+    decision = _decision(store, policy, key, now=now)
+    if decision is None or not decision.suppressed:
+        why = "no evidence against it" if decision is None else decision.not_suppressed_because
+        spelt = "" if key == address else f" (as {key})"
+        raise NotListedError(
+            f"{address}{spelt} is not on the suppression list ({why or 'not suppressed'}); "
+            "nothing recorded"
+        )
+    remove(store, key, now=now, note=note)
+    return decision
+
+
+def never_key(entry: str) -> str:
+    """The normal form of a never-suppress entry: an address (as :func:`normalize_address`), or
+    ``@domain`` for a whole domain (its domain part normalised alike)."""
     if entry.startswith("@"):
         norm = normalize_address("x" + entry)
         if norm.address is None:
             raise SuppressionError(f"{entry!r} is not a usable domain: {norm.problem}")
-        key = "@" + norm.address.partition("@")[2]
-    else:
-        key = _require_address(store, entry, now)
+        return "@" + norm.address.partition("@")[2]
+    norm = normalize_address(entry)
+    if norm.address is None:
+        raise SuppressionError(f"{entry!r} is not a usable address: {norm.problem}")
+    return norm.address
+
+
+def never_add(store: Store, entry: str, *, now: datetime, note: str | None = None) -> str:
+    """Never suppress ``entry``: an address, or ``@domain`` for a whole domain."""
     if store.read_only:
         raise SuppressionError("the store is open read-only")
+    key = never_key(entry)
+    if not key.startswith("@"):
+        key = _require_address(store, key, now)
     with store.transaction() as con:
         con.execute(
             "INSERT OR REPLACE INTO suppression_never (entry, note, added_at) VALUES (?, ?, ?)",
@@ -1614,11 +1682,7 @@ def never_remove(store: Store, entry: str) -> bool:
     """Take ``entry`` off the never-suppress list; False if it was not there."""
     if store.read_only:
         raise SuppressionError("the store is open read-only")
-    if entry.startswith("@"):
-        norm = normalize_address("x" + entry)
-        key = "@" + (norm.address or entry).partition("@")[2]
-    else:
-        key = normalize_address(entry).address or entry
+    key = never_key(entry)
     with store.transaction() as con:
         gone = con.execute(
             "DELETE FROM suppression_never WHERE entry = ? RETURNING entry", [key]

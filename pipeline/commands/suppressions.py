@@ -1,4 +1,8 @@
-"""`mtalens suppressions list|add|remove|explain|export` (thin; see pipeline/suppressions.py)."""
+"""`mtalens suppressions list|add|remove|explain|export` (thin; see pipeline/suppressions.py).
+
+The library (polars, pyarrow, duckdb, the exporters) is imported inside each command, so that
+`mtalens --help` does not pay for it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,25 @@ import json
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Final, NoReturn
 
 import typer
 
-from mtalens.pipeline import exports, suppressions, upkeep
-from mtalens.pipeline.config import ConfigError, SuppressionsConfig, load_config
+from mtalens.pipeline.exitcodes import ExitCode, InputError
 from mtalens.pipeline.render import Format, render_tables
-from mtalens.pipeline.reports import Table
-from mtalens.pipeline.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from mtalens.pipeline.config import SuppressionsConfig
+    from mtalens.pipeline.reports import Table
+    from mtalens.pipeline.store import Store
+
+# The names of exports.EXPORTERS, for the help text without importing the exporters
+# (tests/test_suppressions_cli.py checks that the two agree).
+EXPORT_FORMATS: Final = (
+    "csv", "jsonl", "ses-csv", "ses-jsonl", "mailgun-bounces", "mailgun-complaints",
+    "mailgun-unsubscribes", "sendgrid", "postmark", "listmonk", "postfix-access",
+    "postfix-transport",
+)  # fmt: skip
 
 suppressions_app = typer.Typer(
     name="suppressions",
@@ -34,12 +48,14 @@ AsOfOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def _fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     typer.echo(f"mtalens: {message}", err=True)
     raise typer.Exit(code)
 
 
 def _policy(config: str | None) -> SuppressionsConfig:
+    from mtalens.pipeline.config import ConfigError, load_config
+
     try:
         return load_config(config).suppressions
     except ConfigError as exc:
@@ -53,11 +69,17 @@ def _now(as_of: datetime | None) -> datetime:
 
 
 def _open(db: str | None, *, write: bool) -> Store:
-    """Read-write when possible (to normalise new addresses); read-only if a daemon holds it."""
-    try:
+    """Read-write when possible (to normalise new addresses); read-only if a daemon holds it.
+    The read-write try does not wait for the lock (the read-only open does, see
+    pipeline/store.py) unless the command must write."""
+    from mtalens.pipeline.store import Store, StoreError
+
+    if write:
         return Store.open(db)
+    try:
+        return Store.open(db, lock_wait=0)
     except StoreError as exc:
-        if write or "locked" not in str(exc):
+        if "locked" not in str(exc):
             raise
         return Store.open(db, read_only=True)
 
@@ -65,6 +87,8 @@ def _open(db: str | None, *, write: bool) -> Store:
 def _pending_note(
     store: Store, now: datetime, policy: SuppressionsConfig, *, build: bool = True
 ) -> None:
+    from mtalens.pipeline import suppressions, upkeep
+
     # a writable store gets its summary built or brought up to date (pipeline/upkeep.py), so
     # the next run starts from it (explain reads one address: it folds, it does not build)
     if upkeep.fold_new_rows(store, policy, build=build, now=now) is not None:
@@ -101,6 +125,8 @@ def list_cmd(
     ] = False,
 ) -> None:
     """The suppression list (or invalid addresses, sender-side problems, never-suppress list)."""
+    from mtalens.pipeline import suppressions
+
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=False) as store:
         _pending_note(store, now, policy)
@@ -127,29 +153,42 @@ def add_cmd(
     db: DbOption = None,
     fmt: FormatOption = Format.table,
     note: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
-    days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Expire after this many days (at least 1; default: never)."),
+    ] = None,
     never: Annotated[bool, typer.Option("--never", help="Add to the never-suppress list.")] = False,
     as_of: AsOfOption = None,
 ) -> None:
-    """Suppress an address by hand, or put it (or @domain) on the never-suppress list."""
+    """Suppress an address by hand, or put it (or @domain) on the never-suppress list.
+
+    The address is stored in its normal form: domain and the ASCII letters of the local part lower-cased (Spammy.Person@Example.COM is spammy.person@example.com), as every other command and the evidence from logs and DSNs compare it. Without --days the suppression lasts until `suppressions remove`.
+    """  # one line per paragraph: the help keeps line breaks
+    from mtalens.pipeline import suppressions
+    from mtalens.pipeline.reports import Table
+    from mtalens.pipeline.store import Store
+
     now = _now(as_of)
+    expires = None if never or days is None else now + timedelta(days=days)
     with Store.open(db) as store:
         try:
             if never:
                 key = suppressions.never_add(store, address, now=now, note=note)
             else:
-                expires = now + timedelta(days=days) if days else None
                 key = suppressions.add(store, address, now=now, note=note, expires_at=expires)
-        except suppressions.SuppressionError as exc:
-            _fail(str(exc))
-    action = "never-suppress" if never else "suppressed"
-    _echo([Table("added", ["address", "action"], [(key, action)])], fmt)
+        except InputError as exc:
+            _fail(str(exc), exc.exit_code)
+    _note_normalised(address, key)
+    action = "never suppressed" if never else "suppressed by hand"
+    until = "" if never else (expires.isoformat() if expires else "never")
+    _echo([Table("added", ["address", "action", "expires_at"], [(key, action, until)])], fmt)
 
 
 @suppressions_app.command("remove")
 def remove_cmd(
     address: Annotated[str, typer.Argument(help="Address (or @domain with --never).")],
     db: DbOption = None,
+    config: ConfigOption = None,
     fmt: FormatOption = Format.table,
     note: Annotated[str | None, typer.Option(help="Why (kept in the history).")] = None,
     never: Annotated[
@@ -157,20 +196,43 @@ def remove_cmd(
     ] = False,
     as_of: AsOfOption = None,
 ) -> None:
-    """Lift a suppression (evidence up to now is set aside), or a never-suppress entry."""
+    """Lift a suppression (its evidence up to now is set aside), or a never-suppress entry.
+
+    The address is normalised as `add` does.
+
+    Exit codes: 0 the suppression (or entry) was lifted; 2 the address is not suppressed now (never was, already removed, expired, below the soft threshold) or not on the never-suppress list: nothing was recorded and the message says why (2 also for an unusable address or store).
+    """  # one line per paragraph: the help keeps line breaks
+    from mtalens.pipeline import suppressions
+    from mtalens.pipeline.reports import Table
+    from mtalens.pipeline.store import Store
+
     now = _now(as_of)
+    policy = None if never else _policy(config)
     with Store.open(db) as store:
         try:
-            if never:
+            if policy is None:
+                key = suppressions.never_key(address)
                 if not suppressions.never_remove(store, address):
-                    _fail(f"{address} is not on the never-suppress list", 1)
-                key, action = address, "never-suppress entry removed"
+                    spelt = "" if key == address else f" (as {key})"
+                    raise suppressions.NotListedError(
+                        f"{address}{spelt} is not on the never-suppress list; nothing removed"
+                    )
+                row: tuple[object, ...] = (key, "never-suppress entry removed", "")
             else:
-                key = suppressions.remove(store, address, now=now, note=note)
-                action = "evidence set aside"
-        except suppressions.SuppressionError as exc:
-            _fail(str(exc))
-    _echo([Table("removed", ["address", "action"], [(key, action)])], fmt)
+                _pending_note(store, now, policy, build=False)
+                lifted = suppressions.lift(store, policy, address, now=now, note=note)
+                kind, reason = lifted.kind or "", lifted.reason or ""
+                was = kind if reason in ("", kind) else f"{kind} {reason}"
+                row = (lifted.address, "suppression lifted, evidence up to now set aside", was)
+        except InputError as exc:
+            _fail(str(exc), exc.exit_code)
+    _note_normalised(address, str(row[0]))
+    _echo([Table("removed", ["address", "action", "was"], [row])], fmt)
+
+
+def _note_normalised(given: str, key: str) -> None:
+    if key != given.strip():
+        typer.echo(f"mtalens: {given} normalised to {key}", err=True)
 
 
 @suppressions_app.command("explain")
@@ -182,6 +244,8 @@ def explain_cmd(
     as_of: AsOfOption = None,
 ) -> None:
     """Why an address is (or is not) suppressed: the decision and every event behind it."""
+    from mtalens.pipeline import suppressions
+
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=False) as store:
         _pending_note(store, now, policy, build=False)
@@ -196,7 +260,7 @@ def export_cmd(
         typer.Option(
             "--format",
             "-f",
-            help="One of: " + ", ".join(e.name for e in exports.EXPORTERS),
+            help="One of: " + ", ".join(EXPORT_FORMATS),
         ),
     ],
     output: Annotated[
@@ -210,6 +274,8 @@ def export_cmd(
     as_of: AsOfOption = None,
 ) -> None:
     """Export the list for a mailing system. Unsafe addresses are reported, not exported."""
+    from mtalens.pipeline import exports, suppressions
+
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=since_last is not None) as store:
         _pending_note(store, now, policy)
