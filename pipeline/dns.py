@@ -131,6 +131,29 @@ def normalize_name(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+# A host or mail domain as RFC 5321 section 4.1.2 writes it (sub-domain = Let-dig [Ldh-str]),
+# in labels of at most 63 octets (RFC 1035 section 2.3.4).
+_LDH_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def mail_domain(name: str) -> str:
+    """``name`` as a domain to look up (A-labels, lower case, no trailing dot), or ValueError
+    saying what is wrong: empty labels, spaces, characters a host name cannot hold."""
+    import idna
+
+    text = name.strip().rstrip(".")
+    try:
+        ascii_name = idna.encode(text, uts46=True).decode("ascii") if text else ""
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"{name!r} is not a domain name ({exc})") from None
+    labels = ascii_name.lower().split(".")
+    if not ascii_name or not all(_LDH_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{name!r} is not a domain name (letters, digits, hyphens and dots)")
+    if len(ascii_name) > 253:
+        raise ValueError(f"{name!r} is longer than a domain name may be (253)")
+    return ascii_name.lower()
+
+
 # --------------------------------------------------------------------------------------------
 # Resolver and cache
 
@@ -1104,7 +1127,8 @@ def check_tls_rpt(client: DnsClient, domain: str) -> list[Finding]:
 
 
 def check_domain(client: DnsClient, domain: str, *, selectors: Sequence[str] = ()) -> DomainReport:
-    domain = normalize_name(domain)
+    """Every check of a mail domain; ValueError (from :func:`mail_domain`) for a bad name."""
+    domain = mail_domain(domain)
     findings: list[Finding] = []
     findings += check_mx(client, domain)
     findings += check_spf(client, domain)

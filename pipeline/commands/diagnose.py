@@ -5,6 +5,7 @@ Thin: open the store read-only, build the context, one library call, render.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -97,6 +98,10 @@ def diagnose(
         start, end = time_range(since, until, now=now)
     except TimeRangeError as exc:
         raise _fail(str(exc)) from exc
+    try:  # written as the logs write them: compressed IPv6, no zone
+        our_ips = tuple(str(ipaddress.ip_address(ip.strip())) for ip in our_ip or ())
+    except ValueError as exc:
+        raise _fail(f"bad --our-ip: {exc}") from exc
     try:
         store = Store.open(db, read_only=True)
     except StoreError as exc:
@@ -112,7 +117,7 @@ def diagnose(
                 )
             except ValueError as exc:
                 raise _fail(f"bad --resolver: {exc}") from exc
-        ctx = Context(store=store, since=start, until=end, dns=client, our_ips=tuple(our_ip or ()))
+        ctx = Context(store=store, since=start, until=end, dns=client, our_ips=our_ips)
         findings = run_diagnose(ctx)
         if fmt is DiagnoseFormat.html:
             text = build_report(ctx, findings, generated_at=now)

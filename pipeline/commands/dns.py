@@ -87,6 +87,10 @@ def _client(
     from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver, system_nameservers
     from mtalens.pipeline.store import Store, StoreError
 
+    if not timeout > 0:
+        raise _fail(f"--timeout must be more than 0 seconds, not {timeout:g}")
+    if not 0 < port < 65536:
+        raise _fail(f"--port must be a port number (1-65535), not {port}")
     nameservers = resolver or system_nameservers()
     try:
         res = make_resolver(nameservers, port=port, timeout=timeout)
@@ -134,9 +138,13 @@ def check(
     Exit codes: 0 no error found; 1 an error found; 3 no error found, but some checks are
     "unknown" (their lookup timed out, was refused or failed); 2 usage error, or a resolver
     nothing listens on."""
-    from mtalens.pipeline.dns import Severity, check_domain
+    from mtalens.pipeline.dns import Severity, check_domain, mail_domain
 
     _check_format(fmt)
+    try:
+        domain = mail_domain(domain)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     with _client(resolver, port, timeout, db, no_cache) as client:
         report = check_domain(client, domain, selectors=selector or ())
     if fmt == "json":
@@ -180,12 +188,16 @@ def blocklist(
     that answered, but "unknown" on others (the lookup timed out, was refused or failed) or a
     list answered with a query error (Spamhaus' 127.255.255.x); 2 usage error, or a resolver
     nothing listens on."""
-    from mtalens.pipeline.dns import Listing, check_blocklists
+    from mtalens.pipeline.dns import Listing, check_blocklists, mail_domain
 
     _check_format(fmt)
+    try:
+        zones = [mail_domain(z) for z in zone] if zone else list(DEFAULT_BLOCKLISTS)
+    except ValueError as exc:
+        raise _fail(f"bad --zone: {exc}") from exc
     with _client(resolver, port, timeout, db, no_cache) as client:
         try:
-            results = check_blocklists(client, ip, zone or DEFAULT_BLOCKLISTS)
+            results = check_blocklists(client, ip, zones)
         except ValueError as exc:
             raise _fail(f"bad IP address {ip!r}") from exc
     if fmt == "json":
