@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import traceback
 from datetime import UTC, datetime, tzinfo
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -27,6 +28,9 @@ from mtalens.pipeline.commands.suppressions import suppressions_app
 from mtalens.pipeline.commands.watch import watch
 from mtalens.pipeline.exitcodes import EXIT_CODES_HELP, ExitCode, InputError
 from mtalens.pipeline.render import Format, render_tables
+
+if TYPE_CHECKING:
+    from mtalens.pipeline.ingest import IngestStats
 
 app = typer.Typer(
     name="mtalens",
@@ -121,7 +125,14 @@ def ingest(
         ),
     ] = None,
 ) -> None:
-    """Read Postfix logs into the store. Re-reading what was already read adds nothing."""
+    """Read Postfix logs into the store. Re-reading what was already read adds nothing.
+
+    Plain, rotated and compressed logs (gzip, bzip2, xz, zstd, recognised by their first
+    bytes). A file that is not a log (binary, or mail) or whose compressed data is damaged is
+    set aside with a warning and a quarantine row; the others are read.
+
+    Exit codes: 0 every file read; 2 bad arguments, or no file could be used; 3 some files
+    were set aside (see the warnings)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from mtalens.pipeline import config, upkeep
@@ -154,6 +165,8 @@ def ingest(
     out = stats.as_dict()
     if fmt is Format.json:
         typer.echo(json.dumps(out))
+    elif fmt is Format.csv:
+        typer.echo(render_tables([_ingest_table(stats)], Format.csv, single=True), nl=False)
     else:
         typer.echo(
             f"sources {out['sources']} ({out['skipped_sources']} already ingested), "
@@ -165,8 +178,34 @@ def ingest(
             typer.echo(f"  ignored     {n:>10,}  {rule}")
         for reason, n in stats.quarantined_by_reason.most_common():
             typer.echo(f"  quarantined {n:>10,}  {reason}")
+    for path, n in stats.not_logs:
+        typer.echo(
+            f"mtalens: warning: {path}: none of its {n:,} lines looked like a mail log line "
+            "(all quarantined): is this a log?",
+            err=True,
+        )
     if not stats.balanced:  # cannot happen; if it does, say so loudly
         _fail("line accounting does not add up: this is a bug", ExitCode.BUG)
+    if stats.failed_sources or stats.not_logs:
+        used = stats.sources - len(stats.failed_sources) - len(stats.not_logs)
+        raise typer.Exit(ExitCode.PARTIAL if used > 0 else ExitCode.USAGE)
+
+
+def _ingest_table(stats: IngestStats) -> reports.Table:
+    """The ingest summary as rows (measure, detail, value) for `--format csv`."""
+    rows: list[tuple[object, ...]] = [
+        ("sources", "", stats.sources),
+        ("sources", "already ingested", stats.skipped_sources),
+        ("bytes", "", stats.bytes),
+        ("lines", "read", stats.read),
+        ("lines", "stored", stats.stored),
+        ("lines", "ignored", stats.ignored),
+        ("lines", "quarantined", stats.quarantined),
+    ]
+    rows += [("ignored", rule, n) for rule, n in stats.ignored_by_rule.most_common()]
+    rows += [("quarantined", r, n) for r, n in stats.quarantined_by_reason.most_common()]
+    rows += [("failed source", f"{p}: {r}", 1) for p, r, _ in stats.failed_sources]
+    return reports.Table("ingest", ["measure", "detail", "value"], rows)
 
 
 def _local_zone() -> tzinfo:
@@ -188,7 +227,9 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """What pflogsumm shows, and more, for any time range, computed in the store."""
+    """What pflogsumm shows, and more, for any time range, computed in the store.
+
+    Exit codes: 0 printed; 2 bad option, time or section, or no usable store."""
     from mtalens.pipeline.store import Store
 
     start, end = _range(since, until)
@@ -218,11 +259,13 @@ def stats_delays(
     until: UntilOption = None,
     fmt: FormatOption = Format.table,
     status: Annotated[
-        str, typer.Option(help="Delivery status to include (sent, deferred, bounced, any).")
+        str, typer.Option(help="Delivery status to include: sent, deferred, bounced, expired, any.")
     ] = "sent",
     top: Annotated[int, typer.Option(help="Rows.")] = 50,
 ) -> None:
-    """Count and p50/p90/p99/max of total delay and of each of the four delay stages."""
+    """Count and p50/p90/p99/max of total delay and of each of the four delay stages.
+
+    Exit codes: 0 printed; 2 bad option (--by, --status, time), or no usable store."""
     from mtalens.pipeline.store import Store
 
     start, end = _range(since, until)
@@ -270,10 +313,33 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class _OneLineLog(logging.Handler):
+    """The library's warnings and errors on a terminal: ``mtalens: warning: ...``, one line
+    each (the first line of the message; all of it, traceback too, with MTALENS_DEBUG=1).
+    `watch` replaces it with its JSON log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if os.environ.get("MTALENS_DEBUG"):
+                if record.exc_info:
+                    text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            else:
+                text = _one_line(text.splitlines()[0] if text else "")
+            print(f"mtalens: {record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # a log line must never stop a command
+            self.handleError(record)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return its exit code (see pipeline/exitcodes.py). Every
     failure is one line on stderr, ``mtalens: ...``; a traceback only with MTALENS_DEBUG=1."""
     from typer.main import get_command
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = _OneLineLog(logging.WARNING)
+        root.addHandler(handler)
 
     command = get_command(app)
     try:

@@ -71,6 +71,19 @@ DELAY_GROUPS: Final = {
 }
 
 
+# The values of Postfix's `status=` in delivery records: sent, deferred, bounced (the delivery
+# agents), expired (qmgr, maximal_queue_lifetime), deliverable and undeliverable (address
+# verification probes, verify(8)). Source: Postfix's log_adhoc.c and the delivery agents' logs.
+DELIVERY_STATUSES: Final = (
+    "sent",
+    "deferred",
+    "bounced",
+    "expired",
+    "deliverable",
+    "undeliverable",
+)
+
+
 def delay_stats(
     store: Store,
     *,
@@ -84,6 +97,8 @@ def delay_stats(
     group = DELAY_GROUPS.get(by)
     if group is None:
         raise QueryError(f"--by must be one of {', '.join(DELAY_GROUPS)}")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise QueryError(f"--status must be one of {', '.join(DELIVERY_STATUSES)}, any")
     status_filter = "true" if status is None else "status = $status"
     sql = named_queries("delays.sql")["delays"].format(group=group, status_filter=status_filter)
     if by == "hour":
