@@ -119,7 +119,9 @@ def list_cmd(
     sender_side: Annotated[
         bool, typer.Option("--sender-side", help="Sender-side failures instead (last N days).")
     ] = False,
-    days: Annotated[int, typer.Option(help="Window for --sender-side.")] = 7,
+    days: Annotated[
+        int, typer.Option(min=1, help="Window for --sender-side, in days (at least 1).")
+    ] = 7,
     never: Annotated[
         bool, typer.Option("--never", help="The never-suppress list instead.")
     ] = False,
@@ -243,13 +245,20 @@ def explain_cmd(
     fmt: FormatOption = Format.table,
     as_of: AsOfOption = None,
 ) -> None:
-    """Why an address is (or is not) suppressed: the decision and every event behind it."""
+    """Why an address is (or is not) suppressed: the decision and every event behind it.
+
+    Something that is not an email address is explained too when logs or DSNs hold events
+    written that way (a broken recipient). Exit codes: 0 explained; 2 not an email address and
+    no event has it, a bad option, or no usable store."""
     from mtalens.pipeline import suppressions
 
     policy, now = _policy(config), _now(as_of)
     with _open(db, write=False) as store:
         _pending_note(store, now, policy, build=False)
         e = suppressions.explain(store, policy, address, now=now)
+    if e.problem is not None and not e.events:
+        typer.echo(f"mtalens: {address!r}: {e.problem}, and no event has it", err=True)
+        raise typer.Exit(ExitCode.USAGE)
     typer.echo(render_tables(suppressions.explanation_tables(e), fmt), nl=False)
 
 
