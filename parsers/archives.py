@@ -170,11 +170,11 @@ def _gunzip(src: Iterable[bytes], name: str, budget: _Budget) -> Iterator[bytes]
     started = False
     try:
         for chunk in src:
-            consumed += len(chunk)
             data = chunk
             while data:
                 started = True
                 out = d.decompress(data, CHUNK)
+                consumed += len(data) - len(d.unconsumed_tail)  # what this step really used
                 data = d.unconsumed_tail
                 while out:
                     produced += len(out)

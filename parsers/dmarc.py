@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final, cast
+from functools import cache
+from typing import Final
 
 from mtalens.parsers.errors import ParseError
 
@@ -328,66 +330,119 @@ def _policy(el: ET.Element) -> PolicyPublished:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Tags:
+    """Qualified names of a record's elements in one namespace: ``Element.find`` with a plain
+    (namespace-qualified) tag runs in C, which keeps a million records affordable."""
+
+    row: str
+    source_ip: str
+    count: str
+    policy_evaluated: str
+    disposition: str
+    dkim: str
+    spf: str
+    reason: str
+    type: str
+    comment: str
+    identifiers: str
+    header_from: str
+    envelope_from: str
+    envelope_to: str
+    auth_results: str
+    domain: str
+    selector: str
+    result: str
+    human_result: str
+    scope: str
+
+
+@cache
+def _tags(ns: str) -> _Tags:
+    q = (lambda n: f"{{{ns}}}{n}") if ns else (lambda n: n)
+    return _Tags(*(q(f.name) for f in fields(_Tags)))
+
+
+def _clean(text: str | None) -> str | None:
+    if not text:
+        return None
+    t = text.strip()
+    return t[:MAX_TEXT] if t else None
+
+
+def _low(text: str | None) -> str | None:
+    t = _clean(text)
+    return t.lower() if t else None
+
+
+def _ip(text: str | None) -> str:
+    t = _require(_clean(text), "row/source_ip")
+    try:
+        if ":" not in t:
+            socket.inet_pton(socket.AF_INET, t)  # dotted quad as written is canonical
+            return t
+        return str(ipaddress.ip_address(t))  # IPv6: the compressed lower-case form
+    except (OSError, ValueError):
+        raise ParseError("dmarc-bad-value", f"row/source_ip: {t[:60]!r}") from None
+
+
 def _record(el: ET.Element) -> DmarcRecord:
-    k = _kids(el)
-    row = _one(k, "row")
+    """RFC 7489 Appendix C ``RecordType`` (DMARCbis the same plus ``extension``)."""
+    t = _tags(_ns(el.tag))
+    row = el.find(t.row)
     if row is None:
         raise ParseError("dmarc-missing-field", "record/row is missing")
-    rk = _kids(row)
-    ip_text = _require(_str(rk, "source_ip"), "row/source_ip")
-    try:
-        ip = str(ipaddress.ip_address(ip_text))
-    except ValueError:
-        raise ParseError("dmarc-bad-value", f"row/source_ip: {ip_text[:60]!r}") from None
-    count = _int(_str(rk, "count"), "row/count")
+    ip = _ip(row.findtext(t.source_ip))
+    count = _int(_clean(row.findtext(t.count)), "row/count")
     if count < 0:
         raise ParseError("dmarc-bad-value", f"row/count: {count}")
-    pe = _one(rk, "policy_evaluated")
+    pe = row.find(t.policy_evaluated)
     if pe is None:
         raise ParseError("dmarc-missing-field", "row/policy_evaluated is missing")
-    pk = _kids(pe)
-    reasons = []
-    for r in pk.get("reason", ()):
-        rr = _kids(r)
-        reasons.append(PolicyOverride(type=_lower(rr, "type"), comment=_str(rr, "comment")))
-    ident = _one(k, "identifiers")
-    ik = _kids(ident) if ident is not None else {}
-    auth = _one(k, "auth_results")
-    ak = _kids(auth) if auth is not None else {}
-    dkims = []
-    for d in ak.get("dkim", ()):
-        dd = _kids(d)
-        dkims.append(
+    reasons = tuple(
+        PolicyOverride(type=_low(r.findtext(t.type)), comment=_clean(r.findtext(t.comment)))
+        for r in pe.findall(t.reason)
+    )
+    ident = el.find(t.identifiers)
+    header_from = envelope_from = envelope_to = None
+    if ident is not None:
+        header_from = _domain(ident.findtext(t.header_from))
+        envelope_from = _domain(ident.findtext(t.envelope_from))
+        envelope_to = _domain(ident.findtext(t.envelope_to))
+    dkims: tuple[DkimResult, ...] = ()
+    spfs: tuple[SpfResult, ...] = ()
+    auth = el.find(t.auth_results)
+    if auth is not None:
+        dkims = tuple(
             DkimResult(
-                domain=_domain(_str(dd, "domain")),
-                selector=_str(dd, "selector"),
-                result=_lower(dd, "result"),
-                human_result=_str(dd, "human_result"),
+                domain=_domain(d.findtext(t.domain)),
+                selector=_clean(d.findtext(t.selector)),
+                result=_low(d.findtext(t.result)),
+                human_result=_clean(d.findtext(t.human_result)),
             )
+            for d in auth.findall(t.dkim)
         )
-    spfs = []
-    for s in ak.get("spf", ()):
-        sd = _kids(s)
-        spfs.append(
+        spfs = tuple(
             SpfResult(
-                domain=_domain(_str(sd, "domain")),
-                scope=_lower(sd, "scope"),
-                result=_lower(sd, "result"),
-                human_result=_str(sd, "human_result"),
+                domain=_domain(x.findtext(t.domain)),
+                scope=_low(x.findtext(t.scope)),
+                result=_low(x.findtext(t.result)),
+                human_result=_clean(x.findtext(t.human_result)),
             )
+            for x in auth.findall(t.spf)
         )
     return DmarcRecord(
         source_ip=ip,
         count=count,
-        disposition=_require(_lower(pk, "disposition"), "policy_evaluated/disposition"),
-        dkim=_lower(pk, "dkim"),
-        spf=_lower(pk, "spf"),
-        reasons=tuple(reasons),
-        header_from=_domain(_str(ik, "header_from")),
-        envelope_from=_domain(_str(ik, "envelope_from")),
-        envelope_to=_domain(_str(ik, "envelope_to")),
-        dkim_results=tuple(dkims),
-        spf_results=tuple(spfs),
+        disposition=_require(_low(pe.findtext(t.disposition)), "policy_evaluated/disposition"),
+        dkim=_low(pe.findtext(t.dkim)),
+        spf=_low(pe.findtext(t.spf)),
+        reasons=reasons,
+        header_from=header_from,
+        envelope_from=envelope_from,
+        envelope_to=envelope_to,
+        dkim_results=dkims,
+        spf_results=spfs,
     )
 
 
@@ -404,105 +459,124 @@ def _format_of(root_tag: str) -> ReportFormat:
     raise ParseError("not-dmarc", f"root element in unknown namespace {ns[:80]!r}")
 
 
-def parse_aggregate(chunks: Iterable[bytes]) -> Iterator[DmarcReport | DmarcRecord]:
-    """One aggregate report, streamed: its :class:`DmarcReport` first, then every
-    :class:`DmarcRecord`. Raises ``ParseError`` (possibly after some records were yielded: a
-    caller stores a report only once the iterator is exhausted)."""
-    gate = DeclarationGate()
-    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
-    depth = 0
-    root: ET.Element | None = None
-    fmt = ReportFormat.RFC7489
+@dataclass(slots=True)
+class _Report:
+    """What is known so far about the report being parsed."""
+
+    fmt: ReportFormat = ReportFormat.RFC7489
     version: str | None = None
     meta: _Metadata | None = None
     policy: PolicyPublished | None = None
     head: DmarcReport | None = None
-    early: list[DmarcRecord] = []
-    records = 0
+    early: list[DmarcRecord] = field(default_factory=list)
 
-    def events(final: bool) -> Iterator[tuple[str, ET.Element]]:
-        try:
-            if final:
-                parser.close()
-            for ev, el in cast(Iterator[tuple[str, ET.Element]], parser.read_events()):
-                yield ev, el  # only "start"/"end" were asked for: el is an element
-        except ET.ParseError as exc:
-            raise ParseError("bad-xml", str(exc)) from None
+    def take(self, children: list[ET.Element]) -> Iterator[DmarcReport | DmarcRecord]:
+        """The root's children that are complete, in document order."""
+        for el in children:
+            name = _local(el.tag)
+            if name == "record":
+                rec = _record(el)
+                if self.head is None and self.meta is not None and self.policy is not None:
+                    # the head goes out with the first record, so a <version> written anywhere
+                    # before the records is part of it
+                    self.head = _head(self.fmt, self.version, self.meta, self.policy)
+                    yield self.head
+                    yield from self.early
+                    self.early = []
+                if self.head is not None:
+                    yield rec
+                    continue
+                self.early.append(rec)
+                if len(self.early) > MAX_EARLY_RECORDS:
+                    raise ParseError(
+                        "dmarc-records-before-metadata",
+                        f"more than {MAX_EARLY_RECORDS} records before report_metadata",
+                    )
+            elif name == "report_metadata":
+                if self.meta is not None:
+                    raise ParseError("dmarc-bad-value", "two report_metadata elements")
+                self.meta = _metadata(el)
+            elif name == "policy_published":
+                if self.policy is not None:
+                    raise ParseError("dmarc-bad-value", "two policy_published elements")
+                self.policy = _policy(el)
+            elif name == "version":
+                self.version = _text(el)
 
-    def feed_all() -> Iterator[tuple[str, ET.Element]]:
-        seen = False
+    def finish(self) -> Iterator[DmarcReport | DmarcRecord]:
+        if self.meta is None:
+            raise ParseError("dmarc-missing-field", "report_metadata is missing")
+        if self.policy is None:
+            raise ParseError("dmarc-missing-field", "policy_published is missing")
+        if self.head is None:  # no records, or all of them before the metadata
+            yield _head(self.fmt, self.version, self.meta, self.policy)
+            yield from self.early
+
+
+def parse_aggregate(chunks: Iterable[bytes]) -> Iterator[DmarcReport | DmarcRecord]:
+    """One aggregate report, streamed: its :class:`DmarcReport` first, then every
+    :class:`DmarcRecord`. Raises ``ParseError`` (possibly after some records were yielded: a
+    caller stores a report only once the iterator is exhausted).
+
+    How it streams: the C tree builder builds the document; after each chunk, the root's
+    children that are complete (all but the last, which may still be open) are read and
+    removed, so the tree never holds more than one chunk's worth of records. The element
+    factory only remembers the root (the first element created)."""
+    gate = DeclarationGate()
+    roots: list[ET.Element] = []
+
+    def element(tag: str, attrib: dict[str, str]) -> ET.Element:
+        el = ET.Element(tag, attrib)
+        if not roots:
+            roots.append(el)
+        return el
+
+    parser = ET.XMLParser(target=ET.TreeBuilder(element_factory=element))
+    report = _Report()
+    root: ET.Element | None = None
+    seen = False
+    try:
         for chunk in chunks:
             if not chunk:
                 continue
             seen = True
             gate.check(chunk)
-            try:
-                parser.feed(chunk)
-            except ET.ParseError as exc:
-                raise ParseError("bad-xml", str(exc)) from None
-            yield from events(False)
+            parser.feed(chunk)
+            if root is None and roots:
+                root = roots[0]
+                if _local(root.tag) != "feedback":
+                    raise ParseError("not-dmarc", f"root element is <{_local(root.tag)[:40]}>")
+                report.fmt = _format_of(root.tag)
+            if root is not None and len(root) > 1:
+                done = root[:-1]
+                del root[:-1]
+                yield from report.take(done)
         if not seen:
             raise ParseError("bad-xml", "empty report")
         gate.check(b"", final=True)
-        yield from events(True)
-
-    for ev, el in feed_all():
-        if ev == "start":
-            depth += 1
-            if depth == 1:
-                root = el
-                if _local(el.tag) != "feedback":
-                    raise ParseError("not-dmarc", f"root element is <{_local(el.tag)[:40]}>")
-                fmt = _format_of(el.tag)
-            continue
-        depth -= 1
-        if depth != 1:
-            continue
-        name = _local(el.tag)
-        if name == "record":
-            rec = _record(el)
-            records += 1
-            if head is None:
-                early.append(rec)
-                if len(early) > MAX_EARLY_RECORDS:
-                    raise ParseError(
-                        "dmarc-records-before-metadata",
-                        f"more than {MAX_EARLY_RECORDS} records before report_metadata",
-                    )
-            else:
-                yield rec
-        elif name == "report_metadata":
-            if meta is not None:
-                raise ParseError("dmarc-bad-value", "two report_metadata elements")
-            meta = _metadata(el)
-        elif name == "policy_published":
-            if policy is not None:
-                raise ParseError("dmarc-bad-value", "two policy_published elements")
-            policy = _policy(el)
-        elif name == "version":
-            version = _text(el)
-        if root is not None:
-            root.clear()  # what is parsed is dropped: memory stays bounded
-        if head is None and meta is not None and policy is not None:
-            head = DmarcReport(
-                format=fmt,
-                version=version,
-                org_name=meta.org_name,
-                email=meta.email,
-                extra_contact_info=meta.extra_contact_info,
-                report_id=meta.report_id,
-                begin=meta.begin,
-                end=meta.end,
-                errors=meta.errors,
-                generator=meta.generator,
-                policy=policy,
-            )
-            yield head
-            yield from early
-            early = []
+        parser.close()
+    except ET.ParseError as exc:
+        raise ParseError("bad-xml", str(exc)) from None
     if root is None:
         raise ParseError("bad-xml", "no root element")
-    if meta is None:
-        raise ParseError("dmarc-missing-field", "report_metadata is missing")
-    if policy is None:
-        raise ParseError("dmarc-missing-field", "policy_published is missing")
+    yield from report.take(list(root))
+    root.clear()
+    yield from report.finish()
+
+
+def _head(
+    fmt: ReportFormat, version: str | None, meta: _Metadata, policy: PolicyPublished
+) -> DmarcReport:
+    return DmarcReport(
+        format=fmt,
+        version=version,
+        org_name=meta.org_name,
+        email=meta.email,
+        extra_contact_info=meta.extra_contact_info,
+        report_id=meta.report_id,
+        begin=meta.begin,
+        end=meta.end,
+        errors=meta.errors,
+        generator=meta.generator,
+        policy=policy,
+    )

@@ -596,7 +596,275 @@ DETECTORS: Final[tuple[Detector, ...]] = (
 )
 
 
-def diagnose(ctx: Context, *, detectors: Sequence[Detector] = DETECTORS) -> list[Finding]:
+# --------------------------------------------------------------------------------------------
+# DMARC aggregate and TLS-RPT reports (`mtalens reports ingest`, pipeline/aggregate_reports.py).
+# Queries: pipeline/queries/aggregate_reports.sql. Every policy domain in a report is ours: a
+# receiver sends aggregate reports to the domain's own rua address (RFC 7489 section 7.2).
+
+REPORTS_QUERY_FILE: Final = "aggregate_reports.sql"
+
+
+def run_report_query(ctx: Context, name: str) -> list[Row]:
+    sql = named_queries(REPORTS_QUERY_FILE)[name]
+    params = {k: v for k, v in {"since": ctx.since, "until": ctx.until}.items() if f"${k}" in sql}
+    cur = ctx.store.con.execute(sql, params)
+    cols = [d[0] for d in cur.description or []]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+class SourceKind(StrEnum):
+    OWN = "own"  # our server, misconfigured for some of its mail
+    FORWARDER = "forwarder"  # forwarders and mailing lists re-sending our mail
+    SPOOFING = "spoofing"  # not ours, never aligned: someone using our domain
+
+
+def classify_dmarc_source(row: Row, our_ips: frozenset[str]) -> SourceKind:
+    """Heuristics, in order: an address the logs or --our-ip name is ours; a receiver's
+    policy override reason (forwarded, mailing_list, trusted_forwarder; RFC 7489 Appendix C)
+    means a forwarder; an IP that passes SPF aligned is in our SPF record, so ours; an IP
+    that sends DKIM-aligned mail and also unsigned failing mail is a server of ours that signs
+    only part of it; a broken or foreign-aligned signature of ours is mail re-sent by a list or
+    forwarder; anything else never aligns and is taken for spoofing."""
+    if str(row["source_ip"]) in our_ips:
+        return SourceKind.OWN
+    if int(row["override_messages"] or 0) > 0:
+        return SourceKind.FORWARDER
+    if int(row["spf_aligned_messages"] or 0) > 0:
+        return SourceKind.OWN
+    dkim_aligned = int(row["dkim_aligned_messages"] or 0)
+    own_signature = int(row["own_signature_messages"] or 0)
+    if dkim_aligned > 0 and own_signature < int(row["count"]):
+        return SourceKind.OWN
+    if own_signature > 0 or dkim_aligned > 0:
+        return SourceKind.FORWARDER
+    return SourceKind.SPOOFING
+
+
+def _list_text(v: Any) -> str:
+    return ", ".join(str(x) for x in v) if isinstance(v, list | tuple) and v else "-"
+
+
+def _own_source_remedy(row: Row) -> str:
+    ip, domain = row["source_ip"], row["policy_domain"]
+    parts = [
+        f"{ip} sends mail for {domain} that passes DMARC and mail that fails it: a server of "
+        "ours configured for only part of its mail."
+    ]
+    if int(row["spf_failing_messages"] or 0):
+        parts.append(
+            f"SPF: authorise {ip} in the SPF record of the envelope domain(s) "
+            f"{_list_text(row['spf_domains_failing'])} (RFC 7208 section 5) and use an envelope "
+            f"domain aligned with {domain} (same organisational domain, RFC 7489 section 3.1.2)."
+        )
+    if int(row["dkim_failing_messages"] or 0):
+        parts.append(
+            f"DKIM: sign every message leaving {ip} with d={domain} or a subdomain (RFC 6376; "
+            "an OpenDKIM or rspamd milter in smtpd_milters and non_smtpd_milters, postconf(5)). "
+            f"Signatures seen on failing mail: {_list_text(row['dkim_signatures_failing'])}; "
+            "check that each selector's key is published (`mtalens dns check DOMAIN -s "
+            "SELECTOR`) and that nothing rewrites messages after signing."
+        )
+    parts.append(
+        "Aligned DKIM is the mechanism that survives forwarding; fix it before tightening the "
+        "policy."
+    )
+    return " ".join(parts)
+
+
+def _forwarder_remedy(row: Row) -> str:
+    return (
+        f"{row['source_ip']} re-sends mail from {row['policy_domain']}: forwarding breaks SPF "
+        "(the forwarder's address is not in our record) and lists that change the subject or "
+        "body break DKIM. Sign all our mail with aligned DKIM (it survives plain forwarding); "
+        "receivers that honour ARC (RFC 8617) can trust the forwarder's chain. Before moving "
+        "to p=reject, expect this mail to be refused: the list or forwarder should rewrite the "
+        "From: or keep the message intact."
+    )
+
+
+def _spoofing_remedy(row: Row) -> str:
+    policy = str(row.get("policy") or "none")
+    domain = row["policy_domain"]
+    head = (
+        f"{row['source_ip']} is not one of our servers and its mail with From: {domain} passes "
+        "neither SPF nor DKIM aligned: likely spoofing, or a service sending for us that was "
+        "never set up (then add it to the SPF record and give it a DKIM key for our domain). "
+    )
+    if policy == "none":
+        return head + (
+            f"With p=none receivers deliver it anyway: publish p=quarantine, then p=reject at "
+            f"_dmarc.{domain} (RFC 7489 section 6.3) once our own sources align."
+        )
+    return head + f"Receivers already act on it (p={policy}); nothing to change on our side."
+
+
+def _own_severity(row: Row) -> Severity:
+    return Severity.CRITICAL if int(row["refused_messages"] or 0) > 0 else Severity.WARNING
+
+
+def _spoofing_severity(row: Row) -> Severity:
+    return Severity.WARNING if str(row.get("policy") or "none") == "none" else Severity.NOTICE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DmarcSourceDetector:
+    """Sources failing DMARC for our domains, one detector per kind of source."""
+
+    id: str
+    kind: SourceKind
+    title: str
+    remedy: Callable[[Row], str]
+    severity: Callable[[Row], Severity]
+
+    def detect(self, ctx: Context) -> list[Finding]:
+        rows = run_report_query(ctx, "dmarc_sources")
+        if not rows:
+            return []
+        ours = frozenset({str(r["ip"]) for r in run_query(ctx, "our_addresses")} | set(ctx.our_ips))
+        out = []
+        for row in rows:
+            if classify_dmarc_source(row, ours) is not self.kind:
+                continue
+            out.append(
+                Finding(
+                    id=f"{self.id}:{row['subject']}",
+                    problem=self.id,
+                    title=_fmt(self.title, row),
+                    severity=self.severity(row),
+                    evidence=evidence_of(row),
+                    remedy=self.remedy(row),
+                )
+            )
+        return out
+
+
+_TLS_REMEDY: Final[Mapping[str, str]] = {
+    "starttls-not-supported": "{mx} did not offer STARTTLS to these senders. Enable it "
+    "(smtpd_tls_security_level = may with smtpd_tls_chain_files, postconf(5), TLS_README) and "
+    "check that no firewall or middlebox strips STARTTLS from the EHLO reply.",
+    "certificate-expired": "The certificate {mx} presents has expired. Renew it, make sure "
+    "smtpd_tls_chain_files (or smtpd_tls_cert_file) names the renewed file, `postfix reload`, "
+    "and automate the renewal.",
+    "certificate-host-mismatch": "The certificate {mx} presents does not name {mx}. Issue one "
+    "whose subject alternative names include every MX host name (RFC 8461 section 4.1 for "
+    "MTA-STS, RFC 7672 section 3.2 for DANE).",
+    "certificate-not-trusted": "Senders could not build a chain to a trusted root for {mx} "
+    "({failure_reason_codes}). Serve the whole chain (intermediates in smtpd_tls_chain_files); "
+    "MTA-STS needs a certificate from a public CA (RFC 8461 section 4.1).",
+    "validation-failure": "Certificate validation for {mx} failed ({failure_reason_codes}): "
+    "check the chain, the names and the dates of the certificate it presents.",
+    "tlsa-invalid": "No TLSA record at _25._tcp.{mx} matches the certificate. Publish a TLSA "
+    "record for the new key before changing certificates (RFC 7671 section 8) and keep the "
+    "records in step with the key.",
+    "dnssec-invalid": "DNSSEC validation of the records for {mx} failed: check the zone's "
+    "signatures, their expiry and the DS record at the parent.",
+    "dane-required": "The sender requires DANE but found no DNSSEC-validated TLSA records for "
+    "{mx}: publish _25._tcp TLSA records in a signed zone (RFC 7672).",
+    "sts-policy-fetch-error": "Senders could not fetch "
+    "https://mta-sts.{policy_domain}/.well-known/mta-sts.txt (RFC 8461 section 3.3): the "
+    "host must resolve and answer HTTPS with a valid certificate, status 200 and text/plain.",
+    "sts-policy-invalid": "The MTA-STS policy of {policy_domain} is invalid or does not list "
+    "{mx} (RFC 8461 sections 3.2 and 4.1): version, mode, max_age and one mx line per MX "
+    "pattern; change the id in the _mta-sts TXT record whenever the policy changes.",
+    "sts-webpki-invalid": "The certificate of mta-sts.{policy_domain} does not validate "
+    "(RFC 8461 section 3.3): renew it or fix its chain.",
+}
+
+
+def _tls_remedy(row: Row) -> str:
+    r = dict(row)
+    r["failure_reason_codes"] = _list_text(row.get("failure_reason_codes"))
+    text = _fmt(
+        _TLS_REMEDY.get(
+            str(row["result_type"]),
+            "See RFC 8460 section 4.3 for the result type {result_type}.",
+        ),
+        r,
+    )
+    domain = row["policy_domain"]
+    return f"{text} `mtalens dns check {domain}` shows the MX, MTA-STS and TLS-RPT records."
+
+
+def _tls_severity(row: Row, t: Thresholds) -> Severity | None:
+    # an enforced MTA-STS policy or DANE makes the sender refuse to deliver on failure
+    return Severity.CRITICAL if row.get("enforced") else Severity.WARNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportSqlDetector:
+    """One named query of aggregate_reports.sql; one finding per row."""
+
+    id: str
+    title: str
+    remedy: str | Callable[[Row], str]
+    severity: Severity | Callable[[Row, Thresholds], Severity | None]
+
+    def detect(self, ctx: Context) -> list[Finding]:
+        out: list[Finding] = []
+        for row in run_report_query(ctx, self.id.replace("-", "_")):
+            sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
+            if sev is None:
+                continue
+            out.append(
+                Finding(
+                    id=f"{self.id}:{row['subject']}",
+                    problem=self.id,
+                    title=_fmt(self.title, row),
+                    severity=sev,
+                    evidence=evidence_of(row),
+                    remedy=self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row),
+                )
+            )
+        return out
+
+
+REPORT_DETECTORS: Final[tuple[Detector, ...]] = (
+    DmarcSourceDetector(
+        id="dmarc-own-servers",
+        kind=SourceKind.OWN,
+        title="DMARC fails for part of the mail from our server {source_ip} for "
+        "{policy_domain} ({count} of {messages} messages)",
+        remedy=_own_source_remedy,
+        severity=_own_severity,
+    ),
+    DmarcSourceDetector(
+        id="dmarc-spoofing",
+        kind=SourceKind.SPOOFING,
+        title="Unknown sender {source_ip} uses {policy_domain} and fails DMARC ({count} messages)",
+        remedy=_spoofing_remedy,
+        severity=_spoofing_severity,
+    ),
+    DmarcSourceDetector(
+        id="dmarc-forwarders",
+        kind=SourceKind.FORWARDER,
+        title="Forwarder or mailing list {source_ip} breaks DMARC for {policy_domain} "
+        "({count} messages)",
+        remedy=_forwarder_remedy,
+        severity=lambda row: Severity.NOTICE,
+    ),
+    ReportSqlDetector(
+        id="dmarc-policy-ready",
+        title="DMARC policy of {subject} is p=none, yet every source with aligned mail aligns "
+        "fully ({aligned_sources} sources, {count} messages)",
+        remedy="Move _dmarc.{subject} to p=quarantine, then p=reject (RFC 7489 section 6.3; "
+        "step up with pct= under RFC 7489 or t=y under DMARCbis), watching these reports "
+        "between steps. Only mail from the {never_aligned_sources} source(s) that never align "
+        "({never_aligned_messages} messages; see the dmarc-spoofing and dmarc-forwarders "
+        "findings) would be refused.",
+        severity=Severity.NOTICE,
+    ),
+    ReportSqlDetector(
+        id="tlsrpt-failures",
+        title="TLS-RPT: {result_type} delivering to {mx} for {policy_domain} "
+        "({count} failed sessions)",
+        remedy=_tls_remedy,
+        severity=_tls_severity,
+    ),
+)
+ALL_DETECTORS: Final[tuple[Detector, ...]] = DETECTORS + REPORT_DETECTORS
+
+
+def diagnose(ctx: Context, *, detectors: Sequence[Detector] = ALL_DETECTORS) -> list[Finding]:
     """All findings for the context's range, the most severe first."""
     found: list[Finding] = []
     for det in detectors:
