@@ -18,34 +18,109 @@ Rule kinds (``pipeline/watch_config.py``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
+import re
+import socket
+import ssl
 import threading
-import urllib.request
+import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mtalens.pipeline.watch_config import AlertKind, AlertRule
+
+if TYPE_CHECKING:
+    from mtalens.pipeline.metrics import Metrics
 
 log = logging.getLogger("mtalens.alerts")
 
 # (logged_at, key, value): value is a status, 1 for a count, or a delay in seconds
 _Event = tuple[datetime, str, Any]
-Poster = Callable[[str, dict[str, Any]], None]
+# (url, payload) -> delivered? (None: not known, e.g. a test's recorder)
+Poster = Callable[[str, dict[str, Any]], bool | None]
+
+# A webhook is a peer we do not control (issue 12: one that trickled a byte every 4 s kept a
+# thread and a socket per alert, 1,025 threads). So: one delivery thread, a bounded queue in
+# front of it (full: the notification is dropped and counted; the alert is in the JSON log
+# anyway), and WEBHOOK_TIMEOUT for the whole POST (connect, TLS, send, status line), not per read.
+WEBHOOK_TIMEOUT: Final = 10.0
+WEBHOOK_QUEUE: Final = 100
+_STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([1-5]\d\d)[ \r\n]")
+_MAX_STATUS_LINE: Final = 8192
 
 
-def post_json(url: str, payload: dict[str, Any]) -> None:
-    """POST the payload as JSON; 5 s timeout. Errors are logged, never raised."""
-    req = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+def post_json(url: str, payload: dict[str, Any], *, timeout: float = WEBHOOK_TIMEOUT) -> bool:
+    """POST the payload as JSON; True if answered 2xx. A redirect is not followed (a POST's
+    destination is the configured URL, nothing a response names). Errors are logged, never
+    raised."""
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            resp.read()
-    except Exception as exc:  # a dead webhook must not stop the daemon
-        log.warning("webhook failed", extra={"url": url, "error": str(exc)})
+        status = _post(url, json.dumps(payload).encode(), timeout)
+    except (OSError, ValueError) as exc:  # a dead or hostile webhook must not stop the daemon
+        log.warning("webhook failed", extra={"url": url, "error": f"{type(exc).__name__}: {exc}"})
+        return False
+    if 200 <= status < 300:
+        return True
+    if 300 <= status < 400:
+        log.warning("webhook answered a redirect, not followed", extra={"url": url,
+                                                                         "status": status})  # fmt: skip
+    else:
+        log.warning("webhook failed", extra={"url": url, "status": status})
+    return False
+
+
+def _post(url: str, body: bytes, timeout: float) -> int:
+    """One HTTP/1.1 POST with ``Connection: close``; returns the status code. The response is
+    read only up to its status line, each read bounded by what is left of ``timeout``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        rest = deadline - time.monotonic()
+        if rest <= 0:
+            raise TimeoutError(f"no status line within {timeout:g} s")
+        return rest
+
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = (
+        f"POST {target} HTTP/1.1\r\nHost: {parts.netloc.rpartition('@')[2]}\r\n"
+        "Content-Type: application/json\r\nUser-Agent: mtalens\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")  # a URL with other characters is a ValueError, logged like the rest
+    default_port = 443 if parts.scheme == "https" else 80
+    sock = socket.create_connection((parts.hostname, parts.port or default_port), timeout=left())
+    try:
+        if parts.scheme == "https":
+            tls = ssl.create_default_context().wrap_socket(
+                sock, server_hostname=parts.hostname, do_handshake_on_connect=False
+            )
+            sock = tls
+            tls.settimeout(left())
+            tls.do_handshake()  # the timeout bounds the whole handshake (CPython's _ssl)
+        sock.settimeout(left())
+        sock.sendall(head + body)  # the timeout bounds the whole sendall (Python >= 3.5)
+        got = b""
+        while b"\n" not in got:
+            sock.settimeout(left())
+            chunk = sock.recv(1024)
+            if not chunk:
+                raise ConnectionError("closed before a status line")
+            got += chunk
+            if len(got) > _MAX_STATUS_LINE:
+                raise ValueError("no HTTP status line in the first 8 KB")
+    finally:
+        sock.close()
+    m = _STATUS_LINE.match(got)
+    if m is None:
+        raise ValueError(f"not an HTTP response: {got[:40]!r}")
+    return int(m.group(1))
 
 
 def _p90(values: list[float]) -> float:
@@ -63,11 +138,21 @@ class AlertEngine:
         webhook: str | None = None,
         post: Poster = post_json,
         background: bool = True,
+        queue_size: int = WEBHOOK_QUEUE,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``background``: webhooks are posted by one delivery thread through a queue of
+        ``queue_size`` (full: dropped, counted in ``dropped_total`` and the metric
+        ``mtalens_alert_webhooks_total{outcome="dropped"}``); without it, in the caller (tests)."""
         self.rules = tuple(rules)
         self.webhook = webhook
         self._post = post
         self._background = background
+        self._metrics = metrics
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
+        self._worker: threading.Thread | None = None
+        self._closing = False
+        self.dropped_total = 0
         self._events: dict[str, deque[_Event]] = {r.id: deque() for r in self.rules}
         self.firing: dict[tuple[str, str], dict[str, Any]] = {}
         self.latest: datetime | None = None
@@ -172,9 +257,57 @@ class AlertEngine:
         log.warning(f"alert {state}", extra={"alert": payload})
         if self.webhook:
             if self._background:
-                threading.Thread(
-                    target=self._post, args=(self.webhook, payload), daemon=True
-                ).start()
+                self._enqueue(payload)
             else:
-                self._post(self.webhook, payload)
+                self._count(self._post(self.webhook, payload))
         return payload
+
+    # -- webhook delivery -----------------------------------------------------------------------
+
+    def _enqueue(self, payload: dict[str, Any]) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._deliver, daemon=True,
+                                            name="mtalens-webhook")  # fmt: skip
+            self._worker.start()
+        try:
+            self._queue.put_nowait(payload)
+        except queue.Full:  # the webhook is slower than the alerts: never wait for it
+            self.dropped_total += 1
+            self._count_outcome("dropped")
+            log.warning("webhook queue full, notification dropped",
+                        extra={"alert": payload["alert"], "state": payload["state"],
+                               "key": payload["key"], "queue_size": self._queue.maxsize})  # fmt: skip
+
+    def _deliver(self) -> None:
+        while True:
+            try:
+                payload = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._closing:
+                    return
+                continue
+            if payload is None:
+                return
+            if self.webhook:
+                self._count(self._post(self.webhook, payload))
+
+    def _count(self, delivered: bool | None) -> None:
+        if delivered is not None:
+            self._count_outcome("delivered" if delivered else "failed")
+
+    def _count_outcome(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.inc("mtalens_alert_webhooks_total",
+                              "Alert notifications for the webhook, by outcome.",
+                              outcome=outcome)  # fmt: skip
+
+    def close(self, wait: float = 0.0) -> None:
+        """Stop the delivery thread once it has posted what is queued, waiting up to ``wait``
+        seconds for that (it is a daemon thread: what is left when the process exits is lost,
+        as the alerts' log lines are not)."""
+        if self._worker is None:
+            return
+        self._closing = True  # if the queue is too full for the marker, the thread sees this
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=max(wait, 0.01))
+        self._worker.join(timeout=wait)

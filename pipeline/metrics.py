@@ -19,7 +19,11 @@ No label ever holds an address, a client IP or a queue id: cardinality stays bou
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import resource
+import socket
+import sys
 import threading
 import time
 from bisect import bisect_left
@@ -325,13 +329,116 @@ def _current_rss() -> int | None:
     return pages * resource.getpagesize()
 
 
-class MetricsServer:
-    """``GET /metrics`` on a daemon thread; ``port=0`` picks a free port (see ``.port``)."""
+# Limits of the metrics server (issue 12): a local client must not be able to take the daemon's
+# file descriptors or threads. A scrape is one short request (HTTP/1.0, no keep-alive), so a
+# connection gets IO_TIMEOUT per read or write and CONNECTION_DEADLINE in all (a peer trickling a
+# byte at a time stays under any per-read timeout); beyond MAX_CONNECTIONS open at once a new one
+# is answered 503 and closed at once (counted), never queued.
+MAX_CONNECTIONS: Final = 32
+IO_TIMEOUT: Final = 5.0
+CONNECTION_DEADLINE: Final = 10.0
+_BUSY: Final = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9154) -> None:
+log = logging.getLogger("mtalens.metrics")
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a cap on connections (a thread and a descriptor each), a
+    deadline per connection enforced from the accept loop, and errors logged, not printed
+    (``socketserver`` prints tracebacks to stderr, which would break the daemon's JSON log)."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the kernel's backlog; the cap applies to accepted connections
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        metrics: Metrics,
+        max_connections: int,
+        deadline: float,
+    ) -> None:
+        self._metrics = metrics
+        self._deadline = deadline
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._open: dict[socket.socket, float] = {}  # connection -> monotonic deadline
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._metrics.inc("mtalens_metrics_connections_dropped_total",
+                              "Metrics connections refused (503) because too many were open.")  # fmt: skip
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open[request] = time.monotonic() + self._deadline
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: give the slot back here
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            known = self._open.pop(request, None) is not None
+        if known:
+            self._slots.release()
+
+    def service_actions(self) -> None:
+        # called by serve_forever() between accepts and at least every poll interval (0.5 s):
+        # a connection past its deadline is shut down, which ends its thread's blocked read
+        now = time.monotonic()
+        with self._open_lock:
+            late = [s for s, until in self._open.items() if until <= now]
+            for s in late:
+                self._open[s] = float("inf")  # shut down once; the thread frees the slot
+        for s in late:
+            self._metrics.inc("mtalens_metrics_connections_timed_out_total",
+                              "Metrics connections closed at their deadline.")  # fmt: skip
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        self._metrics.inc("mtalens_metrics_request_errors_total",
+                          "Metrics requests that failed (mostly clients that went away).")  # fmt: skip
+        if isinstance(exc, OSError):  # reset, broken pipe, timeout: the client's doing
+            log.debug("metrics client went away", extra={"error": f"{type(exc).__name__}: {exc}"})
+        else:
+            log.warning("metrics request failed", exc_info=True)
+
+
+class MetricsServer:
+    """``GET /metrics`` on a daemon thread; ``port=0`` picks a free port (see ``.port``). At most
+    ``max_connections`` at once, each closed after ``io_timeout`` without progress or
+    ``deadline`` in all (see the constants above)."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 9154,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        io_timeout: float = IO_TIMEOUT,
+        deadline: float = CONNECTION_DEADLINE,
+    ) -> None:
         registry = metrics
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = io_timeout  # StreamRequestHandler.setup() sets it on the socket
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404)
@@ -346,8 +453,8 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # scrapes every few seconds would flood the daemon's log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler, metrics=metrics,
+                                      max_connections=max_connections, deadline=deadline)  # fmt: skip
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,

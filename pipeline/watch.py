@@ -196,7 +196,7 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self.tz = tz or _zone(config.timezone)
         self.stats = WatchStats()
-        self.alerts = AlertEngine(config.rules, webhook=config.webhook)
+        self.alerts = AlertEngine(config.rules, webhook=config.webhook, metrics=self.metrics)
         # [postfix] and [suppressions] of the same mtalens.toml; a bad value fails here, at
         # start-up (read once: a reload does not change them)
         shared = load_config(config_path)
@@ -242,7 +242,9 @@ class Watcher:
             maildirs=self.config.maildirs if not new.maildirs else None,
             mboxes=self.config.mboxes if not new.mboxes else None,
         )
-        self.alerts = AlertEngine(self.config.rules, webhook=self.config.webhook)
+        self.alerts.close()  # its delivery thread ends after what it has queued
+        self.alerts = AlertEngine(self.config.rules, webhook=self.config.webhook,
+                                  metrics=self.metrics)  # fmt: skip
         log.info("config reloaded", extra={"logs": list(self.config.logs),
                                            "rules": len(self.config.rules)})  # fmt: skip
 
@@ -687,6 +689,7 @@ class Watcher:
                 observer.join(timeout=5)
             if server is not None:
                 server.stop()
+            self.alerts.close(wait=1.0)  # a moment for queued webhooks; the log has every alert
             self._close_tails()
             log.info("watch stopped", extra={"windows": self.stats.windows,
                      "lines": self.stats.lines, "maildir_messages": self.stats.maildir_messages,
