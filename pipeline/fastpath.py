@@ -537,6 +537,54 @@ def _insert(con: Any, table: str, columns: tuple[str, ...], tbl: pa.Table) -> No
     con.unregister("_fast_batch")
 
 
+class _SmallRows:
+    """The open transaction's quarantine, line-accounting and checkpoint rows, inserted once,
+    at its commit: per batch, the three statements cost more than a small file's rows (a
+    directory of small files commits many files' batches in one transaction)."""
+
+    QUARANTINE: Final = ("source", "source_kind", "offset", "reason", "detail", "raw",
+                         "quarantined_at")  # fmt: skip
+    ACCOUNTING: Final = ("source_key", "outcome", "rule", "lines", "recorded_at")
+    CHECKPOINT: Final = ("source_key", "path", "device", "inode", "fp_len", "fp_hash", "offset",
+                         "clock_year", "clock_month", "updated_at")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.quarantine: list[tuple[Any, ...]] = []
+        self.accounting: list[tuple[Any, ...]] = []
+        self.checkpoints: dict[str, tuple[Any, ...]] = {}  # by source key: the last one wins
+
+    def add(
+        self,
+        quarantine: list[tuple[Any, ...]],
+        accounting: list[tuple[Any, ...]],
+        checkpoint: tuple[Any, ...] | None,
+    ) -> None:
+        self.quarantine += quarantine
+        self.accounting += accounting
+        if checkpoint is not None:
+            self.checkpoints[checkpoint[0]] = checkpoint
+
+    def write(self, con: Any) -> None:
+        if self.quarantine:
+            _insert(con, "quarantine", self.QUARANTINE,
+                    _rows_table(self.QUARANTINE, self.quarantine))  # fmt: skip
+        if self.accounting:
+            _insert(con, "line_accounting_log", self.ACCOUNTING,
+                    _rows_table(self.ACCOUNTING, self.accounting))  # fmt: skip
+        if self.checkpoints:
+            rows = list(self.checkpoints.values())
+            con.register("_fast_ckpt", _rows_table(self.CHECKPOINT, rows))
+            cols = ", ".join(f'"{c}"' for c in self.CHECKPOINT)
+            con.execute(
+                f"INSERT OR REPLACE INTO checkpoints ({cols}) SELECT {cols} FROM _fast_ckpt"
+            )
+            con.unregister("_fast_ckpt")
+        self.clear()
+
+    def clear(self) -> None:
+        self.quarantine, self.accounting, self.checkpoints = [], [], {}
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -551,6 +599,7 @@ class _Pending:
     counts: LineCounts
     batch: ArrowBatch | None  # for the ingestor's on_commit hook, if it has one
     commit: bool  # False: its rows are in the open transaction, committed with a later batch
+    deferred: bool = False  # a file's last batch whose commit was left to a later file
 
 
 # DuckDB's default row group size ("The default row group size in DuckDB's database format is
@@ -688,6 +737,7 @@ class FastIngest:
         self._failed = False  # the writer rolled back; later batches must not be written
         self.commits = 0  # transactions committed (bench/profile_ingest.py, tests)
         self._buffers = _TableBuffers(ing.store.con)  # the writer thread's
+        self._small = _SmallRows()  # the writer thread's too
         # the open transaction's touched messages, (message, persisted before) by key, in
         # groups written in order by the commit (see _group_touched)
         self._groups: list[dict[str, tuple[Msg, bool]]] = []
@@ -902,23 +952,22 @@ class FastIngest:
         t0 = time.perf_counter()
         self._txn_lines += counts.read
         hooked = self.ing.on_commit is not None
-        commit = last or hooked or self._txn_lines >= self.ing.commit_lines
+        # a file's last batch during LogIngestor.run may leave the transaction open for the next
+        # file (its checkpoint row goes in with its rows): one commit per file cost ~7 ms, 70 s
+        # for a directory of 10,000 small files
+        deferred = (
+            last
+            and self.ing.defer_last_commit
+            and not hooked
+            and self._txn_lines < self.ing.commit_lines
+        )
+        commit = (last and not deferred) or hooked or self._txn_lines >= self.ing.commit_lines
         if commit:
             self._txn_lines = 0
         cor = self.cor
         cor.evict_stale()  # per batch, as the pure path's commits do: correlation depends on it
         self._group_touched()
-        # rows already in the store are updated in place, the others inserted: the same rows as
-        # the pure path's DELETE + INSERT, but DuckDB's checkpoint after deletes rewrites the
-        # table (measured: commits grow with message_log, 27 s of COMMIT for 5 M lines)
-        msg_writes: list[tuple[pa.Table | None, pa.Table | None]] = []
-        if commit:
-            for grp in self._groups:
-                changed = [m for m, was in grp.values() if was]
-                added = [m for m, was in grp.values() if not was]
-                msg_writes.append((_message_table(changed) if changed else None,
-                                   _message_table(added) if added else None))  # fmt: skip
-            self._groups = []
+        msg_writes = self._message_writes() if commit else []
         now = self.ing.clock()
         dts, ets, rts = _scan_tables(scans, cp.source_key)
         parts: dict[str, list[pa.Table]] = {
@@ -937,15 +986,12 @@ class FastIngest:
         tables: list[tuple[str, tuple[str, ...], pa.Table]] = [
             (name, _COLUMNS[name], _concat(tbls)) for name, tbls in parts.items() if tbls
         ]
-        qcols = ("source", "source_kind", "offset", "reason", "detail", "raw", "quarantined_at")
-        q_table = _rows_table(qcols, quarantine) if quarantine else None
-        acct_cols = ("source_key", "outcome", "rule", "lines", "recorded_at")
         acct = counts.rows(cp.source_key, now)
-        acct_table = _rows_table(acct_cols, acct) if acct else None
-        ckpt = [cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
-                clock.year, clock.month or None, now]  # fmt: skip
+        ckpt = (cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
+                clock.year, clock.month or None, now)  # fmt: skip
         store = self.ing.store
         buffers = self._buffers
+        small = self._small
 
         timings = self.timings
 
@@ -966,24 +1012,18 @@ class FastIngest:
                 for upd_table, msg_table in msg_writes:
                     _write_messages(con, upd_table, msg_table)
                 w2 = time.perf_counter()
-                if q_table is not None:
-                    _insert(con, "quarantine", qcols, q_table)
-                if acct_table is not None:
-                    _insert(con, "line_accounting_log", acct_cols, acct_table)
+                small.add(quarantine, acct, ckpt if commit or last else None)
+                if commit:
+                    small.write(con)
                 w3 = time.perf_counter()
                 if commit:
-                    con.execute(
-                        "INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode,"
-                        ' fp_len, fp_hash, "offset", clock_year, clock_month, updated_at)'
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        ckpt,
-                    )
                     con.execute("COMMIT")
                     self._in_txn = False
             except BaseException:
                 self._in_txn = False
                 self._failed = True
                 buffers.clear()
+                small.clear()
                 con.execute("ROLLBACK")
                 raise
             w4 = time.perf_counter()
@@ -1002,7 +1042,55 @@ class FastIngest:
             fut = Future()
             write()
             fut.set_result(None)
-        self._pending.append(_Pending(fut, offset, clock.year, clock.month, counts, batch, commit))
+        self._pending.append(
+            _Pending(fut, offset, clock.year, clock.month, counts, batch, commit, deferred)
+        )
+
+    def _message_writes(self) -> list[tuple[pa.Table | None, pa.Table | None]]:
+        """The open transaction's message_log writes (taken at its commit): rows already in
+        the store are updated in place, the others inserted: the same rows as the pure path's
+        DELETE + INSERT, but DuckDB's checkpoint after deletes rewrites the table (measured:
+        commits grow with message_log, 27 s of COMMIT for 5 M lines)."""
+        out: list[tuple[pa.Table | None, pa.Table | None]] = []
+        for grp in self._groups:
+            changed = [m for m, was in grp.values() if was]
+            added = [m for m, was in grp.values() if not was]
+            out.append((_message_table(changed) if changed else None,
+                        _message_table(added) if added else None))  # fmt: skip
+        self._groups = []
+        return out
+
+    def flush(self) -> None:
+        """Commit the transaction that deferred last batches left open (the end of
+        LogIngestor.run, or before the ingestor writes something of its own)."""
+        if not self._in_txn:
+            return
+        msg_writes = self._message_writes()
+        store, buffers, small = self.ing.store, self._buffers, self._small
+
+        def write() -> None:
+            con = store.con
+            try:
+                buffers.flush(con)
+                for upd_table, msg_table in msg_writes:
+                    _write_messages(con, upd_table, msg_table)
+                small.write(con)
+                con.execute("COMMIT")
+            except BaseException:
+                self._failed = False
+                buffers.clear()
+                small.clear()
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_txn = False
+
+        if self.threaded:
+            self._writer.submit(write).result()
+        else:
+            write()
+        self._txn_lines = 0
+        self.commits += 1
 
     def _group_touched(self) -> None:
         """Queue the messages this batch touched for the commit's message_log writes.
@@ -1046,6 +1134,7 @@ class FastIngest:
         self._uncommitted.clear()
         self._txn_lines = 0
         self._buffers.clear()
+        self._small.clear()
         self._groups = []
         self._failed = False
         if self._in_txn:
@@ -1067,6 +1156,16 @@ class FastIngest:
             self._txn_lines = 0
             raise
         self.timings["wait"] += time.perf_counter() - t0
+        if not p.commit and p.deferred:
+            # a file's last batch, in the transaction a later file or flush() commits: the file
+            # is done, its lines count now and its checkpoint moves on (a second read of the
+            # same source in this run starts there; a failed commit fails the run)
+            cp.offset = p.offset
+            cp.clock_year, cp.clock_month = p.clock_year, p.clock_month
+            done, self._uncommitted = [*self._uncommitted, p.counts], []
+            for c in done:
+                self._count(self.ing.stats, c)
+            return
         if not p.commit:
             self._uncommitted.append(p.counts)
             return

@@ -28,7 +28,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
@@ -153,9 +153,9 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
             raise IngestError(f"{p}: no such file or directory")
         else:
             raise IngestError(f"{p}: not a regular file")
-        for f in out:
-            if not os.access(f, os.R_OK):
-                raise IngestError(f"{f}: permission denied")
+    for f in out:  # once per file (inside the loop above it was quadratic)
+        if not os.access(f, os.R_OK):
+            raise IngestError(f"{f}: permission denied")
     return out
 
 
@@ -407,6 +407,13 @@ class LogIngestor:
         # (off with MTALENS_PURE_PYTHON=1), False = always the pure-Python loop below
         self.fast: bool | None = fast
         self._fast_path: Any = None
+        # during run(), the fast path may leave a file's last transaction open for the next
+        # file's rows (one commit per file dominated a directory of small files); the daemon,
+        # which calls consume() itself, commits every file
+        self.defer_last_commit = False
+        # run()'s checkpoints by (fp_len, fp_hash), and the lengths in use; None outside run()
+        self._index: dict[tuple[int, str], Checkpoint] | None = None
+        self._by_inode: dict[tuple[int, int], Checkpoint] = {}  # (device, inode) of each
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -423,7 +430,14 @@ class LogIngestor:
         one, taken while the file was smaller, is only a prefix and many files share it (a
         1-byte file ``M`` and every log starting in March): it names a file of exactly that
         content, or the same file (``st``: device and inode) grown since."""
-        for cp in self._checkpoints():
+        if self._index is not None:  # during run(): the three ways a checkpoint can match
+            found = [self._index.get((len(head), fingerprint(head)))]  # full, or exact content
+            if st is not None:
+                found.append(self._by_inode.get((st.st_dev, st.st_ino)))  # the same file
+            candidates = [cp for cp in found if cp is not None]
+        else:
+            candidates = self._checkpoints()
+        for cp in candidates:
             if cp.fp_len > len(head) or fingerprint(head[: cp.fp_len]) != cp.fp_hash:
                 continue
             if cp.fp_len >= FP_LEN or cp.fp_len == len(head):
@@ -431,6 +445,20 @@ class LogIngestor:
             if st is not None and (cp.device, cp.inode) == (st.st_dev, st.st_ino):
                 return cp
         return None
+
+    def _index_checkpoint(self, cp: Checkpoint, old: Checkpoint | None = None) -> None:
+        """(Re-)index ``cp`` in run()'s index; ``old`` holds its fields before they changed."""
+        if self._index is None:
+            return
+        if old is not None:
+            if self._index.get((old.fp_len, old.fp_hash)) is cp:
+                del self._index[(old.fp_len, old.fp_hash)]
+            inode = (old.device, old.inode)
+            if None not in inode and self._by_inode.get(inode) is cp:  # type: ignore[arg-type]
+                del self._by_inode[inode]  # type: ignore[arg-type]
+        self._index[(cp.fp_len, cp.fp_hash)] = cp
+        if cp.device is not None and cp.inode is not None:
+            self._by_inode[(cp.device, cp.inode)] = cp
 
     def load_open_messages(self) -> None:
         """Reload the messages still open in the store (once per ingestor)."""
@@ -453,12 +481,29 @@ class LogIngestor:
     # -- files ----------------------------------------------------------------------------------
 
     def run(self, paths: Iterable[str | os.PathLike[str]]) -> IngestStats:
+        """Ingest files in order. This process alone writes checkpoints meanwhile (it holds the
+        store read-write), so they are read once and kept in an index (a directory of 10,000
+        small files made one query per file over every checkpoint)."""
         files = expand_paths(paths)
         self._load_open_messages()
-        with self._bulk_settings():
-            for f in files:
-                self.ingest_file(f)
+        self._index, self._by_inode = {}, {}
+        for cp in self._checkpoints():
+            self._index_checkpoint(cp)
+        self.defer_last_commit = True
+        try:
+            with self._bulk_settings():
+                for f in files:
+                    self.ingest_file(f)
+                self.flush_deferred()
+        finally:
+            self._index = None
+            self.defer_last_commit = False
         return self.stats
+
+    def flush_deferred(self) -> None:
+        """Commit what the fast path left open across files (see ``defer_last_commit``)."""
+        if self._fast_path:
+            self._fast_path.flush()
 
     @contextmanager
     def _bulk_settings(self) -> Iterator[None]:
@@ -530,6 +575,7 @@ class LogIngestor:
                 s.not_logs.append((str(path), s.read - before[0]))
 
     def _source_failed(self, path: Path, reason: str, detail: str, offset: int = 0) -> None:
+        self.flush_deferred()  # its own transaction follows
         self.stats.failed_sources.append((str(path), reason, detail))
         log.warning("%s: set aside, %s: %s", path, reason, detail)
         with self.store.transaction() as con:  # once per source and reason, however often read
@@ -547,6 +593,7 @@ class LogIngestor:
         """The checkpoint of the file whose first bytes are ``head`` (a new one at offset 0 if
         none matches), with its device/inode set from ``st``, and the clock to read it with."""
         cp = self.find_checkpoint(head, st)
+        before = None if cp is None else replace(cp)
         if cp is None:
             fp_len = len(head)
             cp = Checkpoint(
@@ -562,6 +609,7 @@ class LogIngestor:
             cp.fp_len, cp.fp_hash = len(head), fingerprint(head)
         cp.path = str(path)
         cp.device, cp.inode = st.st_dev, st.st_ino
+        self._index_checkpoint(cp, before)
         year = cp.clock_year if cp.clock_year is not None else self._start_year(path, head)
         return cp, SyslogClock(year=year, tz=self.tz, month=cp.clock_month or 0)
 
