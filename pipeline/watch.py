@@ -20,7 +20,9 @@ again after the restart.
   the daemon was down) is read before the live files.
 
 Mailboxes: Maildir ``new/`` messages are decoded and stored (``mtalens.pipeline.bounces``), and only after
-that commit moved to ``cur/`` (maildir(5): ``cur/NAME:2,``). mbox files are read by offset
+that commit moved to ``cur/`` (maildir(5): ``cur/NAME:2,``). A message that cannot be read stays
+in ``new/`` and is retried with back-off; after ``MAILDIR_READ_ATTEMPTS`` failures it gets a
+quarantine row (reason ``unreadable``) and then moves: nothing leaves ``new/`` without a row. mbox files are read by offset
 (complete messages only: a message ends where the next ``From`` line starts, the last one once
 the file has been quiet for ``drain_grace``). Both rely on the bounce store's content-hash key
 for exactly-once: a message committed but not yet moved (or an mbox offset not yet saved) when
@@ -39,12 +41,14 @@ nothing is lost, the bytes wait in the files): notebooks should open, query and 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -82,6 +86,12 @@ from mtalens.pipeline.watch_config import WatchConfig, load_watch_config
 log = logging.getLogger("mtalens.watch")
 
 MAILDIR_BATCH: Final = 500  # messages per write window and Maildir
+# A Maildir message that cannot be read (permissions, not a regular file, a symbolic link) stays
+# in new/ and is retried after 1, 2, 4 ... s; at the 7th failure (about a minute after the first)
+# it gets a quarantine row (reason 'unreadable') and moves to cur/ like any handled message, so
+# it neither keeps the daemon busy nor is lost: `mtalens bounces ingest` the file once it is fixed.
+MAILDIR_READ_ATTEMPTS: Final = 7
+MAILDIR_RETRY_AFTER: Final = 1.0
 MBOX_KEY_PREFIX: Final = "mbox:"
 # the suppression summary (pipeline/upkeep.py) is folded at most this often: about 0.3 s with
 # nothing new at 10 M deliveries, a few seconds per 100 k new ones (bench/bench_suppressions.py)
@@ -161,6 +171,23 @@ def _expand(pattern: str) -> list[Path]:
     return [Path(pattern)] if os.path.isfile(pattern) else []
 
 
+def _read_maildir_file(path: Path) -> bytes:
+    """A message's bytes. Not through a symbolic link (nothing in a Maildir is one; following
+    it could store any file the daemon can read), and only from a regular file (a FIFO would
+    block the daemon; O_NONBLOCK makes its open return at once)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", closefd=True) as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return fh.read()
+
+
+def _os_error(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link (not followed)"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 def _maildir_name(name: str) -> str:
     # maildir(5): a message moved to cur/ gets the info suffix ":2," (no flags yet)
     return name if ":2," in name else name + ":2,"
@@ -203,6 +230,8 @@ class Watcher:
         self.queue_lifetime = shared.queue_lifetime()
         self.policy = shared.suppressions
         self._folded_at: float | None = None  # monotonic time of the last summary fold
+        # Maildir messages whose read failed: path -> (failed attempts, monotonic retry time)
+        self._unreadable: dict[str, tuple[int, float]] = {}
         self._wake = threading.Event()
         self._stop = False
         self._migrated = False  # migrations are checked at the first window only
@@ -320,7 +349,7 @@ class Watcher:
         for md in self.config.maildirs:
             try:
                 with os.scandir(Path(md) / "new") as entries:
-                    if any(entries):
+                    if any(self._maildir_due(e) for e in entries):
                         return None
             except OSError:
                 return None
@@ -549,28 +578,101 @@ class Watcher:
     # -- mailboxes ------------------------------------------------------------------------------
 
     def _maildir(self, store: Store, root: Path) -> None:
+        """Decode up to MAILDIR_BATCH messages of ``new/`` and move each one on to ``cur/``
+        only once it is stored (or recognised as a duplicate) or quarantined: a message that
+        cannot be read stays in ``new/`` and is tried again (see ``_unreadable_message``)."""
         new, cur = root / "new", root / "cur"
         try:
-            files = sorted(p for p in new.iterdir() if p.is_file() and not p.name.startswith("."))[
-                :MAILDIR_BATCH
-            ]
+            with os.scandir(new) as entries:
+                names = sorted(e.name for e in entries if self._maildir_due(e))
         except OSError:
             return
-        if not files:
+        names = names[:MAILDIR_BATCH]
+        if not names:
             return
-        msgs = []
-        for f in files:
+        msgs: list[MailboxMessage] = []
+        given_up: list[tuple[Path, str]] = []
+        for name in names:
+            f = new / name
             try:
-                msgs.append(MailboxMessage(source=str(f), index=1, offset=0, raw=f.read_bytes()))
-            except OSError:
-                continue  # moved by someone else meanwhile
-        self._store_messages(store, msgs, origin="maildir")
+                raw = _read_maildir_file(f)
+            except FileNotFoundError:
+                self._unreadable.pop(str(f), None)  # moved or deleted by someone else meanwhile
+                continue
+            except OSError as exc:
+                if self._unreadable_message(f, exc):
+                    given_up.append((f, _os_error(exc)))
+                continue
+            self._unreadable.pop(str(f), None)
+            msgs.append(MailboxMessage(source=str(f), index=1, offset=0, raw=raw))
+        if msgs:
+            self._store_messages(store, msgs, origin="maildir")
+        if given_up:
+            self._quarantine_unreadable(store, given_up)
         # only now, after the commit, move them on (maildir(5))
         cur.mkdir(exist_ok=True)
-        for f in files:
+        for f in [Path(m.source) for m in msgs] + [f for f, _ in given_up]:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f, cur / _maildir_name(f.name))
         self.stats.maildir_messages += len(msgs)
+
+    def _maildir_due(self, entry: os.DirEntry[str]) -> bool:
+        """A ``new/`` entry to read now: not a dot file or directory, and not waiting for the
+        retry of an earlier failed read."""
+        if entry.name.startswith("."):
+            return False
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                return False
+        failed = self._unreadable.get(entry.path)
+        return failed is None or failed[1] <= time.monotonic()
+
+    def _unreadable_message(self, path: Path, exc: OSError) -> bool:
+        """Count a failed read; True when it was the MAILDIR_READ_ATTEMPTS-th (give up)."""
+        attempts = self._unreadable.get(str(path), (0, 0.0))[0] + 1
+        retry_in = MAILDIR_RETRY_AFTER * 2 ** (attempts - 1)
+        self._unreadable[str(path)] = (attempts, time.monotonic() + retry_in)
+        self.metrics.inc("mtalens_mailbox_read_failures_total",
+                         "Failed reads of Maildir messages (each is retried, then quarantined).")  # fmt: skip
+        last = attempts >= MAILDIR_READ_ATTEMPTS
+        log.warning("cannot read Maildir message, quarantining it" if last else
+                    "cannot read Maildir message, leaving it in new/ for a retry",
+                    extra={"path": str(path), "error": _os_error(exc), "attempt": attempts,
+                           "attempts": MAILDIR_READ_ATTEMPTS,
+                           "retry_in_seconds": None if last else retry_in})  # fmt: skip
+        return last
+
+    def _quarantine_unreadable(self, store: Store, given_up: list[tuple[Path, str]]) -> None:
+        """One quarantine row per message given up (reason ``unreadable``, no raw bytes, the
+        detail says where it went), committed before it leaves ``new/``; a row already there
+        (a crash before the move) is not written twice."""
+        sources = [str(f) for f, _ in given_up]
+        known = {
+            str(src)
+            for (src,) in store.con.execute(
+                "SELECT source FROM quarantine WHERE source_kind = 'mail' AND reason = "
+                "'unreadable' AND source IN (SELECT unnest(?))",
+                [sources],
+            ).fetchall()
+        }
+        at = datetime.now(UTC)
+        rows = [
+            (str(f), f"{error}; moved to cur/{_maildir_name(f.name)} after "
+             f"{MAILDIR_READ_ATTEMPTS} attempts", at)
+            for f, error in given_up
+            if str(f) not in known
+        ]  # fmt: skip
+        if rows:
+            with store.transaction() as con:
+                con.executemany(
+                    'INSERT INTO quarantine (source, source_kind, "offset", reason, detail, raw,'
+                    " quarantined_at) VALUES (?, 'mail', 0, 'unreadable', ?, NULL, ?)",
+                    rows,
+                )
+        for f, _ in given_up:
+            self._unreadable.pop(str(f), None)
+        self.metrics.inc("mtalens_mailbox_messages_total", "Bounce mailbox messages by outcome.",
+                         len(given_up), origin="maildir", outcome="quarantined")  # fmt: skip
 
     def _store_messages(self, store: Store, msgs: list[MailboxMessage], *, origin: str) -> None:
         classifier = bounces.default_classifier()
