@@ -49,6 +49,7 @@ NS_DMARC_01: Final = "http://dmarc.org/dmarc-xml/0.1"  # pre-RFC drafts; some re
 # free order): past this many, the report is refused rather than held in memory.
 MAX_EARLY_RECORDS: Final = 10_000
 MAX_TEXT: Final = 4096  # characters kept of one element's text
+WHOLE_REPORT: Final = 4 << 20  # bytes of XML parsed in one go; larger reports stream
 
 
 class ReportFormat(StrEnum):
@@ -400,8 +401,10 @@ def _record(el: ET.Element) -> DmarcRecord:
     if pe is None:
         raise ParseError("dmarc-missing-field", "row/policy_evaluated is missing")
     reasons = tuple(
-        PolicyOverride(type=_low(r.findtext(t.type)), comment=_clean(r.findtext(t.comment)))
-        for r in pe.findall(t.reason)
+        [
+            PolicyOverride(type=_low(r.findtext(t.type)), comment=_clean(r.findtext(t.comment)))
+            for r in pe.findall(t.reason)
+        ]
     )
     ident = el.find(t.identifiers)
     header_from = envelope_from = envelope_to = None
@@ -414,22 +417,26 @@ def _record(el: ET.Element) -> DmarcRecord:
     auth = el.find(t.auth_results)
     if auth is not None:
         dkims = tuple(
-            DkimResult(
-                domain=_domain(d.findtext(t.domain)),
-                selector=_clean(d.findtext(t.selector)),
-                result=_low(d.findtext(t.result)),
-                human_result=_clean(d.findtext(t.human_result)),
-            )
-            for d in auth.findall(t.dkim)
+            [
+                DkimResult(
+                    domain=_domain(d.findtext(t.domain)),
+                    selector=_clean(d.findtext(t.selector)),
+                    result=_low(d.findtext(t.result)),
+                    human_result=_clean(d.findtext(t.human_result)),
+                )
+                for d in auth.findall(t.dkim)
+            ]
         )
         spfs = tuple(
-            SpfResult(
-                domain=_domain(x.findtext(t.domain)),
-                scope=_low(x.findtext(t.scope)),
-                result=_low(x.findtext(t.result)),
-                human_result=_clean(x.findtext(t.human_result)),
-            )
-            for x in auth.findall(t.spf)
+            [
+                SpfResult(
+                    domain=_domain(x.findtext(t.domain)),
+                    scope=_low(x.findtext(t.scope)),
+                    result=_low(x.findtext(t.result)),
+                    human_result=_clean(x.findtext(t.human_result)),
+                )
+                for x in auth.findall(t.spf)
+            ]
         )
     return DmarcRecord(
         source_ip=ip,
@@ -513,16 +520,55 @@ class _Report:
             yield from self.early
 
 
+def _report_of(root: ET.Element) -> _Report:
+    if _local(root.tag) != "feedback":
+        raise ParseError("not-dmarc", f"root element is <{_local(root.tag)[:40]}>")
+    return _Report(fmt=_format_of(root.tag))
+
+
 def parse_aggregate(chunks: Iterable[bytes]) -> Iterator[DmarcReport | DmarcRecord]:
     """One aggregate report, streamed: its :class:`DmarcReport` first, then every
     :class:`DmarcRecord`. Raises ``ParseError`` (possibly after some records were yielded: a
     caller stores a report only once the iterator is exhausted).
 
-    How it streams: the C tree builder builds the document; after each chunk, the root's
-    children that are complete (all but the last, which may still be open) are read and
-    removed, so the tree never holds more than one chunk's worth of records. The element
-    factory only remembers the root (the first element created)."""
+    A report of up to ``WHOLE_REPORT`` bytes (nearly all of them) is parsed in one go by the C
+    tree builder. A larger one streams: after each chunk, the root's children that are complete
+    (all but the last, which may still be open) are read and removed, so the tree never holds
+    more than a chunk's worth of records; an element factory remembers the root (the first
+    element created), at the price of one Python call per element."""
     gate = DeclarationGate()
+    it = iter(chunks)
+    head: list[bytes] = []
+    size = 0
+    for chunk in it:
+        if not chunk:
+            continue
+        gate.check(chunk)
+        head.append(chunk)
+        size += len(chunk)
+        if size > WHOLE_REPORT:
+            break
+    else:
+        if not head:
+            raise ParseError("bad-xml", "empty report")
+        gate.check(b"", final=True)
+        try:
+            whole = ET.XMLParser(target=ET.TreeBuilder())
+            for chunk in head:
+                whole.feed(chunk)
+            root = whole.close()
+        except ET.ParseError as exc:
+            raise ParseError("bad-xml", str(exc)) from None
+        report = _report_of(root)
+        yield from report.take(list(root))
+        yield from report.finish()
+        return
+    yield from _streamed(head, it, gate)
+
+
+def _streamed(
+    head: list[bytes], rest: Iterator[bytes], gate: DeclarationGate
+) -> Iterator[DmarcReport | DmarcRecord]:
     roots: list[ET.Element] = []
 
     def element(tag: str, attrib: dict[str, str]) -> ET.Element:
@@ -532,32 +578,30 @@ def parse_aggregate(chunks: Iterable[bytes]) -> Iterator[DmarcReport | DmarcReco
         return el
 
     parser = ET.XMLParser(target=ET.TreeBuilder(element_factory=element))
-    report = _Report()
+    report: _Report | None = None
     root: ET.Element | None = None
-    seen = False
-    try:
-        for chunk in chunks:
-            if not chunk:
-                continue
-            seen = True
+
+    def chunks() -> Iterator[bytes]:
+        yield from head  # already through the gate
+        for chunk in rest:
             gate.check(chunk)
+            yield chunk
+        gate.check(b"", final=True)
+
+    try:
+        for chunk in chunks():
             parser.feed(chunk)
             if root is None and roots:
                 root = roots[0]
-                if _local(root.tag) != "feedback":
-                    raise ParseError("not-dmarc", f"root element is <{_local(root.tag)[:40]}>")
-                report.fmt = _format_of(root.tag)
-            if root is not None and len(root) > 1:
+                report = _report_of(root)
+            if root is not None and report is not None and len(root) > 1:
                 done = root[:-1]
                 del root[:-1]
                 yield from report.take(done)
-        if not seen:
-            raise ParseError("bad-xml", "empty report")
-        gate.check(b"", final=True)
         parser.close()
     except ET.ParseError as exc:
         raise ParseError("bad-xml", str(exc)) from None
-    if root is None:
+    if root is None or report is None:
         raise ParseError("bad-xml", "no root element")
     yield from report.take(list(root))
     root.clear()

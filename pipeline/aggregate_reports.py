@@ -282,19 +282,20 @@ class ReportIngestor:
 
     def _path(self, path: Path) -> None:
         try:
-            if is_maildir(path):
-                self._messages(iter_messages([path], on_error=self._mail_error))
-            elif path.is_dir():
-                for entry in _walk(path):
-                    self._path(entry)
-            elif not path.exists():
-                raise FileNotFoundError(2, "no such file or directory", str(path))
-            else:
-                head = _read_head(path, 8)
-                if is_report_file(head):
-                    self._file(path)
+            if path.is_dir():
+                if is_maildir(path):
+                    self._messages(iter_messages([path], on_error=self._mail_error))
                 else:
-                    self._messages(read_file(path))
+                    for entry in _walk(path):
+                        self._path(entry)
+                return
+            with path.open("rb") as f:  # one open: sniff, then read on from the start
+                head = f.read(8)
+                if is_report_file(head):
+                    f.seek(0)
+                    self._file(path, f)
+                    return
+            self._messages(read_file(path))
         except OSError as exc:
             self._unreadable(path, exc)
 
@@ -317,11 +318,10 @@ class ReportIngestor:
             for att in attachments:
                 self._payload(unpack(att.data, name=att.name, limits=self.limits), origin)
 
-    def _file(self, path: Path) -> None:
+    def _file(self, path: Path, f: BinaryIO) -> None:
         self.result.inputs += 1
         origin = _Origin(str(path), "report", 0, lambda: _read_head(path, MAX_QUARANTINE_RAW))
-        with path.open("rb") as f:
-            self._payload(unpack(_chunks(f), name=path.name, limits=self.limits), origin)
+        self._payload(unpack(_chunks(f), name=path.name, limits=self.limits), origin)
 
     # ---- payloads
 

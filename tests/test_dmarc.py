@@ -21,12 +21,14 @@ import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from mtalens.parsers import dmarc
 from mtalens.parsers.archives import Limits, unpack
 from mtalens.parsers.dmarc import DmarcRecord, DmarcReport, ReportFormat, parse_aggregate
 from mtalens.parsers.errors import ParseError
@@ -107,8 +109,16 @@ def parse(data: bytes | list[bytes]) -> tuple[DmarcReport, list[DmarcRecord]]:
 # Parsing: every layout gives back what was written
 
 
+@pytest.fixture(params=["whole", "streamed"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with reports parsed in one go and, with a tiny threshold, streamed."""
+    if request.param == "streamed":
+        monkeypatch.setattr(dmarc, "WHOLE_REPORT", 64)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
-def test_layouts_parse_to_what_was_written(layout: str) -> None:
+def test_layouts_parse_to_what_was_written(layout: str, mode: str) -> None:
     r = sample(org=f"{layout}.example", rid=f"{layout}-42", p="quarantine", sp="reject")
     head, recs = parse(LAYOUTS[layout](r))
     assert head.org_name == r.org
@@ -189,7 +199,7 @@ def _shuffled(data: bytes, seed: int) -> bytes:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("layout", ["google", "dmarcbis"])
-def test_element_order_is_free(layout: str, seed: int) -> None:
+def test_element_order_is_free(layout: str, seed: int, mode: str) -> None:
     data = LAYOUTS[layout](sample())
     head, recs = parse(data)
     shuffled = _shuffled(data, seed)
@@ -208,7 +218,10 @@ def test_any_chunking_parses_the_same(cuts: list[int]) -> None:
     data = LAYOUTS["microsoft"](sample())
     points = sorted({min(c, len(data)) for c in cuts})
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-    assert parse(chunks) == parse(data)
+    whole = parse(data)
+    assert parse(chunks) == whole
+    with mock.patch.object(dmarc, "WHOLE_REPORT", 100):  # streamed, whatever the chunks
+        assert parse(chunks) == whole
 
 
 _STREAM_PROBE = """
@@ -317,13 +330,13 @@ PARAM_ENTITY = (
         (b'<feedback xmlns="urn:example:other"/>', "not-dmarc"),
     ],
 )
-def test_hostile_or_broken_xml_is_refused(data: bytes, code: str) -> None:
+def test_hostile_or_broken_xml_is_refused(data: bytes, code: str, mode: str) -> None:
     with pytest.raises(ParseError) as err:
         list(parse_aggregate([data]))
     assert err.value.code == code
 
 
-def test_doctype_split_across_chunks_is_refused() -> None:
+def test_doctype_split_across_chunks_is_refused(mode: str) -> None:
     with pytest.raises(ParseError) as err:
         list(parse_aggregate([bytes([b]) for b in XXE]))
     assert err.value.code == "xml-declaration-refused"
@@ -365,7 +378,7 @@ def _mutate(old: bytes, new: bytes) -> bytes:
         ),
     ],
 )
-def test_malformed_reports_name_the_problem(data: bytes, code: str) -> None:
+def test_malformed_reports_name_the_problem(data: bytes, code: str, mode: str) -> None:
     with pytest.raises(ParseError) as err:
         list(parse_aggregate([data]))
     assert err.value.code == code
