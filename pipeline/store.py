@@ -3,15 +3,29 @@
 Migrations are the numbered files in ``pipeline/sql/`` (``0001_core.sql``, ...). Each is applied
 once, in order, inside one explicit transaction together with its row in ``schema_migrations``.
 A migration that was applied and whose text has changed since is refused at start-up: migrations
-are forward-only, so a change must be a new file.
+are forward-only, so a change must be a new file. A store with a migration this code does not
+know (written by a newer mtalens) is refused too, read-only or not.
+
+The store holds SASL usernames and addresses: a new store file is created 0600, and while a
+read-write store is open the process umask keeps group and other bits off every file DuckDB
+creates next to it (the ``.wal``, which DuckDB deletes at each checkpoint and creates again, and
+the ``.tmp`` spill directory). An existing store keeps its mode and the WAL gets the same: an
+administrator's ``chmod 0640`` plus a group for readers is respected.
+
+Failures a user can act on become one-line :class:`StoreError`s (:func:`store_error`): a full
+disk (DuckDB rolls the failed transaction back; what was committed before stays, so running the
+same command again continues), a file-size limit, a corrupt block.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +43,72 @@ DEFAULT_LOCK_WAIT = 10.0
 
 class StoreError(InputError):
     """The store cannot be opened or used (locked, unwritable, changed migration)."""
+
+
+def store_error(exc: BaseException, path: str | os.PathLike[str]) -> StoreError | None:
+    """The :class:`StoreError` a failure while using the store at ``path`` means for the user,
+    or None when it is not one of those (then it is a bug of ours). The causes and contexts of
+    ``exc`` are searched too: DuckDB's "cannot rollback - no transaction is active", raised by
+    a ROLLBACK after a COMMIT that failed for lack of space, has the real reason as context."""
+    if isinstance(exc, StoreError):
+        return exc
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        text = str(e)
+        code = e.errno if isinstance(e, OSError) else None
+        if code == errno.ENOSPC or "No space left on device" in text:
+            return StoreError(
+                f"{path}: no space left on device; what was committed before is kept and the "
+                "store is consistent: free some space and run it again"
+            )
+        if code == errno.EFBIG or "File too large" in text:
+            return StoreError(
+                f"{path}: file too large (a file-size limit, ulimit -f, was reached); what was "
+                "committed before is kept: raise the limit and run it again"
+            )
+        if "Corrupt database file" in text:
+            detail = text.splitlines()[0].split("Corrupt database file", 1)[1].lstrip(": ")
+            return StoreError(
+                f"{path}: the store is damaged ({detail}); restore it from a backup, or ingest "
+                "the logs again into a new store"
+            )
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return None
+
+
+# One umask for the whole process while any read-write store is open (see the module docstring).
+_umask_lock = threading.Lock()
+_umask_users = 0
+_umask_saved = 0
+
+
+def _hold_private_umask(path: Path) -> None:
+    """Keep the bits a store's own files must not have out of the umask until
+    :func:`_release_private_umask`: group and other for a new store, for an existing one the
+    bits its file lacks (never the owner's)."""
+    global _umask_users, _umask_saved
+    try:
+        lacks = ~stat.S_IMODE(path.stat().st_mode) & 0o077
+    except OSError:
+        lacks = 0o077
+    with _umask_lock:
+        if _umask_users == 0:
+            _umask_saved = os.umask(0o077)
+            os.umask(_umask_saved | lacks)
+        _umask_users += 1
+
+
+def _release_private_umask() -> None:
+    global _umask_users
+    with _umask_lock:
+        _umask_users -= 1
+        if _umask_users == 0:
+            os.umask(_umask_saved)
 
 
 def resolve_db_path(db: str | os.PathLike[str] | None) -> Path:
@@ -126,6 +206,7 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._holds_umask = False  # Store.open sets it for a read-write file store
 
     @classmethod
     def open(
@@ -151,26 +232,46 @@ class Store:
         if not read_only and path.parent and not path.parent.exists():
             raise StoreError(f"{path}: directory {path.parent} does not exist")
         wait = lock_wait_seconds() if lock_wait is None else lock_wait
+        new = not read_only and not path.exists()
+        if not read_only:
+            _hold_private_umask(path)
         try:
-            con = _connect(path, read_only=read_only, wait=wait)
-        except duckdb.IOException as exc:
-            first = str(exc).splitlines()[0]
-            if "lock" in first.lower():
-                raise StoreError(_locked_message(path, exc, wait)) from exc
-            raise StoreError(f"{path}: cannot open store: {first}") from exc
-        except duckdb.Error as exc:
-            raise StoreError(f"{path}: cannot open store: {str(exc).splitlines()[0]}") from exc
-        store = cls(con, path, read_only)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            _tune(con)
-            if check_migrations:
-                store._check_migrations(apply=not read_only)
-            if not external_access:
-                store.restrict()
+            try:
+                con = _connect(path, read_only=read_only, wait=wait)
+            except duckdb.IOException as exc:
+                first = str(exc).splitlines()[0]
+                if "lock" in first.lower():
+                    raise StoreError(_locked_message(path, exc, wait)) from exc
+                raise (
+                    store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
+                ) from exc
+            except duckdb.Error as exc:
+                first = str(exc).splitlines()[0]
+                raise (
+                    store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
+                ) from exc
+            if new:
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)  # the umask did it; a filesystem without modes may not
+            store = cls(con, path, read_only)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                _tune(con)
+                if check_migrations:
+                    store._check_migrations(apply=not read_only)
+                if not external_access:
+                    store.restrict()
+            except BaseException as exc:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+                if isinstance(exc, duckdb.Error) and (known := store_error(exc, path)):
+                    raise known from exc
+                raise
         except BaseException:
-            con.close()
+            if not read_only:
+                _release_private_umask()
             raise
+        store._holds_umask = not read_only
         return store
 
     @classmethod
@@ -195,7 +296,17 @@ class Store:
                     "SELECT version, checksum FROM schema_migrations"
                 ).fetchall()
             }
-        for mig in load_migrations():
+        migrations = load_migrations()
+        unknown = sorted(set(applied) - {m.version for m in migrations})
+        if unknown:
+            names = dict(con.execute("SELECT version, name FROM schema_migrations").fetchall())
+            newest = unknown[-1]
+            raise StoreError(
+                f"{self.path}: store has migration {names.get(newest, newest)}, which this "
+                f"mtalens does not know (it knows up to {migrations[-1].name}): it was written "
+                "by a newer mtalens; upgrade mtalens to use it"
+            )
+        for mig in migrations:
             if mig.version in applied:
                 if applied[mig.version] != mig.checksum:
                     raise StoreError(
@@ -223,7 +334,9 @@ class Store:
                 )
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
+                if known := store_error(exc, self.path):
+                    raise known from exc
                 raise StoreError(f"{self.path}: migration {mig.name} failed: {exc}") from exc
 
     @contextmanager
@@ -232,10 +345,12 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         try:
             yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(self.con)  # a failed COMMIT has already rolled back
+            if isinstance(exc, duckdb.Error) and (known := store_error(exc, self.path)):
+                raise known from exc
             raise
-        self.con.execute("COMMIT")
 
     def restrict(self, *, lock_configuration: bool = True) -> None:
         """From now on this connection cannot read or write files other than the store's own
@@ -271,10 +386,39 @@ class Store:
         return bool(row[0]) if row else True
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection (DuckDB checkpoints the WAL into the file here, which can fail
+        for the same reasons as a commit: then a :class:`StoreError`; the WAL is kept and
+        replayed at the next open)."""
+        try:
+            self.con.close()
+        except duckdb.Error as exc:
+            if known := store_error(exc, self.path):
+                raise known from exc
+            raise
+        finally:
+            if self._holds_umask:
+                self._holds_umask = False
+                _release_private_umask()
 
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """A failure of the store met inside the block (a full disk, a corrupt block read by a
+        query) leaves it as a one-line :class:`StoreError`; others pass unchanged."""
+        if exc is None:
+            self.close()
+            return
+        with contextlib.suppress(duckdb.Error, StoreError):
+            self.close()  # the error inside the block is the one to report
+        if isinstance(exc, duckdb.Error) and (known := store_error(exc, self.path)):
+            raise known from exc
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK, unless DuckDB has already ended the transaction (a failed COMMIT does)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException as exc:
+        if "no transaction is active" not in str(exc):
+            raise

@@ -80,7 +80,7 @@ from mtalens.pipeline.ingest import (
 )
 from mtalens.pipeline.mailbox import MailboxMessage, split_mbox
 from mtalens.pipeline.metrics import LAG_BUCKETS, Metrics, MetricsServer
-from mtalens.pipeline.store import Store, StoreError
+from mtalens.pipeline.store import Store, StoreError, resolve_db_path, store_error
 from mtalens.pipeline.watch_config import WatchConfig, load_watch_config
 
 log = logging.getLogger("mtalens.watch")
@@ -290,6 +290,7 @@ class Watcher:
                 break
             except StoreError as exc:
                 if "locked" not in str(exc):
+                    log.error("cannot open the store", extra={"error": str(exc)})
                     raise
                 self.stats.lock_waits += 1
                 self.metrics.inc("mtalens_store_lock_waits_total",
@@ -301,7 +302,10 @@ class Watcher:
         try:
             yield store
         finally:
-            store.close()
+            try:
+                store.close()
+            except StoreError as exc:  # the checkpoint at close failed; the WAL keeps the commit
+                log.error("closing the store failed", extra={"error": str(exc)})
 
     def window(self, *, final: bool = False) -> None:
         """Open the store, commit everything new from every source, close the store; skipped
@@ -319,11 +323,16 @@ class Watcher:
         with self._open_store() as store:
             try:
                 self._window(store, final=final)
-            except Exception:
+            except Exception as exc:
                 # a failed commit leaves the correlator ahead of the store: start again from
                 # the checkpoints (nothing committed is read twice, nothing uncommitted lost)
                 self.stats.errors += 1
-                log.exception("write window failed; resuming from the checkpoints")
+                known = store_error(exc, resolve_db_path(self.config.db))
+                if known is None:
+                    log.exception("write window failed; resuming from the checkpoints")
+                else:  # a full disk, a corrupt block: one line, not a traceback per window
+                    log.error("write window failed; resuming from the checkpoints",
+                              extra={"error": str(known)})  # fmt: skip
                 self._close_tails()
                 self._reset_state()
                 raise
@@ -761,7 +770,11 @@ class Watcher:
                 try:
                     self.window(final=once)
                 except StoreError:
-                    raise
+                    # at start-up (or --once) an unusable store is fatal; later (a full disk, a
+                    # descriptor shortage) the next window tries again: logged, state was reset
+                    if once or self.stats.windows == 0:
+                        raise
+                    time.sleep(min(self.config.poll_interval, 1.0))
                 except Exception:
                     if once:
                         raise
