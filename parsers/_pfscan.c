@@ -471,8 +471,10 @@ static int ts_3164(clockstate *ck, span line, int64_t *ts, Py_ssize_t *end, int 
     if (ck->month && month < ck->month && ck->month - month > 6) {
         ck->year += 1;
         year = ck->year;
-    } else if (ck->month && month > ck->month && month - ck->month > 6) {
-        year = ck->year - 1; /* out-of-order line from the old year: the clock stays */
+    } else if (ck->month == 1 && month == 12) {
+        /* a late line of the old year right after the turn: the clock stays (any other jump
+         * forward is a gap in the same year; parsers/syslog.py SyslogClock) */
+        year = ck->year - 1;
         if (!valid_date(year, month, day)) return TS_FALLBACK;
         goto compute;
     }

@@ -46,8 +46,11 @@ class SyslogClock:
     """Supplies the year RFC 3164 lines leave out, and their zone.
 
     Starts at ``year``; a month that goes backwards by more than six months (December ->
-    January) moves to the next year. The state (year, last month) is small so a checkpoint can
-    carry it across restarts.
+    January) moves to the next year. A December line right after the turn (the clock in
+    January) is a late line of the old year and leaves the clock where it is; any other jump
+    forward is a gap in the log, in the same year (treating it as the old year moved every line
+    after a gap of more than six months back one year). The state (year, last month) is small so
+    a checkpoint can carry it across restarts.
     """
 
     year: int
@@ -59,9 +62,12 @@ class SyslogClock:
         if self.month and month < self.month and self.month - month > 6:
             self.year += 1
             self._cache.clear()
-        elif self.month and month > self.month and month - self.month > 6:
+        elif self.month == 1 and month == 12:
             # An out-of-order line from the old year right after the turn.
-            local = datetime(self.year - 1, month, day, hh, mm, ss, us, tzinfo=self.tz)
+            try:
+                local = datetime(self.year - 1, month, day, hh, mm, ss, us, tzinfo=self.tz)
+            except ValueError as exc:  # December 32 and the like
+                raise ParseError("bad-timestamp", str(exc)) from exc
             return local.astimezone(UTC)
         self.month = month
         try:
