@@ -25,6 +25,7 @@ Each measurement runs in its own process, which prints its wall time and its pea
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import random
@@ -202,6 +203,43 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 """
 
 
+def write_big(path: Path, records: int) -> int:
+    """One gzipped report with ``records`` records, written as a stream; returns its XML size."""
+    size = 0
+    with gzip.open(path, "wb", compresslevel=6) as f:
+
+        def w(text: str) -> None:
+            nonlocal size
+            data = text.encode()
+            size += len(data)
+            f.write(data)
+
+        w(
+            '<?xml version="1.0" encoding="UTF-8" ?>\n<feedback><report_metadata>'
+            "<org_name>big.example</org_name><email>dmarc@big.example</email>"
+            f"<report_id>big-{records}</report_id><date_range><begin>{BEGIN}</begin>"
+            f"<end>{BEGIN + 86399}</end></date_range></report_metadata><policy_published>"
+            "<domain>example.com</domain><p>none</p></policy_published>\n"
+        )
+        buf = []
+        for i in range(records):
+            buf.append(
+                f"<record><row><source_ip>10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}</source_ip>"
+                f"<count>{i % 9 + 1}</count><policy_evaluated><disposition>none</disposition>"
+                "<dkim>pass</dkim><spf>fail</spf></policy_evaluated></row><identifiers>"
+                "<envelope_from>bounce.example.com</envelope_from>"
+                "<header_from>example.com</header_from></identifiers><auth_results><dkim>"
+                "<domain>example.com</domain><selector>s2026</selector><result>pass</result>"
+                "</dkim><spf><domain>bounce.example.com</domain><scope>mfrom</scope>"
+                "<result>fail</result></spf></auth_results></record>\n"
+            )
+            if len(buf) == 1000:
+                w("".join(buf))
+                buf = []
+        w("".join(buf) + "</feedback>\n")
+    return size
+
+
 def measure(python: str, code: str, *args: str) -> dict[str, object]:
     proc = subprocess.run(
         [python, "-c", code, *args], capture_output=True, text=True, cwd=str(ROOT)
@@ -218,7 +256,25 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path("/tmp/mtalens-bench-reports"))
     ap.add_argument("--parsedmarc", help="python of a venv with parsedmarc installed")
     ap.add_argument("--peer-sample", type=int, default=5000)
+    ap.add_argument(
+        "--big-records",
+        type=int,
+        default=0,
+        help="instead: one report with this many records (1000000 is about 100 MB of XML)",
+    )
     a = ap.parse_args()
+    if a.big_records:
+        a.dir.mkdir(parents=True, exist_ok=True)
+        big = a.dir / f"big-{a.big_records}.xml.gz"
+        xml_size = write_big(big, a.big_records)
+        db = a.dir / "big.duckdb"
+        for f in (db, db.with_name(db.name + ".wal")):
+            f.unlink(missing_ok=True)
+        m = measure(sys.executable, MTALENS, str(big), str(db))
+        print(f"one report: {a.big_records:,} records, {xml_size / 1e6:.0f} MB of XML, "
+              f"{big.stat().st_size / 1e6:.1f} MB gzipped; load {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print(json.dumps(m))
+        return
     corpus = a.dir / f"corpus-{a.reports}-{a.seed}"
     t = time.perf_counter()
     n, records, size = generate(corpus, a.reports, a.seed)

@@ -817,3 +817,24 @@ def test_gzip_is_read_in_chunks_from_disk(store: Store, tmp_path: Path) -> None:
     path = _write(tmp_path / "c.xml.gz", gzip.compress(xml[:cut]) + gzip.compress(xml[cut:]))
     res = _ingest(store, path)
     assert (res.dmarc_reports, res.dmarc_records) == (1, 5000)
+
+
+def test_records_left_by_a_killed_run_are_replaced(store: Store, tmp_path: Path) -> None:
+    many = tuple(Rec(f"203.0.113.{i % 250}", 1) for i in range(120))
+    path = _write(tmp_path / "big.xml", LAYOUTS["google"](sample(rid="killed", records=many)))
+    key = report_key("google.com", "killed")
+    # a streamed report interrupted after its first batches: records without a head row
+    store.con.execute(
+        "INSERT INTO dmarc_record_log (report_key, position, source_ip, count, disposition) "
+        "SELECT ?, i, '198.51.100.1', 1, 'none' FROM range(1, 61) t(i)",
+        [key],
+    )
+    assert _q(store, "SELECT count(*) FROM dmarc_records") == [(0,)]  # not visible
+    res = _ingest(store, path, stream_records=50)
+    assert (res.dmarc_reports, res.dmarc_records) == (1, 120)
+    assert _q(store, "SELECT count(*), count(DISTINCT position) FROM dmarc_record_log") == [
+        (120, 120)
+    ]
+    assert _q(store, "SELECT count(*) FROM dmarc_records WHERE source_ip = '198.51.100.1'") == [
+        (0,)
+    ]
