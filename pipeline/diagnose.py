@@ -67,10 +67,16 @@ class Finding:
     severity: Severity
     evidence: Evidence
     remedy: str
+    # a grouped finding's per-subject findings, the most severe and frequent first
+    members: tuple[Finding, ...] = ()
+
+    def flat(self) -> tuple[Finding, ...]:
+        """This finding and the members it groups."""
+        return (self, *self.members)
 
     def as_dict(self) -> dict[str, Any]:
         ev = self.evidence
-        return {
+        out = {
             "id": self.id,
             "problem": self.problem,
             "title": self.title,
@@ -85,6 +91,9 @@ class Finding:
             },
             "remedy": self.remedy,
         }
+        if self.members:
+            out["members"] = [m.as_dict() for m in self.members]
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,22 +194,82 @@ def _fmt(template: str, row: Row) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Grouped:
+    """One finding for all the rows of a detector whose rows are the same problem from many
+    subjects (clients, hosts): a log with 545 clients sending AUTH without TLS is one problem,
+    not 545 findings. ``title`` is a template over ``n`` (the subjects), ``count`` and every
+    integer column summed over the rows, and ``top`` (the subject with the most events)."""
+
+    title: str
+    unit: str  # what a subject is: "client", "relay host"
+    top: int = 10  # subjects listed in the finding (all are counted)
+
+
+def group_findings(detector_id: str, found: Sequence[Finding], rows: Sequence[Row],
+                   grouped: Grouped) -> Finding:  # fmt: skip
+    """The findings of one detector (one per row of ``rows``, same order) as one finding with
+    a stable id (``<detector>:all``): the worst severity, the summed count, a table of the
+    ``grouped.top`` subjects with the most events, and the remedy of the worst one."""
+    order = sorted(range(len(found)), key=lambda i: (found[i].severity.rank,
+                                                      -found[i].evidence.count, found[i].id))  # fmt: skip
+    worst = found[order[0]]
+    sums: dict[str, int] = {}
+    for row in rows:
+        for k, v in row.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                sums[k] = sums.get(k, 0) + v
+    evs = [f.evidence for f in found]
+    firsts = [e.first_seen for e in evs if e.first_seen is not None]
+    lasts = [e.last_seen for e in evs if e.last_seen is not None]
+    subjects = [str(rows[i]["subject"]) for i in order]
+    table = tuple(f"{subjects[j]}: {found[i].evidence.count}"
+                  for j, i in enumerate(order[: grouped.top]))  # fmt: skip
+    values = {**sums, "n": len(found), "count": sum(e.count for e in evs), "top": subjects[0]}
+    also = ""
+    if len(found) > 1 and subjects[0] in worst.remedy:
+        also = f" (Written for {subjects[0]}; it applies to the other {len(found) - 1} too.)"
+    return Finding(
+        id=f"{detector_id}:all",
+        problem=detector_id,
+        title=_fmt(grouped.title, values),
+        severity=worst.severity,
+        evidence=Evidence(
+            count=values["count"],
+            first_seen=min(firsts) if firsts else None,
+            last_seen=max(lasts) if lasts else None,
+            examples=tuple(ex for i in order[:3] for ex in found[i].evidence.examples[:1]),
+            destinations=tuple(sorted({d for e in evs for d in e.destinations})),
+            facts=(
+                (f"{grouped.unit}s", len(found)),
+                (f"top {grouped.unit}s (events)", table),
+            ),
+        ),
+        remedy=worst.remedy + also,
+        members=tuple(found[i] for i in order),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SqlDetector:
-    """One named query; one finding per row. ``severity`` may look at the row (None: skip)."""
+    """One named query; one finding per row (or one for all rows, ``grouped``). ``severity``
+    may look at the row (None: skip the row)."""
 
     id: str
     title: str  # str.format template over the row's columns
     remedy: str | Callable[[Row], str]
     severity: Severity | Callable[[Row, Thresholds], Severity | None]
     query: str = ""  # default: the id with "-" as "_"
+    grouped: Grouped | None = None
 
     def detect(self, ctx: Context) -> list[Finding]:
         out: list[Finding] = []
+        kept: list[Row] = []
         for row in run_query(ctx, self.query or self.id.replace("-", "_")):
             sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
             if sev is None:
                 continue
             remedy = self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row)
+            kept.append(row)
             out.append(
                 Finding(
                     id=f"{self.id}:{row['subject']}",
@@ -211,6 +280,8 @@ class SqlDetector:
                     remedy=remedy,
                 )
             )
+        if self.grouped is not None and out:
+            return [group_findings(self.id, out, kept, self.grouped)]
         return out
 
 
@@ -301,7 +372,17 @@ def _auth_tls_severity(row: Row, t: Thresholds) -> Severity | None:
 
 
 def _port25_severity(row: Row, t: Thresholds) -> Severity | None:
-    return Severity.CRITICAL if not row.get("sent_via_port25_meanwhile") else Severity.WARNING
+    """Blocked only if connections to port 25 mostly fail: no delivery over port 25 in the
+    same span is critical; fewer destinations reached than failing, and fewer deliveries than
+    failures, a warning; otherwise those destinations are unreachable, not our port."""
+    sent = int(row.get("sent_via_port25_meanwhile") or 0)
+    ok = int(row.get("destinations_ok") or 0)
+    failing = int(row.get("destinations_failing_only") or 0)
+    if sent == 0:
+        return Severity.CRITICAL
+    if failing > ok and int(row.get("count") or 0) > sent:
+        return Severity.WARNING
+    return None
 
 
 def _dns_severity(row: Row, t: Thresholds) -> Severity | None:
@@ -488,6 +569,10 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     SqlDetector(
         id="relay-denied-outbound",
         title="Relay host {subject} refuses to relay for us ({count} refusals)",
+        grouped=Grouped(
+            title="Relay hosts refuse to relay for us: {n} host(s), {count} refusals (most: {top})",
+            unit="relay host",
+        ),
         remedy="{subject} answers 'Relay access denied': it does not know us as a client. If it "
         "is your provider's smarthost, authenticate to it (smtp_sasl_auth_enable = yes, "
         "smtp_sasl_password_maps, smtp_tls_security_level = encrypt in postconf(5)) or use the "
@@ -498,6 +583,9 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     SqlDetector(
         id="mail-loop",
         title="Mail for {subject} loops back to this server ({count})",
+        grouped=Grouped(
+            title="Mail loops back to this server for {n} domain(s) ({count})", unit="domain"
+        ),
         remedy="The MX of {subject} points at this server, but Postfix does not treat the domain "
         "as its own. Add it to mydestination, virtual_mailbox_domains or virtual_alias_domains "
         "(or relay_domains with a transport), or correct the MX record. Behind NAT or a "
@@ -516,6 +604,10 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     SqlDetector(
         id="auth-bruteforce",
         title="SASL password guessing from {subject}: {count} failures, {usernames} user names",
+        grouped=Grouped(
+            title="SASL password guessing from {n} client(s): {count} failures (most from {top})",
+            unit="client",
+        ),
         remedy="Block {subject} (fail2ban's postfix-sasl jail, or check_client_access in "
         "smtpd_client_restrictions), limit attempts (smtpd_client_auth_rate_limit, anvil(8)), "
         "offer AUTH only on the submission ports (smtpd_sasl_auth_enable = yes in master.cf for "
@@ -525,6 +617,11 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     SqlDetector(
         id="auth-without-tls",
         title="AUTH without TLS from {subject} ({count} sessions, {successful_logins} logins)",
+        grouped=Grouped(
+            title="AUTH without TLS from {n} client(s): {count} sessions, "
+            "{successful_logins} successful logins",
+            unit="client",
+        ),
         remedy="Passwords were sent in clear text. Set smtpd_tls_auth_only = yes (postconf(5)) so "
         "AUTH is offered only after STARTTLS, and have clients use port 587 with STARTTLS or "
         "port 465 with implicit TLS (RFC 8314). Change the passwords used in these sessions.",
@@ -560,6 +657,10 @@ DETECTORS: Final[tuple[Detector, ...]] = (
     SqlDetector(
         id="tls-outbound",
         title="TLS to {subject} fails ({count}): {error}",
+        grouped=Grouped(
+            title="TLS to {n} destination host(s) fails ({count} attempts; most: {top})",
+            unit="host",
+        ),
         remedy="For 'TLS is required, but was not offered': a policy (smtp_tls_security_level = "
         "encrypt, or smtp_tls_policy_maps) demands TLS that {subject} does not offer; relax the "
         "policy for that destination or ask its operator to enable STARTTLS. For handshake "
@@ -879,11 +980,74 @@ def _printable(s: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in s)
 
 
-def render_text(findings: Sequence[Finding], *, examples: int = 2) -> str:
-    """Findings for a terminal: title, evidence, remedy."""
-    if not findings:
-        return "No problems found in this time range.\n"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary:
+    """The numbers a diagnosis starts with: what was sent in the range and how it ended."""
+
+    first: datetime | None
+    last: datetime | None
+    messages: int
+    recipients: int
+    delivered: int
+    bounced: int
+    expired: int
+    deferred_now: int  # recipients whose last word so far is a deferral
+
+    @property
+    def delivery_rate(self) -> float | None:
+        return self.delivered / self.recipients if self.recipients else None
+
+
+def summarize(ctx: Context) -> Summary:
+    """Totals over the context's range, from the store's recipient_outcomes view."""
+    row = ctx.store.con.execute(
+        "SELECT min(logged_at), max(logged_at), count(DISTINCT message_key), count(*),"
+        " count(*) FILTER (status = 'sent'), count(*) FILTER (status = 'bounced'),"
+        " count(*) FILTER (status = 'expired'), count(*) FILTER (status = 'deferred')"
+        " FROM recipient_outcomes WHERE logged_at >= ? AND logged_at < ?",
+        [ctx.since, ctx.until],
+    ).fetchone()
+    assert row is not None
+    first, last, messages, recipients, delivered, bounced, expired, deferred = row
+    return Summary(first=first, last=last, messages=messages, recipients=recipients,
+                   delivered=delivered, bounced=bounced, expired=expired,
+                   deferred_now=deferred)  # fmt: skip
+
+
+def render_summary(summary: Summary, findings: Sequence[Finding], *, worst: int = 3) -> str:
+    """Two or three lines before the findings: the range, the totals, the worst problems."""
     out: list[str] = []
+    if summary.first is not None and summary.last is not None:
+        out.append(f"Range: {summary.first:%Y-%m-%d %H:%M} .. {summary.last:%Y-%m-%d %H:%M} UTC")
+    rate = summary.delivery_rate
+    out.append(
+        f"Recipients: {summary.recipients:,} in {summary.messages:,} messages; delivered "
+        f"{summary.delivered:,}"
+        + (f" ({rate:.1%})" if rate is not None else "")
+        + f", bounced {summary.bounced:,}, expired {summary.expired:,}, still deferred "
+        f"{summary.deferred_now:,}"
+    )
+    if findings:
+        counts = {sev: sum(1 for f in findings if f.severity is sev) for sev in Severity}
+        out.append(
+            f"Findings: {len(findings)} ("
+            + ", ".join(f"{n} {sev}" for sev, n in counts.items() if n)
+            + "); worst: "
+            + "; ".join(_printable(f.title) for f in findings[:worst])
+        )
+    return "\n".join(out) + "\n\n"
+
+
+def render_text(
+    findings: Sequence[Finding], *, examples: int = 2, summary: Summary | None = None
+) -> str:
+    """Findings for a terminal: a summary (when given), then title, evidence, remedy."""
+    head = render_summary(summary, findings) if summary is not None else ""
+    if not findings:
+        return head + "No problems found in this time range.\n"
+    out: list[str] = [head.rstrip("\n")] if head else []
+    if head:
+        out.append("")
     for f in findings:
         ev = f.evidence
         out.append(f"[{f.severity.upper()}] {_printable(f.title)}  ({f.id})")

@@ -42,8 +42,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def findings(db: Path) -> dict[str, Finding]:
     with Store.open(db, read_only=True) as store:
         found = diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE, clock=lambda: NOW))
-    by_id = {f.id: f for f in found}
-    assert len(by_id) == len(found), "finding ids must be unique"
+    every = [m for f in found for m in f.flat()]  # grouped findings and their members
+    by_id = {f.id: f for f in every}
+    assert len(by_id) == len(every), "finding ids must be unique"
     return by_id
 
 
@@ -53,8 +54,10 @@ def test_every_detector_finds_its_problem_in_the_sample(findings: dict[str, Find
     assert [d.id for d in DETECTORS if d.id not in problems] == []
 
 
-def test_findings_are_ordered_most_severe_first(findings: dict[str, Finding]) -> None:
-    ranks = [f.severity.rank for f in findings.values()]
+def test_findings_are_ordered_most_severe_first(db: Path) -> None:
+    with Store.open(db, read_only=True) as store:
+        found = diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE, clock=lambda: NOW))
+    ranks = [f.severity.rank for f in found]
     assert ranks == sorted(ranks)
 
 
@@ -167,7 +170,7 @@ def test_time_range_limits_the_evidence(db: Path) -> None:
     with Store.open(db, read_only=True) as store:
         until_nine = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
         early = diagnose(Context(store=store, since=EPOCH, until=until_nine))
-    ids = {f.id for f in early}
+    ids = {m.id for f in early for m in f.flat()}
     assert "relay-denied-inbound:inbound" in ids
     assert not any(i.startswith(("auth-bruteforce", "blocklisted", "port25")) for i in ids)
 
@@ -176,10 +179,11 @@ def test_thresholds_are_policy(db: Path) -> None:
     strict = Thresholds(bf_failures=100, bf_usernames=100, port25_destinations=7)
     with Store.open(db, read_only=True) as store:
         ids = {
-            f.id
+            m.id
             for f in diagnose(
                 Context(store=store, since=EPOCH, until=FAR_FUTURE, thresholds=strict)
             )
+            for m in f.flat()
         }
     assert "auth-bruteforce:203.0.113.66" not in ids
     assert "port25-blocked:port-25" not in ids

@@ -73,8 +73,9 @@ def build_store(db: Path, log: Path, dsn_dir: Path | None, year: int) -> None:
 def findings_of(db: Path) -> dict[str, Finding]:
     with Store.open(db, read_only=True) as store:
         found = diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE))
-    by_id = {f.id: f for f in found}
-    assert len(by_id) == len(found), "finding ids must be unique"
+    every = [m for f in found for m in f.flat()]  # grouped findings and their members
+    by_id = {f.id: f for f in every}
+    assert len(by_id) == len(every), "finding ids must be unique"
     return by_id
 
 
@@ -147,7 +148,11 @@ def check_sasl(d: Diagnosed) -> None:
     assert {f.id for f in d.findings.values() if f.problem == "auth-without-tls"} == {
         clear.id,
         guessing.id,
+        "auth-without-tls:all",  # the one finding that groups them
     }
+    group = d.findings["auth-without-tls:all"]
+    assert group.members == (clear, guessing) and group.severity is Severity.CRITICAL
+    assert group.evidence.count == clear.evidence.count + guessing.evidence.count
     assert not any(d.block.ip(CLIENT_TLS) in f.id for f in d.findings.values())
 
 
@@ -309,8 +314,9 @@ def test_cli_json_of_the_live_run(live: Diagnosed) -> None:
     )
     assert r.exit_code == 1, r.output  # critical findings
     data = json.loads(r.output)
-    assert {x["id"] for x in data} == set(live.findings)
-    assert all(x["remedy"] for x in data)
+    every = [m for x in data for m in (x, *x.get("members", []))]
+    assert {x["id"] for x in every} == set(live.findings)
+    assert all(x["remedy"] for x in every)
 
 
 # -- FCrDNS of our sending IP found in the log, checked live against a real nsd ----------------

@@ -86,7 +86,7 @@ def diagnose(
 
     Exit codes: 0 done (whatever was found, unless --fail-on says otherwise); 1 a finding at or
     above --fail-on; 2 usage or input error (bad option, no store)."""
-    from mtalens.pipeline.diagnose import Context, render_text
+    from mtalens.pipeline.diagnose import Context, render_text, summarize
     from mtalens.pipeline.diagnose import diagnose as run_diagnose
     from mtalens.pipeline.dns import DnsCache, DnsClient, make_resolver
     from mtalens.pipeline.html_report import build_report
@@ -124,7 +124,7 @@ def diagnose(
         elif fmt is DiagnoseFormat.json:
             text = json.dumps([f.as_dict() for f in findings], indent=2, ensure_ascii=False) + "\n"
         else:
-            text = render_text(findings)
+            text = render_text(findings, summary=summarize(ctx))
     if output is None:
         typer.echo(text, nl=False)
     else:

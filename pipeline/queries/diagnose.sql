@@ -126,14 +126,23 @@ WITH d AS (
          regexp_extract(diagnostic, 'connect to \S+\[[^\]]*\]:25: (.+)$', 1) AS err
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 ), f AS (SELECT * FROM d WHERE status <> 'sent' AND err <> ''),
-span AS (SELECT min(logged_at) AS a, max(logged_at) AS b FROM f)
+span AS (SELECT min(logged_at) AS a, max(logged_at) AS b FROM f),
+-- destinations delivered to over port 25 while the failures happened: if most are, port 25
+-- is open and the failing destinations are the problem (diagnose.py _port25_severity)
+ok AS (SELECT DISTINCT d.recipient_domain FROM d, span WHERE d.status = 'sent'
+         AND d.relay_port = 25 AND d.logged_at BETWEEN span.a AND span.b)
 SELECT 'port-25' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
+       count(DISTINCT recipient_domain) AS n_destinations,
        count(*) FILTER (err ILIKE '%timed out%') AS timeouts,
        count(*) FILTER (err ILIKE '%refused%') AS refusals,
        (SELECT count(*) FROM d, span WHERE d.status = 'sent' AND d.relay_port = 25
-          AND d.logged_at BETWEEN span.a AND span.b) AS sent_via_port25_meanwhile
+          AND d.logged_at BETWEEN span.a AND span.b) AS sent_via_port25_meanwhile,
+       (SELECT count(*) FROM ok) AS destinations_ok,
+       count(DISTINCT recipient_domain)
+         FILTER (recipient_domain NOT IN (SELECT recipient_domain FROM ok))
+         AS destinations_failing_only
 FROM f
 HAVING count(DISTINCT recipient_domain) >= $port25_destinations;
 
