@@ -76,7 +76,7 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         ev = self.evidence
-        out = {
+        out: dict[str, Any] = {
             "id": self.id,
             "problem": self.problem,
             "title": self.title,
@@ -224,7 +224,8 @@ def group_findings(detector_id: str, found: Sequence[Finding], rows: Sequence[Ro
     subjects = [str(rows[i]["subject"]) for i in order]
     table = tuple(f"{subjects[j]}: {found[i].evidence.count}"
                   for j, i in enumerate(order[: grouped.top]))  # fmt: skip
-    values = {**sums, "n": len(found), "count": sum(e.count for e in evs), "top": subjects[0]}
+    total = sum(e.count for e in evs)
+    values: dict[str, Any] = {**sums, "n": len(found), "count": total, "top": subjects[0]}
     also = ""
     if len(found) > 1 and subjects[0] in worst.remedy:
         also = f" (Written for {subjects[0]}; it applies to the other {len(found) - 1} too.)"
@@ -234,7 +235,7 @@ def group_findings(detector_id: str, found: Sequence[Finding], rows: Sequence[Ro
         title=_fmt(grouped.title, values),
         severity=worst.severity,
         evidence=Evidence(
-            count=values["count"],
+            count=total,
             first_seen=min(firsts) if firsts else None,
             last_seen=max(lasts) if lasts else None,
             examples=tuple(ex for i in order[:3] for ex in found[i].evidence.examples[:1]),
