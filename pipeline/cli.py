@@ -23,6 +23,7 @@ from mtalens.pipeline import reports
 from mtalens.pipeline.commands.bounces import bounces_app
 from mtalens.pipeline.commands.diagnose import diagnose
 from mtalens.pipeline.commands.dns import dns_app
+from mtalens.pipeline.commands.events import events_app
 from mtalens.pipeline.commands.reports import reports_app
 from mtalens.pipeline.commands.suppressions import suppressions_app
 from mtalens.pipeline.commands.watch import watch
@@ -60,6 +61,7 @@ def _root(
 
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(dns_app, name="dns")
+app.add_typer(events_app, name="events")
 app.add_typer(reports_app, name="reports")
 app.command("diagnose")(diagnose)
 app.add_typer(suppressions_app, name="suppressions")

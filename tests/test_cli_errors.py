@@ -126,6 +126,14 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             (["--no-cache", "--resolver", "127.0.0.1", "999.1.1.1"], USAGE),
             ([], USAGE),
         ],
+        ("events", "ingest"): [
+            ([*d, NOWHERE], USAGE),
+            ([*no_db, str(SAMPLES / "bounces")], USAGE),
+            ([*d, "--provider", "hotmail", str(tmp)], USAGE),
+            ([*d, "--format", "xml", str(tmp)], USAGE),
+            ([*d, str(tmp)], USAGE),  # a directory without files
+            ([*d], USAGE),
+        ],
         ("reports", "ingest"): [
             ([*d, NOWHERE], USAGE),
             ([*no_db, str(SAMPLES / "bounces")], USAGE),
