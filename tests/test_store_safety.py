@@ -23,6 +23,7 @@ import pytest
 
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store, StoreError
+from tests.conftest import need
 from tests.test_watch import gen_log, store_digest
 
 CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
@@ -168,12 +169,14 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 3 MB filesystem (tmpfs), if this process may mount one (root with CAP_SYS_ADMIN)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root (the RLIMIT_FSIZE test runs anyway)")
+    # CI runs as root (.ci/run) and must not skip: need() fails there, skips elsewhere
+    need(
+        os.geteuid() == 0 and shutil.which("mount") is not None,
+        "root and mount(8), to mount a small tmpfs (the RLIMIT_FSIZE test runs anyway)",
+    )
     run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
                          capture_output=True, text=True)  # fmt: skip
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip()}")
+    need(run.returncode == 0, f"a tmpfs mount ({run.stderr.strip()})")
     try:
         yield mnt
     finally:
