@@ -136,6 +136,7 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
         ],
         ("reports", "ingest"): [
             ([*d, NOWHERE], USAGE),
+            ([*d, str(tmp)], USAGE),  # a directory without files
             ([*no_db, str(SAMPLES / "bounces")], USAGE),
             ([*d], USAGE),
         ],

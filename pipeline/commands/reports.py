@@ -48,7 +48,7 @@ def ingest_cmd(
     stderr; the rest is read.
 
     Exit codes: 0 every input was used; 3 some were quarantined or could not be read (each
-    named on stderr); 2 bad option or store, or no input could be used."""
+    named on stderr); 2 bad option or store, no file to read, or no input could be used."""
     from mtalens.pipeline.aggregate_reports import ingest_reports
     from mtalens.pipeline.store import Store
 
@@ -78,6 +78,9 @@ def ingest_cmd(
         )
         for reason, n in r.quarantine_reasons.most_common():
             typer.echo(f"  quarantined {n:>8}  {reason}")
+    if r.inputs == 0 and not r.unreadable:  # as `ingest`: an empty directory is not a success
+        typer.echo("mtalens: no files to read in " + ", ".join(map(str, paths)), err=True)
+        raise typer.Exit(ExitCode.USAGE)
     failed = len(r.unreadable) + r.quarantined
     if failed:
         used = r.stored + r.duplicates
