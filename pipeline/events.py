@@ -32,6 +32,7 @@ from mtalens.parsers.events import (
     EventKind,
     Frame,
     Ignored,
+    Provider,
     ProviderEvent,
     decode,
     split_events,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH: Final = 5000
+DEFAULT_BATCH: Final = 20_000
 MAX_RAW: Final = 1 << 20  # bytes of a quarantined event kept for replay
 MAX_PROBLEMS: Final = 50  # quarantined events named one by one (the rest are counted)
 _CACHE_SIZE: Final = 100_000
@@ -99,13 +100,14 @@ def decode_frames(
     path: str, data: bytes, *, provider: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Iterator[Decoded]:
     """Decode every event of one file's bytes; never raises."""
+    last: Provider | None = None
     for frame in split_events(data, max_bytes=max_bytes):
         if frame.event is None:
             err = frame.error or ParseError("unknown")
             yield Decoded(path, frame, reason=err.code, detail=err.detail)
             continue
         try:
-            out = decode(frame.event, provider)
+            out = decode(frame.event, provider, prefer=last)
         except ParseError as exc:
             yield Decoded(path, frame, reason=exc.code, detail=exc.detail)
         except RecursionError:
@@ -114,6 +116,7 @@ def decode_frames(
             log.exception("event parser bug on %s event %d", path, frame.index)
             yield Decoded(path, frame, reason=f"bug:{type(exc).__name__}", detail=repr(exc)[:500])
         else:
+            last = BY_NAME[out.provider]
             if isinstance(out, Ignored):
                 yield Decoded(path, frame, ignored=out)
             else:
@@ -271,17 +274,22 @@ def ingest(
     return result
 
 
+def _known_keys(store: Store, keys: set[str]) -> set[str]:
+    """The keys of ``keys`` already stored."""
+    if not keys:
+        return set()
+    rows = store.con.execute(
+        "SELECT report_hash FROM bounce_reports WHERE report_hash IN (SELECT unnest(?))",
+        [list(keys)],
+    ).fetchall()
+    return {str(h) for (h,) in rows}
+
+
 def _write_batch(
     store: Store, batch: list[Decoded], classify: _Classify, at: datetime, result: EventsResult
 ) -> None:
     keys = {event_key(d.event.provider, d.event.event_id) for d in batch if d.event}
-    known = {
-        str(h)
-        for (h,) in store.con.execute(
-            "SELECT report_hash FROM bounce_reports WHERE report_hash IN (SELECT unnest(?))",
-            [list(keys)],
-        ).fetchall()
-    } if keys else set()  # fmt: skip
+    known = _known_keys(store, keys)
     bad_paths = list({d.path for d in batch if d.reason})
     quarantined = {
         (str(src), int(off), str(why))

@@ -46,7 +46,9 @@ def seq(value: Any, where: str) -> list[Any]:
 def text(parent: Mapping[str, Any], key: str) -> str | None:
     """A string field (numbers are accepted and written out: ids, codes)."""
     value = parent.get(key)
-    if value is None or value == "":
+    if type(value) is str:  # the common case first (this runs several times per event)
+        return (value[:MAX_TEXT] if len(value) > MAX_TEXT else value) or None
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ParseError("bad-field", f"{key}: expected a string, got {type(value).__name__}")

@@ -108,6 +108,9 @@ def _unwrap(value: Any, depth: int = 0) -> Iterator[Any]:
 
 
 def _frames_of(value: Any, start: int, raw: bytes | None) -> Iterator[Frame]:
+    if type(value) is dict and "Message" not in value and "mandrill_events" not in value:
+        yield Frame(start, value, None, raw)  # no container: the usual case, without _unwrap
+        return
     i = start
     try:
         items = list(_unwrap(value))
