@@ -23,7 +23,18 @@ SELECT
   (SELECT count(DISTINCT sender) FROM m WHERE sender IS NOT NULL AND sender <> '') AS senders,
   (SELECT count(DISTINCT recipient) FROM d) AS recipients,
   (SELECT count(*) FROM auth_failures WHERE logged_at >= $since AND logged_at < $until) AS sasl_failures,
-  (SELECT count(*) FROM quarantine) AS quarantined_lines;
+  (SELECT count(*) FROM quarantine) AS quarantined_lines,
+  -- a message that came back from a content filter (orig_message_key: the copy it was made
+  -- from) is the same mail: counted once
+  (SELECT count(*) FROM m WHERE arrived_at IS NOT NULL AND origin <> 'bounce'
+                              AND orig_message_key IS NULL) AS received_distinct,
+  -- pflogsumm's percentages: rejected of what was offered, bounced of the final words
+  round(100.0 * (SELECT count(*) FROM r WHERE action IN ('reject', 'milter-reject'))
+        / nullif((SELECT count(*) FROM r WHERE action IN ('reject', 'milter-reject'))
+                 + (SELECT count(*) FROM m WHERE arrived_at IS NOT NULL AND origin <> 'bounce'), 0),
+        1) AS rejected_pct,
+  round(100.0 * (SELECT count(*) FROM d WHERE status = 'bounced')
+        / nullif((SELECT count(*) FROM d WHERE status IN ('sent', 'bounced')), 0), 1) AS bounced_pct;
 
 -- name: per_day
 WITH days AS (
@@ -48,12 +59,25 @@ FROM del FULL OUTER JOIN rec USING (day) FULL OUTER JOIN rej USING (day)
 ORDER BY day;
 
 -- name: per_hour
-SELECT date_trunc('hour', logged_at) AS hour,
-       count(*) FILTER (status = 'sent') AS delivered,
-       count(*) FILTER (status = 'deferred') AS deferred,
-       count(*) FILTER (status = 'bounced') AS bounced
-FROM deliveries WHERE logged_at >= $since AND logged_at < $until
-GROUP BY 1 ORDER BY 1;
+WITH del AS (
+  SELECT date_trunc('hour', logged_at) AS hour,
+         count(*) FILTER (status = 'sent') AS delivered,
+         count(*) FILTER (status = 'deferred') AS deferred,
+         count(*) FILTER (status = 'bounced') AS bounced
+  FROM deliveries WHERE logged_at >= $since AND logged_at < $until GROUP BY 1
+), rec AS (
+  SELECT date_trunc('hour', arrived_at) AS hour, count(*) AS received FROM messages
+  WHERE arrived_at >= $since AND arrived_at < $until AND origin <> 'bounce' GROUP BY 1
+), rej AS (
+  SELECT date_trunc('hour', logged_at) AS hour, count(*) AS rejected FROM rejections
+  WHERE logged_at >= $since AND logged_at < $until AND action IN ('reject', 'milter-reject')
+  GROUP BY 1
+)
+SELECT hour, coalesce(delivered, 0) AS delivered, coalesce(deferred, 0) AS deferred,
+       coalesce(bounced, 0) AS bounced, coalesce(received, 0) AS received,
+       coalesce(rejected, 0) AS rejected
+FROM del FULL OUTER JOIN rec USING (hour) FULL OUTER JOIN rej USING (hour)
+ORDER BY hour;
 
 -- name: domains
 SELECT recipient_domain AS domain,
@@ -61,8 +85,15 @@ SELECT recipient_domain AS domain,
        count(*) FILTER (status = 'deferred') AS deferred,
        count(*) FILTER (status = 'bounced') AS bounced,
        round(avg(delay) FILTER (status = 'sent'), 3) AS avg_delay,
-       max(delay) AS max_delay
-FROM deliveries WHERE logged_at >= $since AND logged_at < $until
+       max(delay) AS max_delay,
+       -- of the recipients whose last word is in: delivered / (delivered + bounced + expired)
+       round((SELECT count(*) FILTER (o.status = 'sent')
+                     / nullif(count(*) FILTER (o.status IN ('sent', 'bounced', 'expired')), 0)
+              FROM recipient_outcomes o
+              WHERE o.recipient_domain = d.recipient_domain
+                AND o.logged_at >= $since AND o.logged_at < $until), 4) AS delivery_rate,
+       round(quantile_cont(delay, 0.9) FILTER (status = 'sent'), 3) AS p90_delay
+FROM deliveries d WHERE logged_at >= $since AND logged_at < $until
 GROUP BY 1 ORDER BY delivered + deferred + bounced DESC, domain LIMIT $top;
 
 -- name: deferrals
@@ -108,3 +139,45 @@ GROUP BY 1 ORDER BY failures DESC, client_ip LIMIT $top;
 -- name: line_accounting
 SELECT outcome, rule, sum(lines)::BIGINT AS lines
 FROM line_accounting GROUP BY ALL ORDER BY outcome, lines DESC, rule;
+
+-- The sections below are pflogsumm's others ("Host/Domain Summary: Messages Received", "Senders
+-- by message size", "Recipients by message size", "Warnings", rejects per client) and mtalens'.
+
+-- name: sending_hosts
+SELECT coalesce(client_name, 'unknown') AS client_name, client_ip, count(*) AS messages,
+       coalesce(sum(size), 0) AS bytes
+FROM messages WHERE arrived_at >= $since AND arrived_at < $until AND origin = 'smtpd'
+GROUP BY ALL ORDER BY messages DESC, client_name, client_ip LIMIT $top;
+
+-- name: sender_domains
+SELECT coalesce(nullif(lower(split_part(sender, '@', -1)), ''), '<>') AS domain,
+       count(*) AS messages, coalesce(sum(size), 0) AS bytes
+FROM messages WHERE arrived_at >= $since AND arrived_at < $until AND origin <> 'bounce'
+GROUP BY 1 ORDER BY messages DESC, domain LIMIT $top;
+
+-- name: senders_by_size
+SELECT coalesce(nullif(sender, ''), '<>') AS sender, coalesce(sum(size), 0) AS bytes,
+       count(*) AS messages
+FROM messages WHERE arrived_at >= $since AND arrived_at < $until
+GROUP BY 1 ORDER BY bytes DESC, sender LIMIT $top;
+
+-- name: recipients_by_size
+SELECT recipient, coalesce(sum(size), 0) AS bytes, count(*) AS deliveries
+FROM deliveries WHERE status = 'sent' AND logged_at >= $since AND logged_at < $until
+GROUP BY 1 ORDER BY bytes DESC, recipient LIMIT $top;
+
+-- name: rejects_by_client
+SELECT client_ip, min(client_name) AS client_name, count(*) AS rejects,
+       count(DISTINCT stage) AS stages, min(reason) AS example
+FROM rejections
+WHERE logged_at >= $since AND logged_at < $until AND action IN ('reject', 'milter-reject')
+GROUP BY 1 ORDER BY rejects DESC, client_ip LIMIT $top;
+
+-- name: warnings
+-- Postfix's "warning:" lines, numbers, addresses and queue IDs masked so that repeats group
+SELECT service,
+       regexp_replace(regexp_replace(regexp_replace(detail, '\[[0-9a-fA-F:.]+\]', '[*]', 'g'),
+                                     '<[^>]*>', '<*>', 'g'), '\b[0-9]+\b', 'N', 'g') AS warning,
+       count(*) AS count, min(logged_at) AS first_seen, max(logged_at) AS last_seen
+FROM events WHERE kind = 'warning' AND logged_at >= $since AND logged_at < $until
+GROUP BY ALL ORDER BY count DESC, service, warning LIMIT $top;
