@@ -17,7 +17,7 @@ from importlib import resources
 from string import Template
 from typing import Any, Final
 
-from mtalens.pipeline.diagnose import Context, Finding, run_query
+from mtalens.pipeline.diagnose import Context, Finding, run_query, summarize
 
 COLORS: Final = {"sent": "#2da44e", "deferred": "#d4a72c", "bounced": "#cf222e", "other": "#8c959f"}
 # Reasons get colours in order of appearance (Okabe-Ito palette, readable for colour blindness).
@@ -235,6 +235,18 @@ def build_report(
         s: sum(1 for f in findings if f.severity == s) for s in ("critical", "warning", "notice")
     }
     summary = " ".join(f'<span class="sev {esc(k)}">{esc(k)}</span> {v}' for k, v in counts.items())
+    totals = summarize(ctx)
+    rate = totals.delivery_rate
+    summary += (
+        f" &middot; recipients {totals.recipients:,} in {totals.messages:,} messages: delivered "
+        f"{totals.delivered:,}"
+        + (f" ({rate:.1%})" if rate is not None else "")
+        + f", bounced {totals.bounced:,}, expired {totals.expired:,}, still deferred "
+        f"{totals.deferred_now:,}"
+    )
+    # the data's range (the requested one is often "everything": 1970 .. 9999)
+    first = totals.first or ctx.since
+    last = totals.last or ctx.until
     if not findings:
         finding_block = "<p>No problems found in this time range.</p>"
     else:
@@ -242,7 +254,7 @@ def build_report(
     extra = {"top": top}
     return _template().substitute(
         store=esc(ctx.store.path),
-        range=esc(f"{ctx.since:%Y-%m-%d %H:%M} .. {ctx.until:%Y-%m-%d %H:%M} UTC"),
+        range=esc(f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"),
         generated=esc(f"{generated_at:%Y-%m-%d %H:%M:%S} UTC"),
         summary=summary,
         findings=finding_block,

@@ -115,6 +115,14 @@ def test_report_is_self_contained_and_escaped(report_html: str) -> None:
         assert f'id="{chart}"' in report_html
 
 
+def test_header_shows_the_datas_range_and_totals(report_html: str) -> None:
+    # asked for everything (1970 .. 9999); the page says when the data is from
+    m = re.search(r"range (\d{4}-\d\d-\d\d \d\d:\d\d) \.\. (\d{4}-\d\d-\d\d)", report_html)
+    assert m is not None and m.group(1).startswith("2026-") and m.group(2).startswith("2026-")
+    assert "1970-01-01" not in report_html and "9999-01-01" not in report_html
+    assert re.search(r"recipients \d+ in \d+ messages: delivered \d+ \(\d+\.\d%\)", report_html)
+
+
 def test_outcome_chart_stacks_each_status() -> None:
     svg = chart_outcomes(
         [
