@@ -33,6 +33,9 @@ PALETTE: Final = (
     "#999999",
     "#7f3c8d",
 )
+# the reason chart's colours: the palette without its grey, which "other reasons" would repeat
+REASON_COLOURS: Final = tuple(c for c in PALETTE if c != "#999999")
+OTHER_REASONS: Final = "other reasons"
 
 
 def esc(value: object) -> str:
@@ -140,11 +143,23 @@ def chart_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
     """Horizontal stacked bars: failed recipients per destination, one segment per reason."""
     if not rows:
         return _empty_chart("chart-reasons", "No failed recipients in this range.")
-    by_dest: dict[str, list[tuple[str, int]]] = {}
-    colours: dict[str, str] = {}
+    # one colour per reason, never reused: the most frequent reasons get the palette's colours,
+    # the rest are one grey "other reasons" segment
+    totals: dict[str, int] = {}
     for r in rows:
-        by_dest.setdefault(str(r["destination"]), []).append((str(r["reason"]), int(r["count"])))
-        colours.setdefault(str(r["reason"]), PALETTE[len(colours) % len(PALETTE)])
+        totals[str(r["reason"])] = totals.get(str(r["reason"]), 0) + int(r["count"])
+    ranked = sorted(totals, key=lambda k: (-totals[k], k))
+    colours: dict[str, str] = dict(zip(ranked, REASON_COLOURS, strict=False))
+    if len(ranked) > len(REASON_COLOURS):
+        colours[OTHER_REASONS] = COLORS["other"]
+    by_dest: dict[str, list[tuple[str, int]]] = {}
+    for r in rows:
+        reason = str(r["reason"]) if str(r["reason"]) in colours else OTHER_REASONS
+        segs = by_dest.setdefault(str(r["destination"]), [])
+        if segs and segs[-1][0] == reason == OTHER_REASONS:
+            segs[-1] = (reason, segs[-1][1] + int(r["count"]))
+        else:
+            segs.append((reason, int(r["count"])))
     dests = sorted(by_dest, key=lambda d: (-sum(n for _, n in by_dest[d]), d))
     w, left, bar_h, gap = 900, 180, 16, 8
     h = 20 + len(dests) * (bar_h + gap)

@@ -218,3 +218,18 @@ def test_report_renders_in_chromium_and_nothing_runs(
         assert m is not None, chart
         assert len(re.findall(r"<rect ", m.group(0))) >= 4, chart
     assert len(re.findall(r'<article class="finding', dom)) >= 15
+
+
+def test_reason_colours_are_never_reused() -> None:
+    from mtalens.pipeline.html_report import chart_reasons
+
+    rows = [
+        {"destination": f"d{i % 4}.example", "reason": f"reason-{i:02d}", "count": 20 - i}
+        for i in range(15)
+    ]
+    svg = chart_reasons(rows)
+    legend = re.findall(r'<i style="background:(#[0-9a-f]{6})"></i>([^<]+)</span>', svg)
+    colours = [c for c, _ in legend]
+    assert len(colours) == len(set(colours)), legend  # one colour, one reason
+    assert legend[0][1] == "reason-00" and legend[-1][1] == "other reasons"
+    assert len(legend) == 10  # nine reasons with colours of their own, then the rest together
