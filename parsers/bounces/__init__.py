@@ -29,6 +29,7 @@ from mtalens.parsers.bounces import (
 from mtalens.parsers.bounces.diagnostic import base_report
 from mtalens.parsers.bounces.mime import Mail, parse_mail
 from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
     Action,
     BounceRecipient,
     BounceReport,
@@ -40,6 +41,7 @@ from mtalens.parsers.bounces.records import (
 
 __all__ = [
     "DECODERS",
+    "MAX_RECIPIENTS",
     "Action",
     "BounceRecipient",
     "BounceReport",
@@ -69,7 +71,11 @@ DECODERS: Final[tuple[tuple[str, Decoder], ...]] = (
 )
 
 
-def decode(raw: bytes) -> BounceReport:
+def decode(raw: bytes, *, max_bytes: int | None = None) -> BounceReport:
+    """Decode one message. ``max_bytes``: a larger message is refused unread
+    (``ParseError("too_large")``); the caller picks the budget."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise ParseError("too_large", f"{len(raw)} bytes, more than the {max_bytes} allowed")
     if not raw.strip():
         raise ParseError("empty", "no bytes or only white space")
     try:
@@ -129,6 +135,10 @@ def _decode_mail(mail: Mail, depth: int) -> BounceReport:
         except (ValueError, IndexError, LookupError, RecursionError) as exc:
             raise ParseError("decoder", f"{_name}: {type(exc).__name__}: {exc}") from exc
         if report is not None:
+            if len(report.recipients) > MAX_RECIPIENTS:
+                raise ParseError(
+                    "too_many_recipients", f"{_name}: more than {MAX_RECIPIENTS} recipients"
+                )
             return report
     defects = [d for p in mail.parts for d in p.defects]
     if defects and mail.root.content_type == "multipart/report":

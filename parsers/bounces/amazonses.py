@@ -23,6 +23,7 @@ from mtalens.parsers.bounces.diagnostic import (
 )
 from mtalens.parsers.bounces.mime import Mail, parse_date
 from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
     Action,
     BounceRecipient,
     BounceReport,
@@ -97,8 +98,10 @@ def decode(mail: Mail) -> BounceReport | None:
         b = data.get("bounce") or {}
         _, reporting = split_typed(_str(b.get("reportingMTA")))
         transient = str(b.get("bounceType", "")).lower() == "transient"
-        recipients = []
+        recipients: list[BounceRecipient] = []
         for r in b.get("bouncedRecipients") or []:
+            if len(recipients) > MAX_RECIPIENTS:
+                break  # decode() refuses the report
             if not isinstance(r, dict) or not _str(r.get("emailAddress")):
                 continue
             dtype, diag = split_typed(_str(r.get("diagnosticCode")))

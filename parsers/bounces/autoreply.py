@@ -33,11 +33,11 @@ def decode(mail: Mail) -> BounceReport | None:
         or h("x-autoreply") is not None
         or h("x-autorespond") is not None
         or (h("precedence") or "").strip().lower() == "auto_reply"
-        or bool(_SUBJECT_RE.search(mail.subject))
+        or bool(_SUBJECT_RE.search(mail.subject[:2000]))  # the phrase is at its start
     )
     if not signals:
         return None
-    if _DAEMON_RE.search(h("from") or "") or (h("x-failed-recipients") is not None):
+    if _DAEMON_RE.search((h("from") or "")[:2000]) or (h("x-failed-recipients") is not None):
         return None
     if mail.find("message/delivery-status", "message/feedback-report") is not None:
         return None

@@ -4,6 +4,8 @@ reply codes (RFC 5321 section 4.2), addresses, and the returned message's header
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from functools import lru_cache
 from typing import Final
 
 from mtalens.parsers.bounces.mime import Mail, Part, decode_words, parse_date, parse_header_block
@@ -13,7 +15,11 @@ from mtalens.parsers.bounces.records import BounceReport, OriginalMessage, SmtpC
 STATUS_RE: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 # RFC 5321 section 4.2: three digits, first 2-5, at the start of the text or after a separator.
 REPLY_RE: Final = re.compile(r"(?:^|[\s:(\[\"'])([245][0-5]\d)(?=[\s\-]|$)")
-ADDR_RE: Final = re.compile(r"<?([^\s<>\"'();:,\[\]@]+@[A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])>?")
+# The local part starts where the previous character cannot belong to it (the lookbehind): from
+# any later position in the same run the match would end at the same "@" or fail the same way, so
+# trying there again is what made a long run of local-part characters cost quadratic time.
+_LOCAL: Final = r"[^\s<>\"'();:,\[\]@]"
+ADDR_RE: Final = re.compile(rf"<?(?<!{_LOCAL})({_LOCAL}+@[A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])>?")
 _SPACE_RE: Final = re.compile(r"\s+")
 RETURNED_TYPES: Final = (
     "message/rfc822",
@@ -80,14 +86,16 @@ _COMMAND_RE: Final = re.compile(
     r"in reply to (?P<pf>end of data|data|rcpt to|mail from|ehlo|helo|lhlo|starttls|auth)"
     r"\s+command"
     r"|(?P<pfc>refused to talk to me)"
-    r"|(?:smtp error from remote (?:mail )?(?:server|mailer)|rejected(?: by [^\n]{0,80}?)?)\s+"
-    r"after\s+(?:pipelined\s+)?(?P<ex>end of data|data|rcpt to|mail from|initial connection|"
+    r"|(?:smtp error from remote (?:mail )?(?:server|mailer)|rejected(?: by [^\n]{0,80}?)?)\s++"
+    r"after\s++(?:pipelined\s++)?(?P<ex>end of data|data|rcpt to|mail from|initial connection|"
     r"ehlo|helo|lhlo|starttls|auth)"
     r"|smtp error from remote (?:mail )?server for (?P<oi>rcpt to|mail from|data|text) command"
     r"|(?P<qr>does not like recipient)|(?P<qd>failed after i sent the message)"
     r"|(?P<qm>but sender was rejected)|(?P<qh>but my name was rejected)"
     r"|(?P<qc>but greeting failed|wasn't able to establish an smtp connection)"
-    r"|smtp command[ \t:]*\n?[ \t]*-*[ \t]*(?P<mf>data|rcpt to|mail from|ehlo|helo)\b"
+    # possessive runs: the separators cannot start a command word, and sharing one long run of
+    # blanks between "[ \t:]*", "[ \t]*" and "[ \t]*" was cubic
+    r"|smtp command[ \t:]*+\n?[ \t]*+-*+[ \t]*+(?P<mf>data|rcpt to|mail from|ehlo|helo)\b"
     r"|(?:^|[\s(])after (?P<gen>end of data|rcpt to|mail from)\b"
     r"|most progress was (?P<qp>rcpt to|mail from|data|ehlo|helo) response"
     r"|(?P<pr>recipient address rejected)",
@@ -151,39 +159,49 @@ def command_from_transcript(text: str, addr: str | None) -> SmtpCommand | None:
     if ">>>" not in text or "<<<" not in text:
         return None
     want = addr.lower() if addr else None
-    last: SmtpCommand | None = None
-    replies: list[tuple[bool, bool]] = []  # (is an error, names addr) after the last command
-    continued = False
-
-    def verdict() -> SmtpCommand | None:
-        for i, (error, named) in enumerate(replies):
-            if error and (want is None or named):
+    for last, replies in _dialogue(text):
+        for i, (error, reply) in enumerate(replies):
+            if error and (want is None or want in reply):
                 if last is SmtpCommand.DATA and i < len(replies) - 1:
                     return SmtpCommand.RCPT
                 return last
-        return None
+    return None
+
+
+Dialogue = tuple[tuple[SmtpCommand, tuple[tuple[bool, str], ...]], ...]
+
+
+@lru_cache(maxsize=4)
+def _dialogue(text: str) -> Dialogue:
+    """A transcript read once (callers ask about each recipient in turn): each command sent,
+    with the replies after it as (is an error, the reply's lines lower-cased)."""
+    out: list[tuple[SmtpCommand, tuple[tuple[bool, str], ...]]] = []
+    last: SmtpCommand | None = None
+    replies: list[tuple[bool, list[str]]] = []
+    continued = False
+
+    def close() -> None:
+        if last is not None:
+            out.append((last, tuple((e, "\n".join(lines)) for e, lines in replies)))
 
     for line in text.split("\n"):
         sent = _SENT_RE.match(line)
         if sent is not None:
-            found = verdict() if last is not None else None
-            if found is not None:
-                return found
+            close()
             words = sent.group(1).lower().split()
             last = _COMMAND_WORDS.get(" ".join(words[:2])) or _COMMAND_WORDS.get(words[0])
             replies = []
             continued = False
             continue
         if line.lstrip().startswith("<<<"):
-            named = bool(want and want in line.lower())
             if continued:  # the next line of a multi-line reply (RFC 5321 section 4.2.1)
-                error, was_named = replies[-1]
-                replies[-1] = (error, was_named or named)
+                replies[-1][1].append(line.lower())
             else:
-                replies.append((_ERROR_REPLY_RE.match(line) is not None, named))
+                replies.append((_ERROR_REPLY_RE.match(line) is not None, [line.lower()]))
             m = _REPLY_LINE_RE.match(line)
             continued = m is not None and m.group(2) == "-"
-    return verdict() if last is not None else None
+    close()
+    return tuple(out)
 
 
 def command_near(text: str, addr: str) -> SmtpCommand | None:
@@ -215,13 +233,29 @@ def complete_reply(diagnostic: str, text: str) -> str:
     first = _REPLY_LINE_RE.match(diagnostic)
     if first is None or first.group(2) != "-" or not text:
         return diagnostic
-    # the diagnostic was unfolded and squeezed; match its words across any whitespace
-    needle = re.compile(r"\s+".join(re.escape(w) for w in first.group(3).split()))
+    # the diagnostic was unfolded and squeezed; match its words across any whitespace (at most
+    # NEEDLE_CHARS of them: each place the text starts like the needle costs its length)
+    words: list[str] = []
+    for w in first.group(3).split():
+        if sum(map(len, words)) + len(w) > NEEDLE_CHARS:
+            break
+        words.append(w)
+    if not words:
+        return diagnostic
+    needle = re.compile(r"\s++".join(re.escape(w) for w in words))
+    line_start = scanned = 0  # no newline between line_start and scanned
+    tried = -1
     for found in needle.finditer(text):
         idx = found.start()
-        start = text.rfind("\n", 0, idx) + 1
+        line_start = text.rfind("\n", scanned, idx) + 1 or line_start
+        scanned = idx
+        if line_start == tried:  # another match on a line that did not complete the reply
+            continue
+        tried = line_start
         parts: list[str] = []
-        for line in text[start : start + 4000].split("\n"):
+        # the reply's lines one at a time, stopping at the first that is not one of them
+        # (splitting 4,000 characters at every match made 2 M matching lines quadratic)
+        for line in _lines_from(text, line_start, line_start + 4000):
             m = _REPLY_LINE_RE.match(line)
             if m is None or m.group(1) != first.group(1):
                 break
@@ -235,6 +269,20 @@ def complete_reply(diagnostic: str, text: str) -> str:
                 parts[1:] = [p.removeprefix(code.group(0)).strip() for p in parts[1:]]
             return squeeze(f"{first.group(1)} " + " ".join(parts))
     return diagnostic
+
+
+NEEDLE_CHARS: Final = 200
+
+
+def _lines_from(text: str, start: int, end: int) -> Iterator[str]:
+    """The lines of ``text[start:end]``, lazily."""
+    while start < end:
+        eol = text.find("\n", start, end)
+        if eol < 0:
+            yield text[start:end]
+            return
+        yield text[start:eol]
+        start = eol + 1
 
 
 def find_address(text: str) -> str | None:
@@ -309,14 +357,21 @@ def original_from_text(text: str) -> OriginalMessage | None:
 
 
 def base_report(mail: Mail, **fields: object) -> BounceReport:
+    """The report with the message's own header fields filled in where the decoder gave none
+    (a field a decoder gave is not read at all)."""
     root = mail.root
-    mid = root.header("message-id")
-    to = root.header("to")
-    fields.setdefault("message_id", mid.strip() if mid else None)
-    fields.setdefault("subject", mail.subject or None)
-    fields.setdefault("sender", decode_words(root.header("from") or "") or None)
-    fields.setdefault("to", (find_address(to) if to else None) or None)
-    fields.setdefault("date", parse_date(root.header("date")))
+    if "message_id" not in fields:
+        mid = root.header("message-id")
+        fields["message_id"] = mid.strip() if mid else None
+    if "subject" not in fields:
+        fields["subject"] = mail.subject or None
+    if "sender" not in fields:
+        fields["sender"] = decode_words(root.header("from") or "") or None
+    if "to" not in fields:
+        to = root.header("to")
+        fields["to"] = (find_address(to) if to else None) or None
+    if "date" not in fields:
+        fields["date"] = parse_date(root.header("date"))
     if "original" not in fields:
         returned = mail.find(*RETURNED_TYPES)
         fields["original"] = original_from_part(returned) if returned else None

@@ -8,11 +8,18 @@ Samples: tests/fixtures/bounces/exim-*.eml.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Final
 
 from mtalens.parsers.bounces.diagnostic import base_report, clean_address
 from mtalens.parsers.bounces.mime import Mail
-from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
+    Action,
+    BounceRecipient,
+    BounceReport,
+    ReportKind,
+)
 from mtalens.parsers.bounces.textbounce import (
     recipient_from_block,
     returned_original,
@@ -55,7 +62,7 @@ def decode(mail: Mail) -> BounceReport | None:
     recipients: list[BounceRecipient] = []
     lines = section.split("\n")
     i = 0
-    while i < len(lines):
+    while i < len(lines) and len(recipients) <= MAX_RECIPIENTS:
         am = _ADDR_LINE_RE.match(lines[i])
         if am and "@" in am.group(1):
             routed, note = am.group(2), am.group(3)
@@ -86,8 +93,15 @@ def decode(mail: Mail) -> BounceReport | None:
         # 1&1 (kundenserver.de) writes the address flush left with a colon, its reason on the
         # next lines: "xxxx@example.fr:\nSMTP error from remote server ... 550 5.2.0 ..."
         for m in _FLUSH_ADDR_RE.finditer(section):
-            rest = section[m.end() :].lstrip("\n")
-            reason = rest.split("\n\n", 1)[0]
+            if len(recipients) > MAX_RECIPIENTS:
+                break
+            # up to the next blank line, found from here (slicing off the rest of the section
+            # for every address was quadratic)
+            start = m.end()
+            while start < len(section) and section[start] == "\n":
+                start += 1
+            stop = section.find("\n\n", start)
+            reason = section[start : stop if stop >= 0 else len(section)]
             recipients.append(
                 recipient_from_block(
                     clean_address(m.group(1)),
@@ -97,9 +111,11 @@ def decode(mail: Mail) -> BounceReport | None:
             )
     if not recipients:
         failed = mail.header("x-failed-recipients")
-        for addr in (failed or "").split(","):
-            if addr.strip():
-                recipients.append(recipient_from_block(clean_address(addr), section[:1500]))
+        # one explanation for all of them: decoded once
+        shared = recipient_from_block("", section[:1500])
+        for addr in dict.fromkeys(a.strip() for a in (failed or "").split(",")):
+            if addr:
+                recipients.append(replace(shared, recipient=clean_address(addr)))
     if not recipients:
         return None
     return base_report(

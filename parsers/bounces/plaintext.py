@@ -9,12 +9,20 @@ each address. Provider modules run before this one.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Final
 
 from mtalens.parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
 from mtalens.parsers.bounces.mime import Mail
-from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
+    Action,
+    BounceRecipient,
+    BounceReport,
+    ReportKind,
+)
 from mtalens.parsers.bounces.textbounce import (
+    PROSE_WINDOW,
     is_delay,
     recipient_from_block,
     returned_original,
@@ -49,11 +57,30 @@ _SYSTEM_LOCAL_RE: Final = re.compile(
 )
 
 
+MATCH_CHARS: Final = 2000
+
+
+def _neighbours(keys: list[str]) -> tuple[list[int], list[int]]:
+    """For each position, the index of the next and of the previous position whose key differs
+    (len(keys) / -1 when there is none), in two linear passes."""
+    n = len(keys)
+    nxt = [n] * n
+    prev = [-1] * n
+    for i in range(n - 2, -1, -1):
+        nxt[i] = i + 1 if keys[i + 1] != keys[i] else nxt[i + 1]
+    for i in range(1, n):
+        prev[i] = i - 1 if keys[i - 1] != keys[i] else prev[i - 1]
+    return nxt, prev
+
+
 def looks_like_bounce(mail: Mail) -> bool:
     if mail.header("x-failed-recipients"):
         return True
     sender = mail.header("from") or ""
-    return bool(_DAEMON_RE.search(sender)) or bool(_SUBJECT_RE.search(mail.subject))
+    # the phrases come first in a real header; matching them all over a huge one is wasted work
+    return bool(_DAEMON_RE.search(sender[:MATCH_CHARS])) or bool(
+        _SUBJECT_RE.search(mail.subject[:MATCH_CHARS])
+    )
 
 
 def decode(mail: Mail) -> BounceReport | None:
@@ -70,44 +97,65 @@ def decode(mail: Mail) -> BounceReport | None:
     }
     failed = [clean_address(a) for a in (mail.header("x-failed-recipients") or "").split(",")]
     wanted = [a for a in failed if "@" in a]
+    wanted_lower = {w.lower() for w in wanted}
+    # addresses are looked for in the first PROSE_WINDOW characters (a notice is a few kB;
+    # every address found costs a little, and a hostile text can be all addresses)
+    head = head[:PROSE_WINDOW]
+    found = [(m.start(), m.end(), clean_address(m.group(1))) for m in ADDR_RE.finditer(head)]
     # "please contact <support@example.net>": a help desk, not a recipient (wherever else the
     # same address is repeated, e.g. in a translation of the notice)
     helpdesk = {
-        clean_address(m.group(1)).lower()
-        for m in ADDR_RE.finditer(head)
-        if _CONTACT_RE.search(head, max(0, m.start() - 40), m.start())
+        addr.lower()
+        for start, _end, addr in found
+        if _CONTACT_RE.search(head, max(0, start - 40), start)
     }
     positions: list[tuple[int, int, str]] = []
-    for m in ADDR_RE.finditer(head):
-        addr = clean_address(m.group(1))
+    # every address's line start and header-line test, found once per line (searching back
+    # from each address to its line's start was quadratic on a long line of addresses)
+    line_start, scanned, quoted_header = 0, 0, False
+    for start, end, addr in found:
         local = addr.split("@", 1)[0]
         if addr.lower() in own or _SYSTEM_LOCAL_RE.match(local):
             continue
-        if wanted and addr.lower() not in {w.lower() for w in wanted}:
+        if wanted and addr.lower() not in wanted_lower:
             continue
-        line_start = head.rfind("\n", 0, m.start()) + 1
-        if _HEADER_LINE_RE.match(head, line_start):
+        nl = head.rfind("\n", scanned, start)
+        if nl >= 0 or scanned == 0:
+            line_start = nl + 1
+            quoted_header = _HEADER_LINE_RE.match(head, line_start) is not None
+        scanned = start
+        if quoted_header:
             continue
         if addr.lower() in helpdesk:
             continue
-        positions.append((m.start(), m.end(), addr))
-    delayed = is_delay(mail.subject + "\n" + head[:2000])
+        positions.append((start, end, addr))
+    delayed = is_delay(mail.subject[:2000] + "\n" + head[:2000])
     action = Action.DELAYED if delayed else Action.FAILED
     recipients: dict[str, BounceRecipient] = {}
+    nxt_other, prev_other = _neighbours([p[2].lower() for p in positions])
     for idx, (start, _end, addr) in enumerate(positions):
         if addr.lower() in recipients:
             continue
-        nxt = next((p[0] for p in positions[idx + 1 :] if p[2].lower() != addr.lower()), len(head))
+        if len(recipients) > MAX_RECIPIENTS:
+            break  # decode() refuses the report: no need to read the rest
+        j = nxt_other[idx]
+        nxt = positions[j][0] if j < len(positions) else len(head)
         # the text before the address explains it too, but not past the previous recipient
-        prev = max((p[1] for p in positions[:idx] if p[2].lower() != addr.lower()), default=0)
+        k = prev_other[idx]
+        prev = positions[k][1] if k >= 0 else 0
         if prev:
             eol = head.find("\n", prev, start)
             prev = eol + 1 if eol >= 0 else prev
+        # (each distinct address's range ends where another address starts: the ranges are
+        # disjoint, so building them is linear)
         block = head[max(prev, start - 300) : start] + head[start:nxt]
         recipients[addr.lower()] = recipient_from_block(addr, block[-2000:], action=action)
-    for addr in wanted:
-        if addr.lower() not in recipients:
-            recipients[addr.lower()] = recipient_from_block(addr, head[:2000], action=action)
+    if wanted:
+        # one explanation for every listed address not found in the text: decode it once
+        shared = recipient_from_block("", head[:2000], action=action)
+        for addr in wanted:
+            if addr.lower() not in recipients:
+                recipients[addr.lower()] = replace(shared, recipient=addr)
     if not recipients:
         return None
     return base_report(

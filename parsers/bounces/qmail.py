@@ -8,11 +8,17 @@ Samples: tests/fixtures/bounces/qmail-*.eml.
 from __future__ import annotations
 
 import re
+from itertools import islice
 from typing import Final
 
 from mtalens.parsers.bounces.diagnostic import base_report, clean_address
 from mtalens.parsers.bounces.mime import Mail
-from mtalens.parsers.bounces.records import BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
+    BounceRecipient,
+    BounceReport,
+    ReportKind,
+)
 from mtalens.parsers.bounces.textbounce import (
     recipient_from_block,
     returned_original,
@@ -37,7 +43,7 @@ def decode(mail: Mail) -> BounceReport | None:
     if not _SIGNATURE_RE.search(text[:4000]):
         return None
     head, returned = split_returned(text)
-    matches = list(_PARA_RE.finditer(head))
+    matches = list(islice(_PARA_RE.finditer(head), MAX_RECIPIENTS + 1))
     recipients: list[BounceRecipient] = []
     for idx, m in enumerate(matches):
         end = matches[idx + 1].start() if idx + 1 < len(matches) else len(head)

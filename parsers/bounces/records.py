@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 
 class ParseError(Exception):
@@ -19,6 +20,14 @@ class ParseError(Exception):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+
+
+# A report naming more recipients than one message can have had is not decoded (decode() raises
+# ParseError("too_many_recipients")): RFC 5321 section 4.5.3.1.8 asks servers to accept at least
+# 100 recipients per message, Postfix's smtpd_recipient_limit is 1000 by default (postconf(5)).
+# Decoders stop collecting after MAX_RECIPIENTS + 1, so the work per message stays bounded, and
+# a hostile text full of addresses cannot suppress thousands of them.
+MAX_RECIPIENTS: Final = 1000
 
 
 class ReportKind(StrEnum):

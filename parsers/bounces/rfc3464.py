@@ -29,7 +29,13 @@ from mtalens.parsers.bounces.diagnostic import (
     squeeze,
 )
 from mtalens.parsers.bounces.mime import Mail, Part, decode_text, parse_date
-from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
+    Action,
+    BounceRecipient,
+    BounceReport,
+    ReportKind,
+)
 
 NAME: Final = "rfc3464"
 
@@ -37,6 +43,10 @@ DSN_TYPES: Final = ("message/delivery-status", "message/global-delivery-status")
 _RECIPIENT_KEYS: Final = ("final-recipient", "original-recipient")
 _ACTIONS: Final = {a.value: a for a in Action}
 
+
+HUMAN_WINDOW: Final = 20_000
+DIAGNOSTIC_CHARS: Final = 8000  # a multi-line SMTP reply is a few kB; the rest is not read
+CONTEXT_RECIPIENTS: Final = 50
 
 _DSN_START_RE: Final = re.compile(
     rb"^(?:reporting-mta|original-envelope-id|final-recipient|original-recipient):",
@@ -51,28 +61,31 @@ def split_groups(text: str) -> list[list[tuple[str, str]]]:
     Some MTAs omit the blank line between groups: a repeated Final-Recipient also starts one.
     """
     groups: list[list[tuple[str, str]]] = []
-    cur: list[tuple[str, str]] = []
+    # a field's lines are joined once, when its group ends (appending each continuation line to
+    # the value copied it every time: quadratic in the number of lines)
+    cur: list[tuple[str, list[str]]] = []
+
+    def close() -> None:
+        if cur:
+            groups.append([(n, "\n".join(v)) for n, v in cur])
+            cur.clear()
+
     for line in text.split("\n"):
         if not line.strip():
-            if cur:
-                groups.append(cur)
-                cur = []
+            close()
             continue
         if line[0] in " \t":
             if cur:
-                n, v = cur[-1]
-                cur[-1] = (n, v + "\n" + line.strip())
+                cur[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         if not sep:
             continue
         name = name.strip().lower()
         if name in _RECIPIENT_KEYS and any(n == name for n, _ in cur):
-            groups.append(cur)
-            cur = []
-        cur.append((name, value.strip()))
-    if cur:
-        groups.append(cur)
+            close()
+        cur.append((name, [value.strip()]))
+    close()
     return groups
 
 
@@ -123,7 +136,7 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
     action = _ACTIONS.get(action_raw)
     status_raw = _get(group, "status")
     status = find_status(status_raw) if status_raw else None
-    diag_type, diag = split_typed(_get(group, "diagnostic-code"))
+    diag_type, diag = split_typed((_get(group, "diagnostic-code") or "")[:DIAGNOSTIC_CHARS] or None)
     if diag and "\x1b" in diag:
         diag = _iso2022(diag)
     if diag:
@@ -192,9 +205,22 @@ def listed_in_text(human: str) -> tuple[BounceRecipient, ...]:
         return ()
     return tuple(
         BounceRecipient(recipient=clean_address(m.group(1)), action=Action.FAILED,
-                        diagnostic=squeeze(head[: m.start()])[-500:] or None)
+                        diagnostic=_squeezed_tail(head, m.start(), 500) or None)
         for m in _BULLET_RE.finditer(head)
     )  # fmt: skip
+
+
+def _squeezed_tail(text: str, end: int, n: int) -> str:
+    """``squeeze(text[:end])[-n:]`` without squeezing all of ``text[:end]`` for every caller."""
+    width = 2 * n
+    while True:
+        start = max(0, end - width)
+        tail = squeeze(text[start:end])
+        # past the cut, the squeezed tail is exact once it is longer than n (the cut only
+        # strips or joins white space at its start)
+        if start == 0 or len(tail) > n:
+            return tail[-n:]
+        width *= 4
 
 
 def usable_address(addr: str) -> bool:
@@ -343,11 +369,20 @@ def decode(mail: Mail) -> BounceReport | None:
     rcpt_groups: list[list[tuple[str, str]]] = []
     for g in groups:
         if any(n in _RECIPIENT_KEYS for n, _ in g):
+            if len(rcpt_groups) > MAX_RECIPIENTS:
+                continue  # decode() refuses the report; the per-message fields still count
             rcpt_groups.append(g)
         else:
             per_message.extend(g)
     human = human_text(mail, dsn)
-    recipients = tuple(r for g in rcpt_groups if (r := recipient_from_group(g, human)) is not None)
+    # what each recipient looks up in the explanation is bounded: its first HUMAN_WINDOW
+    # characters, for the first CONTEXT_RECIPIENTS recipients (the others keep their own fields)
+    context = human[:HUMAN_WINDOW]
+    recipients = tuple(
+        r
+        for i, g in enumerate(rcpt_groups)
+        if (r := recipient_from_group(g, context if i < CONTEXT_RECIPIENTS else "")) is not None
+    )
     if not recipients:
         recipients = listed_in_text(human)
     merged = per_message + [f for g in rcpt_groups for f in g]

@@ -21,7 +21,13 @@ from typing import Final
 from mtalens.parsers.bounces import rfc3464
 from mtalens.parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
 from mtalens.parsers.bounces.mime import Mail
-from mtalens.parsers.bounces.records import Action, BounceRecipient, BounceReport, ReportKind
+from mtalens.parsers.bounces.records import (
+    MAX_RECIPIENTS,
+    Action,
+    BounceRecipient,
+    BounceReport,
+    ReportKind,
+)
 from mtalens.parsers.bounces.textbounce import recipient_from_block, returned_original
 
 NAME: Final = "sendmail"
@@ -29,7 +35,7 @@ NAME: Final = "sendmail"
 _LIST_RE: Final = re.compile(
     r"^[ \t]*-{3,}[ \t]*The following addresses? had (?P<what>permanent fatal errors|"
     r"transient non-fatal errors|delivery problems|delivery errors|permanent delivery errors|"
-    r"fatal errors)[ \t]*-*[ \t]*$",
+    r"fatal errors)[ \t]*+-*+[ \t]*+$",  # possessive: blanks shared by two "[ \t]*" were quadratic
     re.IGNORECASE | re.MULTILINE,
 )
 _TRANSCRIPT_RE: Final = re.compile(
@@ -43,11 +49,15 @@ _RETURNED_RE: Final = re.compile(
     r"Original message header)s? follows?",
     re.IGNORECASE | re.MULTILINE,
 )
+TRANSCRIPT_WINDOW: Final = 20_000
+CONTEXT_RECIPIENTS: Final = 50
+_BRACKET_RE: Final = re.compile(r"\[([^\[\]]+)\]")  # no "[" inside: a run of "[" stays linear
 _WARNING_RE: Final = re.compile(r"this is a warning message only", re.IGNORECASE)
 _SECTION_RE: Final = re.compile(r"^[ \t]*-{3,}", re.MULTILINE)
 # Sendmail usrerr(): "550 <user@example.org>... User unknown" (also "554 5.0.0 <...>... ...").
+# The local part holds no "@": letting it end at any of many "@"s was quadratic.
 _USRERR_RE: Final = re.compile(
-    r"^[245]\d\d(?:[ \t]+[245]\.\d{1,3}\.\d{1,3})?[ \t]+<?([^\s<>]+@[^\s<>]+?)>?\.\.\.[ \t]*(.*)$",
+    r"^[245]\d\d(?:[ \t]+[245]\.\d{1,3}\.\d{1,3})?[ \t]+<?([^\s<>@]+@[^\s<>]+?)>?\.\.\.[ \t]*(.*)$",
     re.MULTILINE,
 )
 
@@ -84,15 +94,27 @@ def decode(mail: Mail) -> BounceReport | None:
     if listed is not None:
         end = _SECTION_RE.search(head, listed.end())
         section = head[listed.end() : end.start() if end else len(head)]
+        # each listed address looks in the transcript's first TRANSCRIPT_WINDOW characters, for
+        # the first CONTEXT_RECIPIENTS addresses (more would each rescan it: quadratic)
+        window = transcript[:TRANSCRIPT_WINDOW]
+        low = window.lower()
         for addr, notes in _listed(section):
-            block = _transcript_for(transcript, addr) or transcript
-            recipients.setdefault(
-                addr.lower(),
-                recipient_from_block(addr, (notes + "\n" + block).strip(), action=action),
+            if addr.lower() in recipients:
+                continue
+            if len(recipients) > MAX_RECIPIENTS:
+                break
+            block = ""
+            if len(recipients) < CONTEXT_RECIPIENTS:
+                block = _transcript_for(window, low, addr) or window
+            recipients[addr.lower()] = recipient_from_block(
+                addr, (notes + "\n" + block).strip(), action=action
             )
     if not recipients and transcript:
         for addr, block in _usrerr(transcript):
-            recipients.setdefault(addr.lower(), recipient_from_block(addr, block, action=action))
+            if len(recipients) > MAX_RECIPIENTS:
+                break
+            if addr.lower() not in recipients:
+                recipients[addr.lower()] = recipient_from_block(addr, block, action=action)
     original = returned_original(mail, returned)
     if not recipients and transcript and original is not None and original.to:
         # V5 transcripts that only name the host ("421 example.com (smtp)... Deferred"):
@@ -128,20 +150,21 @@ def _listed(section: str) -> list[tuple[str, str]]:
             continue
         addr = clean_address(m.group(1))
         rest = stripped[m.end() :]
-        bracket = re.search(r"\[([^\]]+)\]", rest)
+        bracket = _BRACKET_RE.search(rest)
         out.append((addr, [bracket.group(1)] if bracket else []))
     return [(a, "\n".join(notes)) for a, notes in out]
 
 
-def _transcript_for(transcript: str, addr: str) -> str:
-    """The transcript lines from the dialogue that concerns this address."""
-    low = transcript.lower()
-    idx = low.find(addr.lower())
+def _transcript_for(transcript: str, low: str, addr: str) -> str:
+    """The transcript lines from the dialogue that concerns this address (``low``: the
+    transcript lower-cased, once for all addresses)."""
+    want = addr.lower()
+    idx = low.find(want)
     if idx < 0:
         return ""
     start = low.rfind("while talking to", 0, idx)
     start = start if start >= 0 else transcript.rfind("\n", 0, idx) + 1
-    end = transcript.find("\n", transcript.lower().rfind(addr.lower()))
+    end = transcript.find("\n", low.rfind(want))
     return transcript[start : end if end >= 0 else len(transcript)]
 
 
@@ -157,9 +180,10 @@ def _usrerr(transcript: str) -> list[tuple[str, str]]:
         keep: list[str] = []
         for ln in reversed(block_lines):
             if ln.strip():
-                keep.insert(0, ln)
+                keep.append(ln)
             if ln.lower().startswith(("while talking", ">>>")):
                 break
+        keep.reverse()
         if keep and not any(k.lower().startswith(("while talking", ">>>")) for k in keep):
             keep = keep[-1:]
         out.append((addr, "\n".join([*keep, transcript[line_start : m.end()]]).strip()))

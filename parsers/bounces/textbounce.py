@@ -18,8 +18,10 @@ from mtalens.parsers.bounces.records import Action, BounceRecipient, OriginalMes
 
 # Lines that introduce the returned message in the common MTAs' prose bounces (OpenSMTPD's
 # bounce notice, smtpd/bounce.c: "Below is a copy of the original message:").
+# The leading run is possessive: no phrase starts with one of its characters, and letting
+# "[ \t>|-]*", "-{2,}" and "[ \t]*" share a long run of spaces or dashes was quadratic.
 RETURNED_MARKER_RE: Final = re.compile(
-    r"^[ \t>|-]*(?:-{2,}|={2,}|\*{2,})?[ \t]*("
+    r"^[ \t>|-]*+(?:(?:={2,}|\*{2,})[ \t]*+)?("
     r"this is a copy of the message|below this line is a copy of the message|"
     r"below is a copy of the original message|"
     r"this is a copy of your message|included is a copy of the message|"
@@ -32,9 +34,15 @@ RETURNED_MARKER_RE: Final = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 
+BLOCK_CHARS: Final = 8000
+# the prose before the returned message in which recipients are looked for
+PROSE_WINDOW: Final = 64_000
+
 _DELAY_RE: Final = re.compile(
     r"(has been delayed|not yet been delivered|delivery (is )?delayed|will (continue|keep) trying|"
-    r"still trying|warning: message .* delayed|delay(ed)? notification)",
+    # Exim: "Warning: message <id> delayed <n> hours"; the id is short, and an unbounded ".*"
+    # rescanned the rest of the line from every "warning: message"
+    r"still trying|warning: message [^\n]{0,200}? delayed|delay(ed)? notification)",
     re.IGNORECASE,
 )
 
@@ -53,6 +61,9 @@ def is_delay(text: str) -> bool:
 def recipient_from_block(
     addr: str, block: str, *, action: Action = Action.FAILED, status: str | None = None
 ) -> BounceRecipient:
+    # what explains one recipient is at most BLOCK_CHARS long (the diagnostic keeps 2,000): a
+    # longer block is cut, so no recipient costs more than a fixed amount of scanning
+    block = block[:BLOCK_CHARS]
     diag = squeeze(block)[:2000] or None
     found = find_status(block) if block else None
     if found and (status is None or status.endswith(".0.0")):
