@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import resource
 import socket
 import sys
@@ -95,6 +96,14 @@ class _Family:
     hists: dict[Labels, _Histogram] = field(default_factory=dict)
 
 
+# smtpd(8)/smtp(8): "<Trust> TLS connection established from|to HOST: <protocol> with cipher
+# <cipher> (<secret>/<algorithm> bits)"; the correlator keeps the trust word as the event kind
+# and the rest as its detail. Labels as postfix_exporter's smtpd_tls_connections_total.
+_TLS_TRUST: Final = {"tls-anonymous": "Anonymous", "tls-trusted": "Trusted",
+                     "tls-untrusted": "Untrusted", "tls-verified": "Verified"}  # fmt: skip
+_TLS_DETAIL: Final = re.compile(r"(\S+) with cipher (\S+) \((\d+)/(\d+) bits\)")
+
+
 class Metrics:
     """A small thread-safe registry: the daemon writes, the HTTP thread renders."""
 
@@ -119,6 +128,13 @@ class Metrics:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._family(name, "gauge", help).values[key] = value
+
+    def set_total(self, name: str, help: str, value: float, **labels: str) -> None:
+        """A counter whose running total is read elsewhere (``process_cpu_seconds_total``):
+        typed counter, as the exposition format's guidelines name ``*_total`` series."""
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._family(name, "counter", help).values[key] = value
 
     def observe(
         self, name: str, help: str, value: float, buckets: tuple[float, ...], **labels: str
@@ -186,7 +202,7 @@ class Metrics:
     def _process_metrics(self) -> None:
         # The standard process_* names (Prometheus client library guidelines); Linux ru_maxrss is KiB.
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        self.set(
+        self.set_total(
             "process_cpu_seconds_total", "User and system CPU time.", ru.ru_utime + ru.ru_stime
         )
         self.set(
@@ -277,6 +293,43 @@ class Metrics:
             self.inc("postfix_smtpd_messages_rejected_total",
                      "Messages rejected by smtpd, by reply code.", float(vc["counts"]),
                      code=vc["values"])  # fmt: skip
+
+    def record_event_table(self, tbl: pa.Table) -> None:
+        """postfix_exporter's smtpd and TLS counters from an Arrow table of ``event_log`` rows:
+        connects, disconnects, lost connections by stage, FCrDNS failures, TLS connections by
+        trust, protocol and cipher (smtpd and smtp), and smtp connection timeouts."""
+        if tbl.num_rows == 0:
+            return
+        kinds = tbl["kind"].to_pylist()
+        services = tbl["service"].to_pylist()
+        details = tbl["detail"].to_pylist()
+        simple: dict[tuple[str, str], tuple[str, str]] = {
+            ("connect", "smtpd"): ("postfix_smtpd_connects_total", "Incoming connections."),
+            ("disconnect", "smtpd"): ("postfix_smtpd_disconnects_total", "Incoming disconnects."),
+            ("fcrdns-failure", "smtpd"): (
+                "postfix_smtpd_forward_confirmed_reverse_dns_errors_total",
+                "Connections whose forward-confirmed reverse DNS failed.",
+            ),
+        }
+        for kind, service, detail in zip(kinds, services, details, strict=True):
+            named = simple.get((kind, service))
+            if named is not None:
+                self.inc(named[0], named[1])
+            elif kind == "lost-connection" and service == "smtpd":
+                self.inc("postfix_smtpd_connections_lost_total",
+                         "Incoming connections lost, by the stage they were lost after.",
+                         after_stage=str(detail or ""))  # fmt: skip
+            elif kind == "connect-failure" and service == "smtp" and "timed out" in (detail or ""):
+                self.inc("postfix_smtp_connection_timed_out_total",
+                         "Outgoing connections that timed out.")  # fmt: skip
+            elif kind in _TLS_TRUST and service in ("smtpd", "smtp"):
+                tls = _TLS_DETAIL.match(detail or "")
+                labels = dict(zip(("protocol", "cipher", "secret_bits", "algorithm_bits"),
+                                  tls.groups() if tls else ("", "", "", ""), strict=True))  # fmt: skip
+                direction = "Incoming" if service == "smtpd" else "Outgoing"
+                self.inc(f"postfix_{service}_tls_connections_total",
+                         f"{direction} TLS connections.", trust=_TLS_TRUST[kind],
+                         **labels)  # fmt: skip
 
     def record_bounce(self, source: str, reason: Any, category: Any, n: float = 1.0) -> None:
         self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",

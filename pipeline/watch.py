@@ -560,6 +560,9 @@ class Watcher:
         rejections = tables.get("rejection_log")
         if rejections is not None:
             m.record_rejection_table(rejections)
+        events = tables.get("event_log")
+        if events is not None:
+            m.record_event_table(events)
         m.record_auth_failures(0 if auths is None else auths.num_rows)
         source = self._source_of_key.get(source_key, "rotated")
         m.record_lines(source, counts.read, counts.stored, dict(counts.ignored),

@@ -20,6 +20,8 @@ from mtalens.pipeline.watch_config import AlertKind, AlertRule, WatchConfig
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def delivery(sec: int, rcpt: str, status: str, **kw: Any) -> dict[str, Any]:
     return {"logged_at": T0 + timedelta(seconds=sec), "recipient": rcpt, "status": status, **kw}
@@ -143,3 +145,103 @@ def test_other_alert_kinds() -> None:
     # p90 of [5]*8 + [100]*2 is 100 (nearest rank 9 of 10)
     assert got == {("sasl", "203.0.113.5"), ("bl", "zen.spamhaus.org"), ("p90", ""),
                    ("defer", "slow.example")}  # fmt: skip
+
+
+def test_postfix_exporter_smtpd_and_tls_counters(tmp_path: Path) -> None:
+    """The names dashboards built for postfix_exporter read: connects, disconnects, lost
+    connections, TLS connections by trust/protocol/cipher, connection timeouts; and the
+    process CPU counter typed as a counter."""
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Mar  2 06:00:01 mx1 postfix/smtpd[301]: connect from unknown[198.51.100.9]\n"
+        "Mar  2 06:00:01 mx1 postfix/smtpd[301]: Anonymous TLS connection established from "
+        "unknown[198.51.100.9]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n"
+        "Mar  2 06:00:02 mx1 postfix/smtpd[301]: lost connection after AUTH from "
+        "unknown[198.51.100.9]\n"
+        "Mar  2 06:00:02 mx1 postfix/smtpd[301]: disconnect from unknown[198.51.100.9] ehlo=1 "
+        "auth=0/1 commands=1/2\n"
+        "Mar  2 06:00:03 mx1 postfix/smtpd[302]: connect from mail.example.org[203.0.113.5]\n"
+        "Mar  2 06:00:04 mx1 postfix/smtp[401]: Trusted TLS connection established to "
+        "mx.example.com[192.0.2.1]:25: TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 "
+        "(256/256 bits)\n"
+        "Mar  2 06:00:05 mx1 postfix/smtp[402]: connect to mx.down.example[192.0.2.7]:25: "
+        "Connection timed out\n"
+    )
+    w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), logs=(str(log),), timezone="UTC",
+                            year=2026))  # fmt: skip
+    w.window()
+    w.close()
+    text = w.metrics.render()
+    assert "postfix_smtpd_connects_total 2" in text
+    assert "postfix_smtpd_disconnects_total 1" in text
+    assert 'postfix_smtpd_connections_lost_total{after_stage="AUTH"} 1' in text
+    assert (
+        'postfix_smtpd_tls_connections_total{algorithm_bits="256",cipher="TLS_AES_256_GCM_SHA384",'
+        'protocol="TLSv1.3",secret_bits="256",trust="Anonymous"} 1'
+    ) in text
+    assert (
+        'postfix_smtp_tls_connections_total{algorithm_bits="256",cipher="ECDHE-RSA-AES256-' in text
+    )
+    assert 'protocol="TLSv1.2",secret_bits="256",trust="Trusted"} 1' in text
+    assert "postfix_smtp_connection_timed_out_total 1" in text
+    assert "# TYPE process_cpu_seconds_total counter" in text
+    assert "198.51.100.9" not in text and "example.com" not in text  # no per-address labels
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_daemon_serves(tmp_path: Path) -> None:
+    """deploy/grafana-mtalens.json: every series a panel queries is one `watch` exposes (a
+    renamed metric would leave a panel empty)."""
+    import re
+
+    dash = json.loads((ROOT / "deploy" / "grafana-mtalens.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    functions = {"sum", "by", "rate", "increase", "histogram_quantile", "le"}
+    used = {
+        name
+        for e in exprs
+        for name in re.findall(r"[a-z_][a-z0-9_]*", re.sub(r'"[^"]*"|\[[^]]*\]', "", e))
+        if name not in functions and "_" in name
+    }
+    used -= {"after_stage", "status", "dsn", "stage", "code", "reason", "protocol"}  # labels
+    served = set()
+    for line in _served_metrics(tmp_path).splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            served |= {name, f"{name}_bucket"} if kind == "histogram" else {name}
+    assert used <= served, used - served
+
+
+def _served_metrics(tmp: Path) -> str:
+    """What a daemon serves after a log with one line of each kind the dashboard shows."""
+    log = tmp / "all.log"
+    log.write_text(
+        "Mar  2 06:00:01 mx1 postfix/smtp[201]: 4A1B2C3D4E: to=<a@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, delay=1.5, delays=0.1/0.2/0.3/0.9, dsn=2.0.0, status=sent (250 ok)\n"
+        "Mar  2 06:00:02 mx1 postfix/smtp[201]: 5B2C3D4E5F: to=<b@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, delay=2, delays=0.1/0.2/0.3/1.4, dsn=5.1.1, status=bounced (host "
+        "mx.example.com[192.0.2.1] said: 550 5.1.1 user unknown (in reply to RCPT TO command))\n"
+        "Mar  2 06:00:02 mx1 postfix/smtp[202]: 6C3D4E5F6A: to=<c@example.com>, relay=none, "
+        "delay=30, delays=0/0/30/0, dsn=4.4.1, status=deferred (connect to mx.example.com"
+        "[192.0.2.1]:25: Connection timed out)\n"
+        "Mar  2 06:00:03 mx1 postfix/smtpd[301]: NOQUEUE: reject: RCPT from unknown[198.51.100.9]:"
+        " 554 5.7.1 <c@example.net>: Relay access denied; from=<x@example.org> "
+        "to=<c@example.net> proto=ESMTP helo=<h>\n"
+        "Mar  2 06:00:04 mx1 postfix/smtpd[301]: warning: unknown[198.51.100.9]: SASL LOGIN "
+        "authentication failed: UGFzc3dvcmQ6\n"
+        "Mar  2 06:00:05 mx1 postfix/smtpd[301]: connect from unknown[198.51.100.9]\n"
+        "Mar  2 06:00:05 mx1 postfix/smtpd[301]: Anonymous TLS connection established from "
+        "unknown[198.51.100.9]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n"
+        "Mar  2 06:00:06 mx1 postfix/smtpd[301]: lost connection after AUTH from "
+        "unknown[198.51.100.9]\n"
+        "Mar  2 06:00:06 mx1 postfix/smtpd[301]: disconnect from unknown[198.51.100.9] ehlo=1 "
+        "commands=1\n"
+        "Mar  2 06:00:07 mx1 postfix/smtp[402]: connect to mx.down.example[192.0.2.7]:25: "
+        "Connection timed out\n"
+        "\xff garbage\n"
+    )
+    w = Watcher(WatchConfig(db=str(tmp / "w.duckdb"), logs=(str(log),), timezone="UTC",
+                            year=2026))  # fmt: skip
+    w.window()
+    w.close()
+    return w.metrics.render()
