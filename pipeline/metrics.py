@@ -324,12 +324,12 @@ class Metrics:
                          "Outgoing connections that timed out.")  # fmt: skip
             elif kind in _TLS_TRUST and service in ("smtpd", "smtp"):
                 tls = _TLS_DETAIL.match(detail or "")
-                labels = dict(zip(("protocol", "cipher", "secret_bits", "algorithm_bits"),
-                                  tls.groups() if tls else ("", "", "", ""), strict=True))  # fmt: skip
+                protocol, cipher, secret, algorithm = tls.groups() if tls else ("", "", "", "")
                 direction = "Incoming" if service == "smtpd" else "Outgoing"
                 self.inc(f"postfix_{service}_tls_connections_total",
                          f"{direction} TLS connections.", trust=_TLS_TRUST[kind],
-                         **labels)  # fmt: skip
+                         protocol=protocol, cipher=cipher, secret_bits=secret,
+                         algorithm_bits=algorithm)  # fmt: skip
 
     def record_bounce(self, source: str, reason: Any, category: Any, n: float = 1.0) -> None:
         self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",
