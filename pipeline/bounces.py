@@ -4,6 +4,13 @@ each recipient (``mtalens.pipeline.classify``), and store reports, recipients an
 Every message read ends as stored, duplicate (same content hash already in the store) or
 quarantined (``ParseError`` code, or ``bug:<ExceptionType>`` for a decoder bug), so
 ``read == stored + duplicates + quarantined``.
+
+Each message has a ``Budget``: one larger than ``max_bytes`` is quarantined unread
+(``too_large``), one whose decoding takes longer than ``max_seconds`` is quarantined
+(``time_budget``). In the main thread the decoder is interrupted when the time is up (SIGALRM;
+the regex engine checks for signals while it runs); elsewhere signals cannot reach it, so the
+time is checked when it returns. The decoders are linear (issue 12), so with the size cap the
+time limit is a safety net, not the bound.
 """
 
 from __future__ import annotations
@@ -11,7 +18,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -26,6 +37,50 @@ if TYPE_CHECKING:  # parsing needs no store: `bounces parse` must not import duc
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH: Final = 500
+DEFAULT_MAX_BYTES: Final = 50 << 20  # above the usual provider limits (Gmail 25 MB, Postfix 10 MB)
+DEFAULT_MAX_SECONDS: Final = 5.0  # a linear decoder takes < 50 ms per MB: 100x headroom at 1 MB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    """What one message may cost to decode before it is quarantined instead."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_seconds: float = DEFAULT_MAX_SECONDS
+
+
+DEFAULT_BUDGET: Final = Budget()
+
+
+class _Overtime(BaseException):
+    """Raised by the SIGALRM handler; a BaseException so no ``except Exception`` swallows it."""
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (main thread only, and only when no other interval
+    timer is armed: then it leaves the timer alone and the caller checks the time afterwards)."""
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _Overtime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Classification(Protocol):
@@ -141,11 +196,23 @@ class Decoded:
     reason: str | None = None  # quarantine reason when report is None
 
 
-def decode_message(msg: MailboxMessage) -> Decoded:
-    """Decode one message; never raises (bugs become a ``bug:<Type>`` quarantine reason)."""
+def decode_message(
+    msg: MailboxMessage,
+    budget: Budget = DEFAULT_BUDGET,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Decoded:
+    """Decode one message within its budget; never raises (bugs become a ``bug:<Type>``
+    quarantine reason, an exceeded budget ``too_large`` or ``time_budget``)."""
     h = content_hash(msg.raw)
+    overtime = ParseError("time_budget", f"decoding took more than {budget.max_seconds:g} s")
+    started = clock()
     try:
-        return Decoded(msg, h, report=decode(msg.raw))
+        with _deadline(budget.max_seconds):
+            report = decode(msg.raw, max_bytes=budget.max_bytes)
+    except _Overtime:
+        log.warning("bounce over its time budget: %s message %d", msg.source, msg.index)
+        return Decoded(msg, h, error=overtime, reason=overtime.code)
     except ParseError as exc:
         return Decoded(msg, h, error=exc, reason=exc.code)
     except Exception as exc:  # a decoder bug must not stop the scan (STYLE.md section 4)
@@ -153,6 +220,10 @@ def decode_message(msg: MailboxMessage) -> Decoded:
         return Decoded(
             msg, h, error=ParseError("bug", repr(exc)), reason=f"bug:{type(exc).__name__}"
         )
+    if clock() - started > budget.max_seconds:  # where it could not be interrupted
+        log.warning("bounce over its time budget: %s message %d", msg.source, msg.index)
+        return Decoded(msg, h, error=overtime, reason=overtime.code)
+    return Decoded(msg, h, report=report)
 
 
 # The classifier's "kind" hints (pipeline/classify.py module docstring).
@@ -305,6 +376,7 @@ def ingest(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     classifier: Classifier | None = None,
     batch_size: int = DEFAULT_BATCH,
+    budget: Budget = DEFAULT_BUDGET,
 ) -> IngestResult:
     """Decode, classify and store; one transaction per batch of messages. A path that cannot be
     read is listed in ``IngestResult.unreadable`` (path, reason) and the others are read."""
@@ -313,7 +385,7 @@ def ingest(
     batch: list[Decoded] = []
     for msg in iter_messages(paths, on_error=lambda p, why: result.unreadable.append((p, why))):
         result.read += 1
-        batch.append(decode_message(msg))
+        batch.append(decode_message(msg, budget))
         if len(batch) >= batch_size:
             _write_batch(store, batch, classifier, now(), result)
             batch = []
