@@ -591,6 +591,24 @@ def test_every_layout_lands_in_the_views(store: Store, tmp_path: Path) -> None:
     assert sel == [(["example.com", "lists.example.org"], ["s2026", "l1"], "example.com")]
 
 
+def test_report_section_per_source(store: Store, tmp_path: Path) -> None:
+    from mtalens.pipeline.reports import report
+
+    r = sample(org="google.example", rid="id-report")
+    _ingest(store, _write(tmp_path / filename(r, "xml"), LAYOUTS["yahoo"](r)))
+    (t,) = report(store, since=datetime(1970, 1, 1, tzinfo=UTC),
+                  until=datetime(9999, 1, 1, tzinfo=UTC), sections=("dmarc_sources",))  # fmt: skip
+    rows = {str(x["source_ip"]): x for x in t.records()}
+    assert set(rows) == {str(ipaddress.ip_address(x.ip)) for x in RECORDS}
+    for x in RECORDS:
+        row = rows[str(ipaddress.ip_address(x.ip))]
+        passed = x.dkim == "pass" or x.spf == "pass"
+        assert row["messages"] == x.count and row["dmarc_pass_pct"] == (100.0 if passed else 0.0)
+    (none,) = report(store, since=datetime(1970, 1, 1, tzinfo=UTC),
+                     until=datetime(1971, 1, 1, tzinfo=UTC), sections=("dmarc_sources",))  # fmt: skip
+    assert none.rows == []  # the report's days are outside that range
+
+
 def test_mailboxes_and_duplicates(store: Store, tmp_path: Path) -> None:
     r1, r2 = sample(rid="a-1"), sample(rid="a-2")
     m1 = report_mail(

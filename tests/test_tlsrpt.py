@@ -250,6 +250,24 @@ def test_reports_land_in_the_views(store: Store, tmp_path: Path) -> None:
     assert store.con.execute("SELECT count(*) FROM tlsrpt_failure_log").fetchall() == [(3,)]
 
 
+def test_report_section_per_policy(store: Store, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from mtalens.pipeline.reports import report
+
+    ingest_reports(store, [_inputs(tmp_path)], now=lambda: NOW)
+    (t,) = report(store, since=datetime(1970, 1, 1, tzinfo=UTC),
+                  until=datetime(9999, 1, 1, tzinfo=UTC), sections=("tlsrpt_results",))  # fmt: skip
+    rows = {(r["policy_domain"], r["policy_type"]): r for r in t.records()}
+    sts = rows[("example.com", "sts")]
+    # the sts policy of both reports: the sessions summed over them, the failures' types listed
+    assert sts["failed_sessions"] == 305 and sts["failure_types"] == [
+        "certificate-expired", "starttls-not-supported", "validation-failure"]  # fmt: skip
+    total = sts["successful_sessions"] + sts["failed_sessions"]  # type: ignore[operator]
+    assert sts["failed_pct"] == round(100 * 305 / total, 2)
+    assert next(iter(rows)) == ("example.com", "sts")  # the most failures first
+
+
 def test_broken_report_is_quarantined(store: Store, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json.gz"
     bad.write_bytes(gzipped(b'{"organization-name": "x", "policies": [], "date-range": 5}'))

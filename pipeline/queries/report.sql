@@ -181,3 +181,28 @@ SELECT service,
        count(*) AS count, min(logged_at) AS first_seen, max(logged_at) AS last_seen
 FROM events WHERE kind = 'warning' AND logged_at >= $since AND logged_at < $until
 GROUP BY ALL ORDER BY count DESC, service, warning LIMIT $top;
+
+-- Reports receivers send (`mtalens reports ingest`): a report covers [begin_at, end_at); one is
+-- in the range when it ends after $since and begins before $until.
+
+-- name: dmarc_sources
+SELECT policy_domain, source_ip, sum(count)::BIGINT AS messages,
+       round(100.0 * coalesce(sum(count) FILTER (dmarc_pass), 0) / sum(count), 1) AS dmarc_pass_pct,
+       round(100.0 * coalesce(sum(count) FILTER (dkim_aligned), 0) / sum(count), 1) AS dkim_aligned_pct,
+       round(100.0 * coalesce(sum(count) FILTER (spf_aligned), 0) / sum(count), 1) AS spf_aligned_pct,
+       coalesce(sum(count) FILTER (disposition IN ('quarantine', 'reject')), 0)::BIGINT
+         AS quarantined_or_rejected,
+       count(DISTINCT reporter) AS reporters
+FROM dmarc_records WHERE end_at > $since AND begin_at < $until
+GROUP BY ALL ORDER BY messages DESC, policy_domain, source_ip LIMIT $top;
+
+-- name: tlsrpt_results
+SELECT p.policy_domain, p.policy_type, sum(p.successful_sessions)::BIGINT AS successful_sessions,
+       sum(p.failed_sessions)::BIGINT AS failed_sessions,
+       round(100.0 * sum(p.failed_sessions)
+             / nullif(sum(p.successful_sessions) + sum(p.failed_sessions), 0), 2) AS failed_pct,
+       (SELECT list(DISTINCT f.result_type ORDER BY f.result_type) FROM tlsrpt_failures f
+        WHERE f.policy_domain = p.policy_domain AND f.policy_type = p.policy_type
+          AND f.end_at > $since AND f.begin_at < $until) AS failure_types
+FROM tlsrpt_policies p WHERE p.end_at > $since AND p.begin_at < $until
+GROUP BY ALL ORDER BY failed_sessions DESC, policy_domain, policy_type LIMIT $top;
