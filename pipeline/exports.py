@@ -38,6 +38,7 @@ from typing import IO, Any, Final, Protocol
 
 import polars as pl
 
+from mtalens.pipeline.cells import FORMULA_START, spreadsheet_expr
 from mtalens.pipeline.config import SuppressionsConfig
 from mtalens.pipeline.exitcodes import InputError
 from mtalens.pipeline.store import Store
@@ -48,8 +49,7 @@ _SAFE_ADDRESS: Final = (
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$"
 )
-_FORMULA_START: Final = r"^[=+\-@\t\r]"
-_CONTROL: Final = r"[\x00-\x1f\x7f\u0085\u2028\u2029]"
+_FORMULA_START: Final = FORMULA_START  # one definition for every renderer: pipeline/cells.py
 UNSAFE_ADDRESS: Final = "not a plain ASCII address (quoted, literal, non-ASCII or odd characters)"
 FORMULA: Final = "starts with a character a spreadsheet reads as a formula"
 COMMENT: Final = "starts with '#', a comment in a Postfix map"
@@ -307,13 +307,6 @@ def _word(col: str) -> pl.Expr:
     return pl.col(col).fill_null("unknown").str.replace_all(r"[^a-z0-9._-]", "_")
 
 
-def _neutralise(col: str) -> pl.Expr:
-    text = pl.col(col).cast(pl.String).str.replace_all(_CONTROL, " ")
-    return (
-        pl.when(text.str.contains(_FORMULA_START)).then(pl.lit("'") + text).otherwise(text)
-    ).alias(col)
-
-
 def _only(frames: Iterable[pl.DataFrame], predicate: pl.Expr) -> Iterator[pl.DataFrame]:
     for frame in frames:
         yield frame.filter(predicate)
@@ -332,7 +325,7 @@ class GenericCsv:
 
     def write(self, adds: Iterable[pl.DataFrame], sink: Sink) -> None:
         select = [
-            _iso(c) if c in _TIMES else _neutralise(c) if c in _TEXT_COLUMNS else pl.col(c)
+            _iso(c) if c in _TIMES else spreadsheet_expr(c) if c in _TEXT_COLUMNS else pl.col(c)
             for c in COLUMNS
         ]
         _write_csv(sink, "suppressions.csv", adds, select)
@@ -459,7 +452,7 @@ class MailgunBounces:
             .fill_null(pl.when(pl.col("kind") == "hard").then(550).otherwise(452))
             .cast(pl.Int64)
             .alias("code"),
-            _neutralise("error_text").alias("error"),
+            spreadsheet_expr("error_text").alias("error"),
             _rfc2822("suppressed_at").alias("created_at"),
         ]
         rows = _only(adds, pl.col("kind").is_in(["hard", "soft"]))

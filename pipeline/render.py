@@ -1,4 +1,8 @@
-"""Rendering tables as text, JSON or CSV for the CLI (and anyone else)."""
+"""Rendering tables as text, JSON or CSV for the CLI (and anyone else).
+
+Every text cell, column name and section name of a table is made terminal-safe, every text cell
+and column name of a CSV spreadsheet-safe (``pipeline/cells.py``, shared with the exports);
+numbers, times and booleans are written as they are."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from mtalens.pipeline.cells import spreadsheet_text, terminal_text
 
 if TYPE_CHECKING:
     from mtalens.pipeline.reports import Table
@@ -37,20 +43,20 @@ def _cell(v: Any) -> str:
         return f"{v:.3f}".rstrip("0").rstrip(".") if v == v else "nan"
     if isinstance(v, datetime):
         return v.isoformat(sep=" ", timespec="seconds")
-    s = str(_jsonable(v))
-    # terminals: never let log text move the cursor or change colours
-    return "".join(c if c.isprintable() else "?" for c in s)
+    # terminals: never let log or mail text move the cursor, change colours or reorder the line
+    return terminal_text(str(_jsonable(v)))
 
 
 def text_table(t: Table, *, max_width: int = 60) -> str:
     if not t.columns:
         return "(no result)\n"
     cells = [[_cell(v)[:max_width] for v in row] for row in t.rows]
-    widths = [len(c) for c in t.columns]
+    columns = [terminal_text(c) for c in t.columns]  # `query` names them from the user's SQL
+    widths = [len(c) for c in columns]
     for row in cells:
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
-    lines = ["  ".join(c.ljust(w) for c, w in zip(t.columns, widths, strict=True)).rstrip()]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -63,12 +69,22 @@ def json_records(t: Table) -> list[dict[str, Any]]:
     return [{k: _jsonable(v) for k, v in zip(t.columns, r, strict=True)} for r in t.rows]
 
 
+def _csv_cell(v: Any) -> Any:
+    """Text neutralised for spreadsheets; numbers (a negative one starts with "-"), booleans and
+    times as they are; anything else (lists, structs) is written as its text, neutralised."""
+    if v is None:
+        return ""
+    if isinstance(v, bool | int | float | Decimal | datetime | date):
+        return _jsonable(v)
+    return spreadsheet_text(str(_jsonable(v)))
+
+
 def csv_text(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(t.columns)
+    w.writerow([spreadsheet_text(c) for c in t.columns])
     for r in t.rows:
-        w.writerow([_jsonable(v) if v is not None else "" for v in r])
+        w.writerow([_csv_cell(v) for v in r])
     return buf.getvalue()
 
 
@@ -85,4 +101,6 @@ def render_tables(tables: list[Table], fmt: Format, *, single: bool = False) -> 
         return "\n".join(f"# section: {t.name}\n{csv_text(t)}" for t in tables)
     if single:
         return text_table(tables[0])
-    return "\n".join(f"== {t.name.replace('_', ' ')} ==\n{text_table(t)}" for t in tables)
+    return "\n".join(
+        f"== {terminal_text(t.name.replace('_', ' '))} ==\n{text_table(t)}" for t in tables
+    )

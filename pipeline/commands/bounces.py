@@ -77,8 +77,10 @@ def _print_row(row: BounceRow, fmt: str) -> None:
 
 
 def _cell(text: str) -> str:
-    # one row per line, whatever the message says: tabs, newlines and control characters go
-    return "".join(c if c.isprintable() else " " for c in text)
+    # one row per line, whatever the message says: tabs, newlines, escapes, bidi controls go
+    from mtalens.pipeline.cells import terminal_text
+
+    return terminal_text(text, " ")
 
 
 @bounces_app.command("ingest")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mtalens.pipeline.cells import terminal_text
 from mtalens.pipeline.dns_defaults import DEFAULT_BLOCKLISTS, DEFAULT_TIMEOUT
 from mtalens.pipeline.exitcodes import ExitCode
 
@@ -158,9 +159,10 @@ def check(
             )
         )
     else:
-        typer.echo(report.domain)
+        # record texts come from the domain's own zone: never raw onto the terminal
+        typer.echo(terminal_text(report.domain))
         for f in report.findings:
-            typer.echo(f"  {f.severity:<8} {f.check:<8} {f.message}")
+            typer.echo(terminal_text(f"  {f.severity:<8} {f.check:<8} {f.message}"))
     _finish(client, found=report.worst is Severity.ERROR, unknown=bool(report.unknown))
 
 
@@ -207,7 +209,7 @@ def blocklist(
             line = f"{r.status:<13} {r.zone:<28} {r.message}"
             if r.txt:
                 line += f" ({' | '.join(r.txt)})"
-            typer.echo(line)
+            typer.echo(terminal_text(line))
     _finish(
         client,
         found=any(r.status is Listing.LISTED for r in results),
@@ -243,7 +245,7 @@ def fcrdns(
     else:
         for r in results:
             verdict = "ok" if r.confirmed else "unknown" if r.unknown else "FAIL"
-            typer.echo(f"{r.ip:<39} {verdict:<7} {r.message}")
+            typer.echo(terminal_text(f"{r.ip:<39} {verdict:<7} {r.message}"))
     _finish(
         client,
         found=any(not r.confirmed and not r.unknown for r in results),
