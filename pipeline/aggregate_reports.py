@@ -303,6 +303,10 @@ class ReportIngestor:
     def _mail_error(self, path: str, reason: str) -> None:
         self.result.unreadable.append((path, reason))
 
+    def add_messages(self, messages: Iterable[MailboxMessage]) -> None:
+        """Read report mail handed over by a caller (the daemon's Maildirs); ``flush`` writes."""
+        self._messages(messages)
+
     def _messages(self, messages: Iterable[MailboxMessage]) -> None:
         for msg in messages:
             self.result.inputs += 1

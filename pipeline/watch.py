@@ -199,6 +199,7 @@ class WatchStats:
     lines: int = 0
     maildir_messages: int = 0
     mbox_messages: int = 0
+    report_messages: int = 0
     rotations: int = 0
     truncations: int = 0
     lock_waits: int = 0
@@ -270,6 +271,7 @@ class Watcher:
             logs=self.config.logs if not new.logs else None,
             maildirs=self.config.maildirs if not new.maildirs else None,
             mboxes=self.config.mboxes if not new.mboxes else None,
+            report_maildirs=self.config.report_maildirs if not new.report_maildirs else None,
         )
         self.alerts.close()  # its delivery thread ends after what it has queued
         self.alerts = AlertEngine(self.config.rules, webhook=self.config.webhook,
@@ -355,7 +357,7 @@ class Watcher:
         period)."""
         if not self._started or self.config.mboxes:
             return None
-        for md in self.config.maildirs:
+        for md in (*self.config.maildirs, *self.config.report_maildirs):
             try:
                 with os.scandir(Path(md) / "new") as entries:
                     if any(self._maildir_due(e) for e in entries):
@@ -390,6 +392,8 @@ class Watcher:
         self._tail_logs(ing, final=final)
         for md in self.config.maildirs:
             self._maildir(store, Path(md))
+        for md in self.config.report_maildirs:
+            self._maildir(store, Path(md), reports=True)
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
         self._fold_summary(store, final=final)
@@ -589,10 +593,12 @@ class Watcher:
 
     # -- mailboxes ------------------------------------------------------------------------------
 
-    def _maildir(self, store: Store, root: Path) -> None:
+    def _maildir(self, store: Store, root: Path, *, reports: bool = False) -> None:
         """Decode up to MAILDIR_BATCH messages of ``new/`` and move each one on to ``cur/``
         only once it is stored (or recognised as a duplicate) or quarantined: a message that
-        cannot be read stays in ``new/`` and is tried again (see ``_unreadable_message``)."""
+        cannot be read stays in ``new/`` and is tried again (see ``_unreadable_message``).
+        ``reports``: a Maildir of DMARC/TLS-RPT report mail (mtalens.pipeline.aggregate_reports)
+        rather than bounces."""
         new, cur = root / "new", root / "cur"
         try:
             with os.scandir(new) as entries:
@@ -617,7 +623,9 @@ class Watcher:
                 continue
             self._unreadable.pop(str(f), None)
             msgs.append(MailboxMessage(source=str(f), index=1, offset=0, raw=raw))
-        if msgs:
+        if msgs and reports:
+            self._store_reports(store, msgs)
+        elif msgs:
             self._store_messages(store, msgs, origin="maildir")
         if given_up:
             self._quarantine_unreadable(store, given_up)
@@ -627,6 +635,22 @@ class Watcher:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f, cur / _maildir_name(f.name))
         self.stats.maildir_messages += len(msgs)
+
+    def _store_reports(self, store: Store, msgs: list[MailboxMessage]) -> None:
+        """Report mail into the store, committed before the caller moves it on: a report that
+        cannot be read is quarantined there with its reason, like `mtalens reports ingest`."""
+        from mtalens.pipeline.aggregate_reports import ReportIngestor
+
+        ing = ReportIngestor(store)
+        ing.add_messages(msgs)
+        ing.flush()
+        r = ing.result
+        self.stats.report_messages += len(msgs)
+        self.metrics.inc("mtalens_report_messages_total", "Report mail read from Maildirs.",
+                         float(len(msgs)))  # fmt: skip
+        log.info("report mail", extra={"messages": len(msgs), "dmarc_reports": r.dmarc_reports,
+                 "tlsrpt_reports": r.tlsrpt_reports, "duplicates": r.duplicates,
+                 "quarantined": r.quarantined})  # fmt: skip
 
     def _maildir_due(self, entry: os.DirEntry[str]) -> bool:
         """A ``new/`` entry to read now: not a dot file or directory, and not waiting for the
@@ -824,6 +848,11 @@ class Watcher:
             if not (Path(m) / "new").is_dir()
         ]
         out += [f"--mbox {m}: no such file" for m in self.config.mboxes if not Path(m).is_file()]
+        out += [
+            f"--reports-maildir {m}: not a Maildir (no new/)"
+            for m in self.config.report_maildirs
+            if not (Path(m) / "new").is_dir()
+        ]
         return out
 
     def _watched_dirs(self) -> set[str]:
@@ -832,7 +861,7 @@ class Watcher:
             parent = Path(pattern).parent
             if not has_magic(str(parent)) and parent.is_dir():
                 dirs.add(str(parent))
-        for md in self.config.maildirs:
+        for md in (*self.config.maildirs, *self.config.report_maildirs):
             if (Path(md) / "new").is_dir():
                 dirs.add(str(Path(md) / "new"))
         for mb in self.config.mboxes:
@@ -916,8 +945,8 @@ def _mbox_prior_count(store: Store, source: str, offset: int) -> int:
 def build_watcher(config_path: str | Path | None, **overrides: Any) -> Watcher:
     """The config file's settings with the command line's on top (start-up errors raise)."""
     config = load_watch_config(config_path).with_overrides(**overrides)
-    if not (config.logs or config.maildirs or config.mboxes):
+    if not (config.logs or config.maildirs or config.mboxes or config.report_maildirs):
         raise ValueError(
-            "nothing to watch: give --log, --maildir or --mbox (or [watch] in the config)"
+            "nothing to watch: give --log, --maildir, --mbox or --reports-maildir (or [watch] in the config)"
         )
     return Watcher(config, config_path=config_path)

@@ -6,6 +6,7 @@ Example (every key optional; command-line options win over the file)::
     db = "/var/lib/mtalens/mtalens.duckdb"
     logs = ["/var/log/mail.log", "/var/log/postfix/*.log"]   # files or globs
     maildirs = ["/var/mail/bounces/Maildir"]                 # new/ is read, then moved to cur/
+    report_maildirs = ["/var/mail/dmarc/Maildir"]            # DMARC/TLS-RPT report mail, the same way
     mboxes = []                                              # read by offset
     poll = false              # true: no inotify, stat every poll_interval seconds
     poll_interval = 1.0       # seconds between checks even when inotify is quiet
@@ -66,6 +67,7 @@ class WatchConfig:
     logs: tuple[str, ...] = ()
     maildirs: tuple[str, ...] = ()
     mboxes: tuple[str, ...] = ()
+    report_maildirs: tuple[str, ...] = ()  # `mtalens reports ingest`'s mail, read as maildirs are
     poll: bool = False
     poll_interval: float = 1.0
     commit_interval: float = 1.0
@@ -80,7 +82,7 @@ class WatchConfig:
     def with_overrides(self, **values: Any) -> WatchConfig:
         """Command-line values that were given (not None, not empty) replace the file's."""
         given = {k: v for k, v in values.items() if v is not None and v != () and v != []}
-        for k in ("logs", "maildirs", "mboxes"):
+        for k in ("logs", "maildirs", "mboxes", "report_maildirs"):
             if k in given:
                 given[k] = tuple(str(x) for x in given[k])
         return replace(self, **given).checked()
@@ -108,6 +110,7 @@ _WATCH_KEYS: Final = {
     "db": str,
     "logs": list,
     "maildirs": list,
+    "report_maildirs": list,
     "mboxes": list,
     "poll": bool,
     "poll_interval": (int, float),
@@ -146,7 +149,7 @@ def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
         raise WatchConfigError("[watch] and [alerts] must be tables")
     _check("watch", watch, _WATCH_KEYS)
     values: dict[str, Any] = dict(watch)
-    for k in ("logs", "maildirs", "mboxes"):
+    for k in ("logs", "maildirs", "mboxes", "report_maildirs"):
         if k in values:
             if not all(isinstance(x, str) for x in values[k]):
                 raise WatchConfigError(f"[watch] {k}: a list of paths")

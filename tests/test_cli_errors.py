@@ -86,6 +86,7 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
         ("watch",): [
             ([*w, "--once", "--log", f"{NOWHERE}.log"], USAGE),
             ([*w, "--once", "--maildir", NOWHERE], USAGE),
+            ([*w, "--once", "--reports-maildir", NOWHERE], USAGE),
             (["--config", f"{NOWHERE}.toml", "--once"], USAGE),
             ([*w, "--once"], USAGE),  # nothing to watch
             ([*w, "--once", "--timezone", "Nowhere/Land", "--log", str(tmp / "x.log")], USAGE),

@@ -31,6 +31,12 @@ def watch(
     mbox: Annotated[
         list[str] | None, typer.Option("--mbox", help="Bounce mbox (repeatable).")
     ] = None,
+    reports_maildir: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reports-maildir", help="Maildir of DMARC/TLS-RPT report mail (repeatable)."
+        ),
+    ] = None,
     poll: Annotated[
         bool | None, typer.Option("--poll/--inotify", help="Poll instead of inotify.")
     ] = None,
@@ -71,14 +77,16 @@ def watch(
     setup_json_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         watcher = build_watcher(
-            config, db=db, logs=log, maildirs=maildir, mboxes=mbox, poll=poll,
+            config, db=db, logs=log, maildirs=maildir, mboxes=mbox,
+            report_maildirs=reports_maildir, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
             metrics_host=metrics_host,
         )  # fmt: skip
         missing = watcher.unmatched() if once else []
         cfg = watcher.config
-        if missing and len(missing) == len(cfg.logs) + len(cfg.maildirs) + len(cfg.mboxes):
+        n_sources = len(cfg.logs) + len(cfg.maildirs) + len(cfg.mboxes) + len(cfg.report_maildirs)
+        if missing and len(missing) == n_sources:
             raise ValueError("nothing to read: " + "; ".join(missing))
         watcher.run(once=once)
         if missing:
