@@ -181,8 +181,9 @@ def fill(unit: bytes, size: int) -> bytes:
 def test_time_grows_linearly_with_size(unit: bytes, place: str) -> None:
     small = PLACES[place](fill(unit, 64_000))
     big = PLACES[place](fill(unit, 256_000))
-    t_small = min(timed(small), timed(small))
-    t_big = min(timed(big), timed(big))
+    # best of three: the machine is shared, and a slow run says nothing about the decoder
+    t_small = min(timed(small) for _ in range(3))
+    t_big = min(timed(big) for _ in range(3))
     # 4x the bytes: linear is 4x the time, quadratic 16x; the floor absorbs timer noise
-    assert t_big <= 8 * max(t_small, 0.002), (t_small, t_big)
-    assert t_big * 1000 / (len(big) / 1e6) < MS_PER_MB_LIMIT, t_big
+    assert t_big <= 8 * max(t_small, 0.002), (place, unit, t_small, t_big)
+    assert t_big * 1000 / (len(big) / 1e6) < MS_PER_MB_LIMIT, (place, unit, t_big)
