@@ -47,7 +47,9 @@ def _cell(v: Any) -> str:
     return terminal_text(str(_jsonable(v)))
 
 
-def text_table(t: Table, *, max_width: int = 60) -> str:
+def text_table(t: Table, *, max_width: int = 60, fit: int | None = None) -> str:
+    """Columns padded to their widest cell (at most ``max_width``); with ``fit`` (a terminal's
+    width) the widest columns are cut, with an ellipsis, until a line fits (not below 8)."""
     if not t.columns:
         return "(no result)\n"
     cells = [[_cell(v)[:max_width] for v in row] for row in t.rows]
@@ -56,6 +58,10 @@ def text_table(t: Table, *, max_width: int = 60) -> str:
     for row in cells:
         for i, c in enumerate(row):
             widths[i] = max(widths[i], len(c))
+    if fit is not None:
+        widths = _fit(widths, fit)
+        cells = [[_cut(c, w) for c, w in zip(row, widths, strict=True)] for row in cells]
+        columns = [_cut(c, w) for c, w in zip(columns, widths, strict=True)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
@@ -63,6 +69,34 @@ def text_table(t: Table, *, max_width: int = 60) -> str:
     if not t.rows:
         lines.append("(none)")
     return "\n".join(lines) + "\n"
+
+
+def _fit(widths: list[int], total: int, floor: int = 8) -> list[int]:
+    """Column widths whose line (two spaces between columns) fits ``total``, taking from the
+    widest column first; columns never go below ``floor`` (a line may then still be wider)."""
+    out = list(widths)
+    while sum(out) + 2 * (len(out) - 1) > total:
+        i = max(range(len(out)), key=lambda k: out[k])
+        if out[i] <= floor:
+            break
+        out[i] -= 1
+    return out
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "\u2026"
+
+
+def terminal_width() -> int | None:
+    """The width to fit tables to: the terminal's when standard output is one, else None (a
+    pipe or a file gets whole cells). ``$COLUMNS`` wins, as for other tools."""
+    import os
+    import shutil
+    import sys
+
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def json_records(t: Table) -> list[dict[str, Any]]:
@@ -74,9 +108,17 @@ def _csv_cell(v: Any) -> Any:
     times as they are; anything else (lists, structs) is written as its text, neutralised."""
     if v is None:
         return ""
-    if isinstance(v, bool | int | float | Decimal | datetime | date):
+    if isinstance(v, float):
+        return _float_text(v)
+    if isinstance(v, bool | int | Decimal | datetime | date):
         return _jsonable(v)
     return spreadsheet_text(str(_jsonable(v)))
+
+
+def _float_text(v: float) -> str:
+    """A float as a person reads it: 12 significant digits, so the binary noise of sums
+    (374.1900000000023) is gone and any real value a log or a count holds is kept."""
+    return format(v, ".12g") if v == v else "nan"
 
 
 def csv_text(t: Table) -> str:
@@ -99,8 +141,9 @@ def render_tables(tables: list[Table], fmt: Format, *, single: bool = False) -> 
         if single:
             return csv_text(tables[0])
         return "\n".join(f"# section: {t.name}\n{csv_text(t)}" for t in tables)
+    fit = terminal_width()
     if single:
-        return text_table(tables[0])
+        return text_table(tables[0], fit=fit)
     return "\n".join(
-        f"== {terminal_text(t.name.replace('_', ' '))} ==\n{text_table(t)}" for t in tables
+        f"== {terminal_text(t.name.replace('_', ' '))} ==\n{text_table(t, fit=fit)}" for t in tables
     )
