@@ -101,10 +101,24 @@ class PostfixConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ImapConfig:
+    """``[imap]``: how ``mtalens bounces ingest imaps://...`` logs in (pipeline/imap.py).
+
+    ``password`` (refused unless the file is mode 0600 or stricter, like ssh refuses a readable
+    private key), or ``password_file`` (the same rule for that file); ``ca_file``: PEM CA
+    certificates to verify the server with instead of the system's."""
+
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: Path | None = None
     suppressions: SuppressionsConfig = field(default_factory=SuppressionsConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
 
     def queue_lifetime(self, option: str | None = None) -> timedelta:
         """``option`` (``mtalens ingest --queue-lifetime``, Postfix time syntax) if given, else
@@ -148,7 +162,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{resolved}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{resolved}: not valid TOML: {exc}") from exc
+    imap = data.get("imap")
+    if isinstance(imap, Mapping) and imap.get("password") is not None:
+        refuse_readable_by_others(resolved, what="[imap] password")
     return config_from_mapping(data, source=str(resolved), path=resolved)
+
+
+def refuse_readable_by_others(path: Path, *, what: str) -> None:
+    """A file holding a secret must be mode 0600 or stricter (no group or other bits)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"{path}: holds {what} but is mode {mode & 0o777:04o}; chmod 600 it")
 
 
 def config_from_mapping(

@@ -83,27 +83,95 @@ def _cell(text: str) -> str:
     return terminal_text(text, " ")
 
 
+SourcesArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Maildirs, mbox files, .eml files, directories, or IMAP mailboxes as "
+        "imaps://USER@HOST[:PORT]/MAILBOX (implicit TLS) or imap://... (STARTTLS)"
+    ),
+]
+
+
 @bounces_app.command("ingest")
 def ingest_cmd(
-    paths: PathsArg,
+    paths: SourcesArg,
     db: Annotated[
         str | None, typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file")
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="mtalens.toml ([suppressions], [imap]); default ./mtalens.toml"
+        ),
+    ] = None,
+    imap_password_file: Annotated[
+        str | None,
+        typer.Option(
+            "--imap-password-file",
+            help="IMAP password: first line of this file (mode 0600); else $MTALENS_IMAP_PASSWORD, "
+            "else [imap] password in the config (mode 0600)",
+        ),
+    ] = None,
+    imap_ca_file: Annotated[
+        str | None,
+        typer.Option(
+            "--imap-ca-file", help="PEM CA certificates for the IMAP server's (private CA)"
+        ),
+    ] = None,
+    imap_move_to: Annotated[
+        str | None,
+        typer.Option(
+            "--imap-move-to",
+            help="after its rows are stored, move each IMAP message to this folder "
+            "(default: flag it \\Seen)",
+        ),
     ] = None,
 ) -> None:
     """Decode, classify and store reports, recipients and complaints (idempotent).
 
     Messages that cannot be decoded are quarantined with a reason (counted in the summary).
-    Exit codes: 0 every path was read; 3 some paths could not be read (each named on stderr);
-    2 none could, or a bad option, config or store."""
+    IMAP messages are read by UID without setting \\Seen and flagged (or moved) only once
+    stored; a checkpoint per mailbox means a second run reads only new mail.
+    Exit codes: 0 every source was read; 3 some could not be (each named on stderr);
+    2 none could, or a bad option, config, password file or store."""
+    from mtalens.parsers.imapurl import is_imap_url
     from mtalens.pipeline import upkeep
     from mtalens.pipeline.bounces import ingest
     from mtalens.pipeline.config import load_config
+    from mtalens.pipeline.exitcodes import InputError
     from mtalens.pipeline.store import Store
 
-    policy = load_config(None).suppressions
+    cfg = load_config(config)
+    files = [p for p in paths if not is_imap_url(p)]
+    mailboxes = [p for p in paths if is_imap_url(p)]
+    if mailboxes:
+        import os
+
+        from mtalens.pipeline import imap
+
+        urls = [imap.parse_url(m) for m in mailboxes]
+        options = imap.ImapOptions(
+            password=imap.resolve_password(
+                password_file=imap_password_file, environ=os.environ, config=cfg.imap
+            ),
+            ca_file=imap_ca_file or cfg.imap.ca_file,
+            move_to=imap_move_to,
+        )
+        imap.tls_context(options.ca_file)  # a bad CA file fails before anything is read
+    elif imap_password_file or imap_ca_file or imap_move_to:
+        raise InputError("--imap-* options need an imaps:// or imap:// source")
     with Store.open(db) as store:
-        r = ingest(store, paths)
-        upkeep.fold_new_rows(store, policy)
+        r = ingest(store, files)
+        if mailboxes:
+            for url in urls:
+                try:
+                    imap.ingest_mailbox(
+                        store, url, options, result=r,
+                        on_warning=lambda m: print(f"mtalens: warning: {m}", file=sys.stderr),
+                    )  # fmt: skip
+                except imap.ImapError as exc:
+                    r.unreadable.append((exc.source, exc.reason))
+        upkeep.fold_new_rows(store, cfg.suppressions)
     for path, reason in r.unreadable:
         _report_unreadable(path, reason)
     print(
