@@ -24,6 +24,7 @@ from mtalens.pipeline.commands.bounces import bounces_app
 from mtalens.pipeline.commands.diagnose import diagnose
 from mtalens.pipeline.commands.dns import dns_app
 from mtalens.pipeline.commands.events import events_app
+from mtalens.pipeline.commands.probe import probe
 from mtalens.pipeline.commands.reports import reports_app
 from mtalens.pipeline.commands.suppressions import suppressions_app
 from mtalens.pipeline.commands.watch import watch
@@ -64,6 +65,7 @@ app.add_typer(dns_app, name="dns")
 app.add_typer(events_app, name="events")
 app.add_typer(reports_app, name="reports")
 app.command("diagnose")(diagnose)
+app.command("probe")(probe)
 app.add_typer(suppressions_app, name="suppressions")
 app.command()(watch)
 
@@ -126,8 +128,16 @@ def ingest(
             " else 5d): a message silent for longer (plus 3d) is counted as a new one.",
         ),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Read every file as this log format (postfix, exim) instead of detecting each"
+            " file's from its first lines. (--format is the summary's.)",
+        ),
+    ] = None,
 ) -> None:
-    """Read Postfix logs into the store. Re-reading what was already read adds nothing.
+    """Read Postfix and Exim logs into the store. Re-reading what was already read adds nothing.
 
     Plain, rotated and compressed logs (gzip, bzip2, xz, zstd, recognised by their first
     bytes). A file that is not a log (binary, or mail) or whose compressed data is damaged is
@@ -137,9 +147,13 @@ def ingest(
     were set aside (see the warnings)."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from mtalens.parsers import formats
     from mtalens.pipeline import config, upkeep
     from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
     from mtalens.pipeline.store import Store
+
+    if log_format is not None and log_format not in formats.NAMES:
+        _fail(f"unknown --log-format {log_format!r}: expected one of {', '.join(formats.NAMES)}")
 
     try:
         cfg = config.load_config(None)
@@ -160,9 +174,11 @@ def ingest(
         if show:
             with typer.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
                 stats = LogIngestor(store, tz=tz, year=year, progress=bar.update,
-                                    queue_lifetime=lifetime).run(files)  # fmt: skip
+                                    queue_lifetime=lifetime,
+                                    log_format=log_format).run(files)  # fmt: skip
         else:
-            stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime).run(files)
+            stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime,
+                                log_format=log_format).run(files)  # fmt: skip
         upkeep.fold_new_rows(store, policy)
     out = stats.as_dict()
     if fmt is Format.json:

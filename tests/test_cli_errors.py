@@ -58,6 +58,7 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             ([*d, "--queue-lifetime", "forever", str(SAMPLES / "postfix")], USAGE),
             ([*d, "--format", "xml", str(SAMPLES / "postfix")], USAGE),
             ([], USAGE),
+            ([*d, "--log-format", "qmail", str(SAMPLES / "postfix")], USAGE),
         ],
         ("report",): [
             (no_db, USAGE),
@@ -117,6 +118,21 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             (["--no-cache", "example.org", "--port", "70000"], USAGE),
             (["--no-cache", "example.org", "--resolver", "not an address"], USAGE),
             (["--no-cache", "example.org", "--format", "yaml"], USAGE),
+        ],
+        # each fails before a connection is made
+        ("probe",): [
+            (["exa mple..com"], USAGE),
+            (["-bad.example"], USAGE),
+            (["127.0.0.1", "--port", "0"], USAGE),
+            (["127.0.0.1", "--port", "70000"], USAGE),
+            (["127.0.0.1", "--port", "smtp"], USAGE),
+            (["127.0.0.1", "--port", "25/ssl"], USAGE),
+            (["127.0.0.1", "--timeout", "0"], USAGE),
+            (["127.0.0.1", "--format", "yaml"], USAGE),
+            (["127.0.0.1", "--cafile", NOWHERE], USAGE),
+            (["127.0.0.1", "--relay-to", "not an address"], USAGE),
+            (["--outbound", "127.0.0.1", "--port", "25,587"], USAGE),
+            ([], USAGE),
         ],
         ("dns", "blocklist"): [
             (["--no-cache", "--resolver", "127.0.0.1", "not-an-ip"], USAGE),
