@@ -132,12 +132,10 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     """Verifying context: the system's CAs, or only those of ``ca_file`` (PEM); TLS >= 1.2."""
     try:
         ctx = ssl.create_default_context(cafile=ca_file)
-    except FileNotFoundError as exc:
-        raise InputError(f"{ca_file}: cannot read the CA file: {_os_reason(exc)}") from exc
+    except ssl.SSLError as exc:  # an OSError too: first
+        raise InputError(f"{ca_file}: not a PEM CA certificate file ({exc.reason})") from exc
     except OSError as exc:
         raise InputError(f"{ca_file}: cannot read the CA file: {_os_reason(exc)}") from exc
-    except ssl.SSLError as exc:
-        raise InputError(f"{ca_file}: not a PEM CA certificate file ({exc.reason})") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
