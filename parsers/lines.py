@@ -1,7 +1,7 @@
 """One raw log line (bytes, without its newline) -> what becomes of it.
 
 The single place that decides, for every path that reads logs (bulk ingest, the C fast path's
-fallback, the daemon, the golden files): a line is :class:`Parsed` (a Postfix record to store),
+fallback, the daemon, the golden files): a line is :class:`Parsed` (a record to store),
 :class:`Skipped` (ignored by a named rule) or :class:`Malformed` (quarantined with a reason).
 """
 
@@ -25,6 +25,9 @@ class Parsed:
     instance: str
     service: str
     record: pf.Record
+    # further records of the same line, fed after ``record`` (an Exim arrival line is a client,
+    # a queue entry and a message-id at once); Postfix lines have none
+    extra: tuple[pf.Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,8 @@ class Malformed:
     detail: str
 
 
-def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
-    """Decide one line. Only a parser bug raises (the caller quarantines it as ``bug:...``)."""
+def decode_line(raw: bytes) -> str | Skipped | Malformed:
+    """The checks every log format shares: a line's text, or what becomes of it."""
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     if not raw:
@@ -52,6 +55,15 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
         return Malformed("invalid-utf8", str(exc))
     if "\x00" in text:
         return Malformed("nul-byte", "NUL byte in line")
+    return text
+
+
+def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
+    """Decide one Postfix line (the ``postfix`` row of :mod:`mtalens.parsers.formats`). Only a
+    parser bug raises (the caller quarantines it as ``bug:...``)."""
+    text = decode_line(raw)
+    if not isinstance(text, str):
+        return text
     try:
         env = parse_envelope(text, clock)
         program = env.program

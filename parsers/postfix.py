@@ -58,6 +58,12 @@ class Delivery:
     smtp_stage: str | None
     remote_host: str | None
     remote_ip: str | None
+    # other MTAs' extras (Exim: DT=, R=, T=, the local part/file/pipe of a local delivery);
+    # Postfix leaves them None
+    delivery_time: float | None = None
+    final_address: str | None = None
+    router: str | None = None
+    transport: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +77,10 @@ class Client:
     sasl_sender: str | None
     orig_queue_id: str | None
     orig_client: str | None
+    # other MTAs' extras (Exim's H=(helo), P=, U=); Postfix leaves them None
+    helo: str | None = None
+    protocol: str | None = None
+    ident: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +88,7 @@ class Pickup:
     queue_id: str
     uid: int | None
     sender: str
+    user: str | None = None  # the caller's login name where logged instead of a uid (Exim U=)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +103,7 @@ class QueueActive:
     queue_id: str
     sender: str
     size: int
-    nrcpt: int
+    nrcpt: int | None  # None: not logged (Exim without +received_recipients)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,616 @@
+"""Exim 4 main log lines (``log_file_path``, the ``mainlog`` file) -> the MTA-neutral records.
+
+Reads what Exim 4 writes to its main log, checked against Exim 4.96 (Debian 12's
+exim4-daemon-light). The source is the Exim specification, chapter "Log files" (chapter 53 of
+the 4.96 spec, ``doc/spec.txt``; https://www.exim.org/exim-html-current/doc/html/spec_html/
+ch-log_files.html):
+
+- section "Log line flags": ``<=`` arrival, ``(=`` fakereject (accepted, the client told it was
+  rejected), ``=>`` delivery, ``->`` another address of the same delivery, ``>>`` cutthrough
+  delivery, ``*>`` delivery suppressed by ``-N``, ``**`` failed (bounced), ``==`` deferred;
+- "Logging message reception": the address after ``<=`` is the envelope sender (``<>`` for a
+  bounce, followed by ``R=<message id>`` of the message it is about when Exim made it);
+  ``H=name (helo) [ip]`` where only the last ``[ip]`` can be relied on, a name without
+  parentheses has been verified; ``U=`` the RFC 1413 identity or the local caller; ``P=``
+  protocol; ``A=authenticator:id``; ``S=`` size; ``id=`` the Message-ID header;
+  ``+received_recipients`` adds ``for a b c`` at the end;
+- "Logging deliveries", "Deferred deliveries", "Delivery failures", "Completion", and "Summary
+  of Fields in Log Lines" (``C=`` SMTP confirmation, ``QT=`` time on the queue so far,
+  ``DT=`` time of the delivery attempt, ``R=`` router, ``T=`` transport);
+- "Other log entries" and the rejection lines of ACLs (``H=... F=<> rejected RCPT <to>:
+  reason``), which carry no message id.
+
+The line starts with Exim's own timestamp, local time ``2026-12-01 10:00:00`` (with the
+``millisec`` selector ``.123``, with ``timezone`` `` +0100``), then ``[pid] `` with the ``pid``
+selector, then a message id for lines about a message. Message ids: ``1rABCD-000123-XY``
+(16 characters: base-62 seconds, pid, fraction; 4.96 and earlier) and the 23-character form of
+4.97 and later (``1rABCD-00000000123-XYZW``, 64-bit pid; exim_id_update(8) "BACKGROUND"). Both
+start with the arrival time in base 62 (base 36 on case-insensitive systems, which this reader
+does not decode), used for the queue delay when ``QT=`` is not logged.
+
+Not read yet: Exim through syslog (``exim[pid]:`` and its ``[n/m]`` split lines), the reject
+log's header lines, and a ``>>`` cutthrough line that precedes its ``<=`` line.
+Samples: ``sample_logs/exim/*.log`` with ``*.expected.jsonl`` next to each.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Final
+
+from mtalens.parsers import postfix as pf
+from mtalens.parsers.errors import ParseError
+from mtalens.parsers.lines import Malformed, Parsed, Skipped, decode_line
+from mtalens.parsers.syslog import LogLine, SyslogClock
+
+NAME: Final = "exim"
+INSTANCE: Final = "exim"
+
+_STAMP_RE: Final = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
+    r"(?:\.(?P<ms>\d{1,6}))?(?: (?P<off>[+-]\d{4}))? (?:\[(?P<pid>\d{1,10})\] )?"
+)
+_B62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_SET: Final = frozenset(_B62)
+_ID_SHAPES: Final = ((6, 6, 2), (6, 11, 4))  # 4.96 and earlier; 4.97 and later
+
+
+def is_message_id(s: str) -> bool:
+    """``1rABCD-000123-XY`` or ``1rABCD-00000000123-XYZW``."""
+    parts = s.split("-")
+    if len(parts) != 3 or tuple(len(p) for p in parts) not in _ID_SHAPES:
+        return False
+    return all(_B62_SET.issuperset(p) for p in parts)
+
+
+def id_time(message_id: str) -> int:
+    """Seconds since the epoch when Exim made the id: its first six base-62 digits."""
+    n = 0
+    for c in message_id[:6]:
+        n = n * 62 + _B62.index(c)
+    return n
+
+
+_FLAGS: Final = {
+    "<=": "arrival",
+    "(=": "arrival",  # fakereject: accepted, the client told otherwise
+    "=>": "sent",
+    "->": "sent",
+    ">>": "sent",
+    "*>": "suppressed",
+    "**": "bounced",
+    "==": "deferred",
+}
+
+_DURATION_RE: Final = re.compile(
+    r"(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?"
+)
+
+
+def parse_duration(text: str) -> float:
+    """Exim's readconf time format as logged in QT=/DT= (``3m45s``, ``0s``, ``1.578s``)."""
+    m = _DURATION_RE.fullmatch(text)
+    if m is None or not text:
+        raise ParseError("exim-bad-time", text[:40])
+    w, d, h, mi = (int(m[k] or 0) for k in "wdhm")
+    return ((w * 7 + d) * 24 + h) * 3600 + mi * 60 + float(m["s"] or 0)
+
+
+# --- fields after the address: KEY=value, quoted values, H= with its parts -------------------
+
+
+class _Fields:
+    """The ``KEY=value`` items of a flagged line, words that are not items, and the error text
+    after a ``: `` that ends them (``** a@b R=r T=t: SMTP error ...``)."""
+
+    __slots__ = ("error", "items", "words")
+
+    def __init__(self) -> None:
+        self.items: dict[str, str] = {}
+        self.words: list[str] = []
+        self.error: str | None = None
+
+
+_KEY_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9]*)=")
+
+
+def _read_fields(s: str, i: int) -> _Fields:
+    out = _Fields()
+    n = len(s)
+    while i < n:
+        while i < n and s[i] == " ":
+            i += 1
+        if i >= n:
+            break
+        if s[i] == ":" and (i + 1 == n or s[i + 1] == " "):
+            out.error = s[i + 1 :].strip()
+            break
+        m = _KEY_RE.match(s, i)
+        if m is None:
+            j = s.find(" ", i)
+            j = n if j < 0 else j
+            word = s[i:j]
+            if word.endswith(":"):
+                out.words.append(word[:-1])
+                out.error = s[j:].strip()
+                break
+            out.words.append(word)
+            i = j
+            continue
+        key = m.group(1)
+        i = m.end()
+        if i < n and s[i] == '"':  # C="250 OK id=..." with backslash escapes
+            j = i + 1
+            buf: list[str] = []
+            while j < n and s[j] != '"':
+                if s[j] == "\\" and j + 1 < n:
+                    j += 1
+                buf.append(s[j])
+                j += 1
+            out.items[key] = "".join(buf)
+            i = j + 1
+            continue
+        if key == "H":
+            i = _read_host(s, i, out)
+            continue
+        j = s.find(" ", i)
+        j = n if j < 0 else j
+        value = s[i:j]
+        if value.endswith(":") and key != "F":
+            out.items[key] = value[:-1]
+            out.error = s[j:].strip()
+            break
+        out.items[key] = value
+        i = j
+    return out
+
+
+def _read_host(s: str, i: int, out: _Fields) -> int:
+    """``H=name (helo) [ip]:port``, any part but the ``[ip]`` optional; a ``:`` right after the
+    host ends the items (the error text follows)."""
+    n = len(s)
+    start = i
+    while i < n:
+        if s[i] == "[":
+            rb = s.find("]", i)
+            if rb < 0:
+                break
+            i = rb + 1
+            if i < n and s[i] == ":" and i + 1 < n and s[i + 1].isdigit():
+                i += 1
+                while i < n and s[i].isdigit():
+                    i += 1
+            if i < n and s[i] == "*":  # another message down the same connection
+                i += 1
+            out.items["H"] = s[start:i]
+            return i
+        if s[i] == "(":
+            rp = s.find(")", i)
+            if rp < 0:
+                break
+            i = rp + 1
+        else:
+            j = i
+            while j < n and s[j] not in " :":
+                j += 1
+            i = j
+        if i < n and s[i] == " ":
+            i += 1
+        elif i < n and s[i] == ":":
+            break
+    # no [ip]: the host is the first word
+    j = start
+    while j < n and s[j] != " ":
+        j += 1
+    value = s[start:j]
+    if value.endswith(":"):
+        out.items["H"] = value[:-1]
+        out.error = s[j:].strip()
+        return n
+    out.items["H"] = value
+    return j
+
+
+_HOST_RE: Final = re.compile(
+    r"^(?P<name>[^\s(\[]+)?\s*(?:\((?P<helo>[^)]*)\))?\s*(?:\[(?P<ip>[^\]]*)\])?(?::(?P<port>\d+))?\*?$"
+)
+
+
+def split_host(value: str) -> tuple[str | None, str | None, str | None, int | None]:
+    """``name (helo) [ip]:port`` -> (verified name, helo, ip, port)."""
+    m = _HOST_RE.match(value)
+    if m is None:
+        return value or None, None, None, None
+    port = pf._bounded(m["port"], pf.INT32_MAX, "exim-bad-port") if m["port"] else None
+    return m["name"], m["helo"], m["ip"], port
+
+
+# --- reply codes in the error text -------------------------------------------------------------
+
+_REPLY_RE: Final = re.compile(
+    r"(?:^|: )(?P<code>[2-5]\d\d)[ -](?:(?P<dsn>[2-5]\.\d{1,3}\.\d{1,3})(?: |$))?"
+)
+_AFTER_RE: Final = re.compile(r"\bafter (?:pipelined )?(?P<stage>RCPT TO|MAIL FROM|end of data|"
+                              r"DATA|initial connection|EHLO|HELO|STARTTLS|AUTH|QUIT)")  # fmt: skip
+
+
+def reply_of(text: str) -> tuple[int | None, str | None, str | None]:
+    """(reply code, enhanced status code, SMTP command answered) named in an error text."""
+    code = dsn = stage = None
+    m = _REPLY_RE.search(text)
+    if m:
+        code, dsn = int(m["code"]), m["dsn"]
+    ms = _AFTER_RE.search(text)
+    if ms:
+        stage = "end of DATA" if ms["stage"] == "end of data" else ms["stage"]
+    return code, dsn, stage
+
+
+_TRAILING_TIMES_RE: Final = re.compile(r"(?: (?:DT|QT|RT)=[0-9.wdhms]+)+$")
+
+
+# --- lines ---------------------------------------------------------------------------------------
+
+
+def _arrival(qid: str, flag: str, rest: str) -> tuple[pf.Record, ...]:
+    sp = rest.find(" ")
+    sender = rest if sp < 0 else rest[:sp]
+    if not sender:
+        raise ParseError("exim-bad-arrival", rest[:120])
+    if sender == "<>":
+        sender = ""
+    tail = "" if sp < 0 else rest[sp + 1 :]
+    recipients: list[str] | None = None
+    k = tail.find(" for ")
+    if tail.startswith("for "):
+        k = -1
+        recipients, tail = tail[4:].split(), ""
+    elif k >= 0:
+        recipients, tail = tail[k + 5 :].split(), tail[:k]
+    f = _read_fields(tail, 0)
+    size = (
+        pf._bounded(f.items["S"], pf.INT64_MAX, "exim-bad-arrival")
+        if f.items.get("S", "").isdigit()
+        else None
+    )
+    if size is None:
+        raise ParseError("exim-bad-arrival", f"no S= in {rest[:100]}")
+    auth = f.items.get("A")
+    method = user = None
+    if auth:
+        method, _, user = auth.partition(":")
+    recs: list[pf.Record] = []
+    host = f.items.get("H")
+    if host is not None:
+        name, helo, ip, port = split_host(host)
+        recs.append(
+            pf.Client(
+                queue_id=qid,
+                client_name=name or "unknown",
+                client_ip=ip or "",
+                client_port=port,
+                sasl_method=method,
+                sasl_username=user or None,
+                sasl_sender=None,
+                orig_queue_id=None,
+                orig_client=None,
+                helo=helo,
+                protocol=f.items.get("P"),
+                ident=f.items.get("U"),
+            )
+        )
+    else:
+        recs.append(pf.Pickup(queue_id=qid, uid=None, sender=sender, user=f.items.get("U")))
+    recs.append(
+        pf.QueueActive(
+            queue_id=qid,
+            sender=sender,
+            size=size,
+            nrcpt=len(recipients) if recipients is not None else None,
+        )
+    )
+    mid = f.items.get("id")
+    if mid:
+        recs.append(pf.MessageId(queue_id=qid, message_id=mid.strip("<>"), resent=False))
+    about = f.items.get("R")
+    if sender == "" and about and is_message_id(about):
+        recs.append(pf.Notification(queue_id=about, kind="non-delivery", new_queue_id=qid))
+    return tuple(recs)
+
+
+def _delivery(qid: str, flag: str, rest: str, logged_at: datetime) -> pf.Delivery:
+    sp = rest.find(" ")
+    addr = rest if sp < 0 else rest[:sp]
+    tail = "" if sp < 0 else rest[sp:]
+    error_now: str | None = None
+    if addr.endswith(":"):  # "** a@b: retry timeout exceeded"
+        addr, error_now, tail = addr[:-1], tail.strip(), ""
+    if not addr:
+        raise ParseError("exim-bad-delivery", rest[:120])
+    orig: str | None = None
+    final: str | None = None
+    t = tail.lstrip(" ")
+    # "=> marv <marv@hitch.example> R=..." (the original address), "(parent)" for an
+    # intermediate one; both may end with ":" before the error text
+    for opener, closer in (("(", ")"), ("<", ">")):
+        if t.startswith(opener):
+            end = t.find(closer)
+            if end > 0:
+                if opener == "<":
+                    orig = t[1:end]
+                t = t[end + 1 :]
+    if orig is not None:
+        # a local delivery logs the final address (a local part, file or pipe) first and the
+        # address the message was sent to in <>: that one is the recipient, as on ==/** lines
+        final, addr, orig = addr, orig, None
+    f = _read_fields(t, 0)
+    error = error_now if error_now is not None else f.error
+    status = _FLAGS[flag]
+    if status == "bounced" and error == "retry timeout exceeded":
+        status = "expired"  # Exim gave the address up: spec chapter "Retry configuration"
+    host = f.items.get("H")
+    rhost = rip = None
+    rport: int | None = None
+    relay = "none"
+    if host is not None:
+        name, _helo, rip, rport = split_host(host)
+        rhost = name
+        relay = f"{name or 'unknown'}[{rip}]" if rip else (name or host)
+        if rport is not None:
+            relay += f":{rport}"
+    elif "T" in f.items:
+        relay = f.items["T"]
+    detail = f.items.get("C", "") if status == "sent" else (error or "")
+    if error and status != "sent":
+        detail = _TRAILING_TIMES_RE.sub("", error)
+        for m in re.finditer(r" (DT|QT)=([0-9.wdhms]+)", error[len(detail) :]):
+            f.items.setdefault(m.group(1), m.group(2))
+    code, dsn, stage = reply_of(detail) if detail else (None, None, None)
+    qt = f.items.get("QT")
+    if qt is not None:
+        delay: float | None = parse_duration(qt)
+    else:  # from the arrival time in the message id (whole seconds); None if it is later
+        since = int(logged_at.timestamp()) - id_time(qid)
+        delay = float(since) if since >= 0 else None
+    dt = f.items.get("DT")
+    return pf.Delivery(
+        queue_id=qid,
+        recipient=addr,
+        orig_recipient=orig,
+        relay=relay,
+        relay_host=rhost,
+        relay_ip=rip,
+        relay_port=rport,
+        conn_use=None,
+        delay=delay,
+        delays=None,
+        dsn=dsn,
+        status=status,
+        detail=detail,
+        reply_code=code,
+        smtp_stage=stage,
+        remote_host=rhost if status != "sent" and code is not None else None,
+        remote_ip=rip if status != "sent" and code is not None else None,
+        delivery_time=parse_duration(dt) if dt is not None else None,
+        final_address=final,
+        router=f.items.get("R"),
+        transport=f.items.get("T"),
+    )
+
+
+_REJECT_RE: Final = re.compile(
+    r"^(?P<fields>.*?) ?(?P<temp>temporarily )?rejected (?P<what>.*)$", re.S
+)
+_REJECT_STAGES: Final = (
+    ("RCPT ", "RCPT"),
+    ("MAIL ", "MAIL"),
+    ("EHLO or HELO ", "HELO"),
+    ("EHLO ", "HELO"),
+    ("HELO ", "HELO"),
+    ("after DATA", "DATA"),
+    ("DATA", "DATA"),
+    ("connection", "CONNECT"),
+    ("VRFY ", "VRFY"),
+    ("ETRN ", "ETRN"),
+    ("AUTH ", "AUTH"),
+)
+
+
+def _rejection(qid: str | None, text: str) -> pf.Reject | None:
+    m = _REJECT_RE.match(text)
+    if m is None or not (m["fields"].startswith(("H=", "U=", "F=")) or m["fields"] == ""):
+        return None
+    f = _read_fields(m["fields"], 0)
+    what = m["what"]
+    stage = None
+    recipient = None
+    for prefix, stage_name in _REJECT_STAGES:
+        if what.startswith(prefix):
+            stage = stage_name
+            if stage_name == "RCPT" and what[5:6] == "<":
+                end = what.find(">", 5)
+                recipient = what[6:end] if end > 0 else None
+            break
+    colon = what.find(": ")
+    reason = what[colon + 2 :] if colon >= 0 else what
+    name = ip = helo = None
+    if "H" in f.items:
+        name, helo, ip, _port = split_host(f.items["H"])
+    code, dsn, _stage = reply_of(reason)
+    sender = f.items.get("F")
+    return pf.Reject(
+        queue_id=qid,
+        action="defer" if m["temp"] else "reject",
+        stage=stage,
+        client_name=name or ("unknown" if ip else None),
+        client_ip=ip,
+        reply_code=code,
+        dsn=dsn,
+        reason=reason,
+        sender=sender.strip("<>") if sender is not None else None,
+        recipient=recipient,
+        helo=helo,
+        proto=None,
+    )
+
+
+_CONN_RE: Final = re.compile(r"^SMTP connection from (?P<who>.*?)(?: \((?P<note>TCP/IP [^)]*)\))?$")
+_AUTHFAIL_RE: Final = re.compile(
+    r"^(?P<auth>\S+) authenticator failed for (?P<host>.*?): (?P<reason>.*?)"
+    r"(?: \(set_id=(?P<user>[^)]*)\))?$"
+)
+_IGNORED_PREFIXES: Final = (
+    ("Start queue run", "exim-queue-run"),
+    ("End queue run", "exim-queue-run"),
+    # Exim's note when a caller's -C config is not a trusted one (spec "The Exim command line")
+    ("exim user lost privilege", "exim-privilege-note"),
+    ("exim ", "exim-daemon"),  # "exim 4.96 daemon started: pid=..."
+    ("daemon ", "exim-daemon"),
+    ("pid ", "exim-daemon"),
+    ("Spool file is locked", "exim-spool-locked"),
+    ("spool file locked", "exim-spool-locked"),
+)
+
+
+def _client_part(text: str) -> str:
+    """``host (helo) [ip]:port`` without the ``I=[local ip]:port`` that may follow it."""
+    i = text.find(" I=[")
+    return (text if i < 0 else text[:i]).strip()
+
+
+def _host_event(kind: str, hostpart: str, detail: str, qid: str | None = None) -> pf.Event:
+    name, _helo, ip, _port = split_host(_client_part(hostpart))
+    return pf.Event(kind=kind, queue_id=qid, remote_host=name, remote_ip=ip, detail=detail)
+
+
+def _no_id_line(text: str) -> pf.Record | None:
+    if text.startswith("SMTP connection from "):
+        who = text[21:]
+        for ending, kind in ((" closed by QUIT", "disconnect"), (" lost", "lost-connection")):
+            if who.endswith(ending):
+                return _host_event(kind, who[: -len(ending)], "")
+        m = _CONN_RE.match(text)
+        if m is not None:
+            return _host_event("connect", m["who"], m["note"] or "")
+    if text.startswith(("unexpected disconnection while reading SMTP command from ",
+                        "SMTP command timeout on connection from ")):  # fmt: skip
+        return _host_event("lost-connection", text.split(" from ", 1)[1].split(" D=", 1)[0], text)
+    if text.startswith("no MAIL in SMTP connection from "):
+        return _host_event("no-mail", text[32:].split(" D=", 1)[0], text)
+    ma = _AUTHFAIL_RE.match(text)
+    if ma is not None:
+        name, _helo, ip, _port = split_host(_client_part(ma["host"]))
+        return pf.AuthFailure(
+            client_name=name or "unknown",
+            client_ip=ip or "",
+            mechanism=ma["auth"],
+            reason=ma["reason"],
+            sasl_username=ma["user"],
+        )
+    return _rejection(None, text)
+
+
+def parse_text(
+    qid: str | None, text: str, logged_at: datetime
+) -> tuple[str, tuple[pf.Record, ...]]:
+    """The records of one line's text after its timestamp (and message id), with the service
+    name the store keeps for it. Raises ParseError for a flagged line that is malformed."""
+    if qid is None:
+        rec = _no_id_line(text)
+        if rec is None:
+            for prefix, rule in _IGNORED_PREFIXES:
+                if text.startswith(prefix):
+                    raise _Skip(rule)
+            raise _Skip("exim-other")
+        service = "acl" if isinstance(rec, pf.Reject) else "smtp-in"
+        return service, (rec,)
+    flag = text[:2]
+    if flag in _FLAGS and text[2:3] == " ":
+        rest = text[3:]
+        if _FLAGS[flag] == "arrival":
+            return "receive", _arrival(qid, flag, rest)
+        d = _delivery(qid, flag, rest, logged_at)
+        return d.transport or d.router or "route", (d,)
+    if text == "Completed" or text.startswith("Completed "):
+        return "queue", (pf.Removed(queue_id=qid, by_admin=False),)
+    if text.startswith("removed by ") or text == "removed":  # exim -Mrm
+        return "queue", (pf.Removed(queue_id=qid, by_admin=True),)
+    if text.startswith(("Frozen", "Message is frozen")):
+        return "queue", (pf.Event(kind="frozen", queue_id=qid, remote_host=None, remote_ip=None,
+                                  detail=text),)  # fmt: skip
+    rej = _rejection(qid, text)
+    if rej is not None:
+        return "acl", (rej,)
+    return "queue", (
+        pf.Event(kind="exim-message", queue_id=qid, remote_host=None, remote_ip=None, detail=text),
+    )
+
+
+class _Skip(Exception):
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.rule = rule
+
+
+def _zone(off: str) -> tzinfo:
+    sign = -1 if off[0] == "-" else 1
+    return timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
+
+
+def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
+    """Decide one main log line (bytes without its newline)."""
+    text = decode_line(raw)
+    if not isinstance(text, str):
+        return text
+    m = _STAMP_RE.match(text)
+    if m is None:
+        return Malformed("exim-no-timestamp", text[:80])
+    try:
+        tz = _zone(m["off"]) if m["off"] else clock.tz
+        try:
+            local = datetime(int(m["y"]), int(m["mo"]), int(m["d"]), int(m["h"]), int(m["mi"]),
+                             int(m["s"]), int((m["ms"] or "0").ljust(6, "0")), tzinfo=tz)  # fmt: skip
+        except ValueError as exc:
+            raise ParseError("bad-timestamp", str(exc)) from exc
+        at = local.astimezone(UTC)
+        body = text[m.end() :]
+        qid: str | None = None
+        sp = body.find(" ")
+        head = body if sp < 0 else body[:sp]
+        if is_message_id(head):
+            qid, body = head, ("" if sp < 0 else body[sp + 1 :])
+        service, recs = parse_text(qid, body, at)
+    except _Skip as skip:
+        return Skipped(skip.rule)
+    except ParseError as exc:
+        return Malformed(exc.code, exc.detail)
+    pid = int(m["pid"]) if m["pid"] else None
+    env = LogLine(logged_at=at, host="", program=NAME, pid=pid, text=body)
+    return Parsed(env, INSTANCE, service, recs[0], recs[1:])
+
+
+_SNIFF_RE: Final = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [+-]\d{4})? (?:\[\d+\] )?"
+    r"(?:[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) |"
+    r"SMTP connection |H=|Start queue run|End queue run|exim \d)"
+)
+
+
+def sniff(lines: Sequence[str]) -> int:
+    """How many of a source's first lines look like Exim main log lines."""
+    return sum(1 for line in lines if _SNIFF_RE.match(line))
+
+
+__all__ = [
+    "NAME",
+    "id_time",
+    "is_message_id",
+    "parse_duration",
+    "parse_line",
+    "parse_text",
+    "reply_of",
+    "sniff",
+    "split_host",
+]
