@@ -20,8 +20,10 @@ from hypothesis import strategies as st
 
 from mtalens.parsers.bounces import MAX_RECIPIENTS, ParseError, ReportKind, decode
 
-# On a shared 2-core CI box: generous against the 50 ms/MB target, far below quadratic.
-MS_PER_MB_LIMIT = 400.0
+# A sanity bound for a shared, loaded 2-core CI box (load averages of 6 seen): the 50 ms/MB
+# target is what bench/bench_adversarial.py measures; the quadratic shapes this guards against
+# took seconds for 64 kB (16-64 s per MB before the fix).
+MS_PER_MB_LIMIT = 2000.0
 
 BOUNCE_HEAD = (
     b"From: MAILER-DAEMON@mx.example.org\nTo: sender@example.org\n"
@@ -181,9 +183,14 @@ def fill(unit: bytes, size: int) -> bytes:
 def test_time_grows_linearly_with_size(unit: bytes, place: str) -> None:
     small = PLACES[place](fill(unit, 64_000))
     big = PLACES[place](fill(unit, 256_000))
-    # best of three: the machine is shared, and a slow run says nothing about the decoder
-    t_small = min(timed(small) for _ in range(3))
-    t_big = min(timed(big) for _ in range(3))
-    # 4x the bytes: linear is 4x the time, quadratic 16x; the floor absorbs timer noise
-    assert t_big <= 8 * max(t_small, 0.002), (place, unit, t_small, t_big)
-    assert t_big * 1000 / (len(big) / 1e6) < MS_PER_MB_LIMIT, (place, unit, t_big)
+    # best of three, and up to three tries: the machine is shared (other jobs, CI), and one
+    # slow run says nothing about the decoder; a quadratic shape fails every try
+    for _ in range(3):
+        t_small = min(timed(small) for _ in range(3))
+        t_big = min(timed(big) for _ in range(3))
+        # 4x the bytes: linear is 4x the time, quadratic 16x; the floor absorbs timer noise
+        # (only the slope: an absolute bound here failed under 25x load from other jobs; the
+        # issue cases above keep one, and the bench measures the 50 ms/MB target)
+        if t_big <= 8 * max(t_small, 0.005):
+            return
+    raise AssertionError((place, unit, t_small, t_big))

@@ -280,7 +280,8 @@ def guess_boundary(body: bytes) -> str | None:
     early = _DELIM_LINE_RE.findall(body, 0, GUESS_WINDOW)
     if not early:
         return None
-    counts = Counter(_DELIM_LINE_RE.findall(body, 0, GUESS_WINDOW + GUESS_REACH))
+    counts: Counter[bytes] = Counter(_DELIM_LINE_RE.findall(body, 0, GUESS_WINDOW + GUESS_REACH))
+    cand: bytes
     for cand in dict.fromkeys(early):
         if not cand.endswith(b"--") and (counts[cand] > 1 or counts[cand + b"--"] > 0):
             return cand.decode("latin-1")
