@@ -35,7 +35,9 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from mtalens.parsers.lines import Malformed, Parsed, Skipped, parse_line
+from mtalens.parsers import formats
+from mtalens.parsers.formats import LineParser
+from mtalens.parsers.lines import Malformed, Parsed, Skipped
 from mtalens.parsers.syslog import SyslogClock, month_of_3164
 from mtalens.pipeline.correlate import (
     AUTH_COLUMNS,
@@ -352,6 +354,9 @@ class Checkpoint:
     clock_month: int | None
     device: int | None = None
     inode: int | None = None
+    # the registry row (mtalens.parsers.formats) its lines are read with: detected from its
+    # first bytes whenever it is opened (or the ingestor's log_format); not stored
+    log_format: str = formats.POSTFIX.name
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -375,8 +380,12 @@ class LogIngestor:
         progress: Callable[[int], None] | None = None,
         fast: bool | None = None,
         queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME,
+        log_format: str | None = None,
     ) -> None:
         self.store = store
+        # a registry row's name (`mtalens ingest --log-format`) read for every source, or None:
+        # each source's own, detected from its first bytes (mtalens.parsers.formats.detect)
+        self.log_format = None if log_format is None else formats.by_name(log_format).name
         # DuckDB checkpoints the WAL into the database file whenever it passes
         # checkpoint_threshold (16 MB by default); every ingest batch is bigger than that, so
         # each commit would rewrite table blocks. Let the WAL grow to 256 MB during a bulk ingest: the
@@ -399,6 +408,9 @@ class LogIngestor:
             classify if classify is not None else _default_classify(),
             stale_after=stale_horizon(queue_lifetime),
         )
+        # one Correlator (one set of rules) per log format read, each owning the messages of
+        # its format; the Postfix one is `correlator`, which the fast path takes over
+        self._correlators: dict[str, Correlator] = {formats.POSTFIX.name: self.correlator}
         self.stats = IngestStats()
         self._loaded_open = False
         # called after each commit with (batch, source_key, counts): metrics and alerts hook here
@@ -476,7 +488,22 @@ class LogIngestor:
         )
         names = [d[0] for d in cur.description or []]
         states = [MessageState.from_row(dict(zip(names, r, strict=True))) for r in cur.fetchall()]
-        self.correlator.load_open(states)
+        by_format: dict[str, list[MessageState]] = {}
+        for st in states:  # the store keeps no format per message: the queue id's shape tells
+            by_format.setdefault(formats.owner_of_queue_id(st.queue_id).name, []).append(st)
+        for name, group in by_format.items():
+            self.correlator_for(name).load_open(group)
+
+    def correlator_for(self, log_format: str) -> Correlator:
+        """The correlator of the messages of ``log_format`` (made on first use, with the
+        Postfix one's settings)."""
+        cor = self._correlators.get(log_format)
+        if cor is None:
+            base = self.correlator
+            cor = Correlator(base.classify, stale_after=base.stale_after,
+                             recent_size=base.recent_size)  # fmt: skip
+            self._correlators[log_format] = cor
+        return cor
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -609,6 +636,7 @@ class LogIngestor:
             cp.fp_len, cp.fp_hash = len(head), fingerprint(head)
         cp.path = str(path)
         cp.device, cp.inode = st.st_dev, st.st_ino
+        cp.log_format = self.log_format or formats.detect(head, complete=len(head) < FP_LEN).name
         self._index_checkpoint(cp, before)
         year = cp.clock_year if cp.clock_year is not None else self._start_year(path, head)
         return cp, SyslogClock(year=year, tz=self.tz, month=cp.clock_month or 0)
@@ -621,16 +649,21 @@ class LogIngestor:
 
     def _consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
         """Read lines from fh (positioned at cp.offset) to EOF, committing every batch."""
+        fmt = formats.by_name(cp.log_format)
         # --- fast-path hook: same rows as below (tests/test_fastpath.py), C scanner ---
-        if self._fast_path is None:
+        # (the scanner reads Postfix only: other formats take the loop below)
+        if not fmt.fast:
+            self.flush_deferred()  # the fast path's open transaction, before this one's
+        elif self._fast_path is None:
             from mtalens.pipeline import fastpath
 
             use = fastpath.enabled() if self.fast is None else self.fast and fastpath.enabled()
             self._fast_path = fastpath.FastIngest(self) if use else False
-        if self._fast_path:
+        if fmt.fast and self._fast_path:
             self._fast_path.consume(fh, cp, clock, final=final)
             return
         # --- end of the fast-path hook ---
+        parse, cor = fmt.parse, self.correlator_for(fmt.name)
         pending = b""
         offset = cp.offset
         counts = LineCounts()
@@ -647,19 +680,19 @@ class LogIngestor:
             lines = data.split(b"\n")
             pending = lines.pop()
             for raw in lines:
-                self._line(raw, offset, cp, clock, counts, quarantine)
+                self._line(raw, offset, cp, clock, counts, quarantine, parse, cor)
                 offset += len(raw) + 1
                 in_batch += 1
                 if in_batch >= self.batch_lines:
-                    self._commit(cp, offset, clock, counts, quarantine)
+                    self._commit(cp, offset, clock, counts, quarantine, cor)
                     counts, quarantine, in_batch = LineCounts(), [], 0
         if pending and final:
             # a last line without its newline: the file is complete, so it is a (truncated) line
-            self._line(pending, offset, cp, clock, counts, quarantine)
+            self._line(pending, offset, cp, clock, counts, quarantine, parse, cor)
             offset += len(pending)
             in_batch += 1
         if in_batch or cp.offset != offset or not cp.clock_year:
-            self._commit(cp, offset, clock, counts, quarantine)
+            self._commit(cp, offset, clock, counts, quarantine, cor)
 
     def _line(
         self,
@@ -669,21 +702,24 @@ class LogIngestor:
         clock: SyslogClock,
         counts: LineCounts,
         quarantine: list[tuple[Any, ...]],
+        parse: LineParser,
+        cor: Correlator,
     ) -> None:
         counts.read += 1
         try:
-            v = parse_line(raw, clock)
+            v = parse(raw, clock)
             if type(v) is Parsed:
                 env = v.envelope
-                self.correlator.feed(
-                    v.record,
-                    at=env.logged_at,
-                    host=env.host,
-                    instance=v.instance,
-                    service=v.service,
-                    source_key=cp.source_key,
-                    offset=offset,
-                )
+                for rec in (v.record, *v.extra):
+                    cor.feed(
+                        rec,
+                        at=env.logged_at,
+                        host=env.host,
+                        instance=v.instance,
+                        service=v.service,
+                        source_key=cp.source_key,
+                        offset=offset,
+                    )
                 counts.stored += 1
             elif type(v) is Skipped:
                 counts.ignore(v.rule)
@@ -719,9 +755,10 @@ class LogIngestor:
         clock: SyslogClock,
         counts: LineCounts,
         quarantine: list[tuple[Any, ...]],
+        cor: Correlator,
     ) -> None:
-        self.correlator.evict_stale()
-        batch = self.correlator.take_batch()
+        cor.evict_stale()
+        batch = cor.take_batch()
         now = self.clock()
         messages = list(batch.touched.values())
         with self.store.transaction() as con:
