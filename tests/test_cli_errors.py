@@ -45,6 +45,11 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
     maildir = tmp / "Maildir"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
+    pw_0644, pw_0600 = tmp / "pw-0644", tmp / "pw-0600"
+    for pw, mode in ((pw_0644, 0o644), (pw_0600, 0o600)):
+        pw.write_text("not-the-password\n", encoding="utf-8")
+        pw.chmod(mode)
+    box = "imaps://u@mail.example/INBOX"
     no_db = ["--db", NOWHERE]
     d = ["--db", db]
     w = ["--db", str(tmp / "w.duckdb")]
@@ -107,6 +112,13 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
         ("bounces", "ingest"): [
             ([*d, NOWHERE], USAGE),
             ([*no_db, str(SAMPLES / "bounces")], USAGE),
+            # IMAP sources: each refused before a connection is made
+            ([*d, "imaps://no-user.example/INBOX"], USAGE),
+            ([*d, "imaps://u:secret@mail.example/INBOX"], USAGE),
+            ([*d, box, "--imap-password-file", str(pw_0644)], USAGE),
+            ([*d, box, "--imap-password-file", NOWHERE], USAGE),
+            ([*d, box, "--imap-password-file", str(pw_0600), "--imap-ca-file", NOWHERE], USAGE),
+            ([*d, "--imap-move-to", "Done", str(SAMPLES / "bounces")], USAGE),
         ],
         # each fails before a lookup is sent (--no-cache: no store either)
         ("dns", "check"): [
