@@ -1,0 +1,158 @@
+"""`mtalens ingest` of Exim main logs: the format is detected per source (or forced with
+--log-format), the lines go through the pure parser (the C scanner reads Postfix only) and the
+one correlator, and recipient_outcomes holds each recipient's final status, codes and delay.
+
+The facts checked come from what tests/lab/exim_sample.py made the real Exim 4.96 do (see
+tests/lab/fake_mx.py for the replies by recipient) and are visible in
+sample_logs/exim/real-exim-4.96.log.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from mtalens.pipeline.cli import app
+from mtalens.pipeline.store import Store
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
+REAL = SAMPLES / "exim" / "real-exim-4.96.log"
+runner = CliRunner()
+
+
+def _ingest(db: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    r = runner.invoke(app, ["ingest", "--db", str(db), "--timezone", "UTC", "--format", "json",
+                            *args])  # fmt: skip
+    assert r.exit_code == code, r.output
+    out: dict[str, Any] = json.loads(r.stdout)
+    return out
+
+
+def _outcomes(db: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    with Store.open(db, read_only=True) as s:
+        cur = s.con.execute(
+            "SELECT recipient, status, dsn, reply_code, smtp_stage, delay, queue_id, reason"
+            " FROM recipient_outcomes"
+        )
+        names = [d[0] for d in cur.description or []]
+        return {(r[6], r[0]): dict(zip(names, r, strict=True)) for r in cur.fetchall()}
+
+
+def test_real_exim_log_final_status_codes_and_delays(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    stats = _ingest(db, str(REAL))
+    assert stats["lines_read"] == len(REAL.read_bytes().splitlines())
+    assert stats["lines_quarantined"] == 0
+    assert stats["lines_read"] == (
+        stats["lines_stored"] + stats["lines_ignored"] + stats["lines_quarantined"]
+    )
+    got = _outcomes(db)
+    first = "1xZIN1-0002xK-2s"
+    want = {
+        # recipient: (status, dsn, reply code, stage, delay in seconds)
+        "ok1@remote.test": ("sent", "2.0.0", 250, None, 0.0),
+        "ok2@remote.test": ("sent", "2.0.0", 250, None, 0.0),  # the "->" line
+        "unknown1@remote.test": ("bounced", "5.1.1", 550, "RCPT TO", 0.0),
+        "full1@remote.test": ("bounced", "5.2.2", 552, "RCPT TO", 0.0),
+        # deferred twice (450 4.2.0), then given up after the retry rule's 1 minute; the
+        # delay is the message's age then (no QT= on ** lines: from the message id)
+        "defer1@remote.test": ("expired", None, None, None, 71.0),
+        "alice@example.test": ("sent", None, None, None, 0.0),  # local delivery
+    }
+    for rcpt, (status, dsn, code, stage, delay) in want.items():
+        row = got[(first, rcpt)]
+        assert (row["status"], row["dsn"], row["reply_code"], row["smtp_stage"], row["delay"]) == (
+            status, dsn, code, stage, delay), rcpt  # fmt: skip
+    assert got[(first, "unknown1@remote.test")]["reason"] not in (None, "delivered")
+    # the local submission, and the two bounces Exim delivered to bob locally
+    assert got[("1xZIN1-0002xS-32", "alice@example.test")]["status"] == "sent"
+    assert got[("1xZIN1-0002xO-2x", "bob@example.test")]["status"] == "sent"
+    assert len(got) == 9
+    with Store.open(db, read_only=True) as s:
+        # the deferrals before the expiry, with their codes
+        defers = s.con.execute(
+            "SELECT dsn, reply_code, delay FROM deliveries WHERE recipient = 'defer1@remote.test'"
+            " AND status = 'deferred' ORDER BY logged_at"
+        ).fetchall()
+        assert defers == [("4.2.0", 450, 0.0), ("4.2.0", 450, 20.0), ("4.2.0", 450, 71.0)]
+        msg = s.con.execute(
+            "SELECT sender, size, nrcpt, client_ip, message_id, origin, removed_at IS NOT NULL"
+            " FROM message_log WHERE queue_id = ?",
+            [first],
+        ).fetchone()
+        assert msg == ("bob@example.test", 275, 6, "192.0.2.10", "lab1@client.example",
+                       "smtpd", True)  # fmt: skip
+        # Exim's two bounces (R=<id>) link to the message they are about
+        bounces = s.con.execute(
+            "SELECT m.queue_id, o.queue_id FROM message_log m JOIN message_log o"
+            " ON m.bounce_of_key = o.message_key ORDER BY m.first_seen"
+        ).fetchall()
+        assert bounces == [("1xZIN1-0002xO-2x", first), ("1xZIOA-0004DJ-09", first)]
+        rejects = s.con.execute(
+            "SELECT client_ip, stage, sender, recipient, reason FROM rejection_log ORDER BY 1"
+        ).fetchall()
+        assert rejects == [
+            ("192.0.2.10", "RCPT", "bob@example.test", "someone@elsewhere.test",
+             "relay not permitted"),
+            ("192.0.2.11", "RCPT", "", "nobody@elsewhere.test", "relay not permitted"),
+        ]  # fmt: skip
+
+
+def test_handwritten_4_97_sample(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    stats = _ingest(db, str(SAMPLES / "exim" / "handwritten-4.97.log"))
+    assert stats["quarantined_by_reason"] == {"exim-bad-arrival": 1, "exim-no-timestamp": 1}
+    got = {rcpt: row for (_qid, rcpt), row in _outcomes(db).items()}
+    assert got["carol@dest.example"]["status"] == "sent"
+    assert got["carol@dest.example"]["delay"] == 1.2  # QT=1.200s
+    assert (got["dave@dest.example"]["status"], got["dave@dest.example"]["dsn"],
+            got["dave@dest.example"]["reply_code"]) == ("bounced", "5.7.1", 554)  # fmt: skip
+    assert got["dave@dest.example"]["reason"] not in (None, "delivered")
+    assert (got["erin@dest.example"]["status"], got["erin@dest.example"]["reply_code"]) == (
+        "deferred",
+        452,
+    )
+    with Store.open(db, read_only=True) as s:
+        auth = s.con.execute("SELECT client_ip, mechanism, sasl_username FROM auth_failure_log"
+                             ).fetchall()  # fmt: skip
+        assert auth == [("198.51.100.7", "plain", "guess")]
+
+
+def test_mixed_directory_postfix_fast_path_and_exim(tmp_path: Path) -> None:
+    """A Postfix log and an Exim log in one run: each is read with its own format (the
+    Postfix one still by the fast path when built) and neither's rows change."""
+    both = tmp_path / "logs"
+    both.mkdir()
+    pf_log = SAMPLES / "postfix" / "real-postfix-3.7.log"
+    shutil.copy(pf_log, both / "a-postfix.log")
+    shutil.copy(REAL, both / "b-exim.log")
+    mixed, alone = tmp_path / "m.duckdb", tmp_path / "e.duckdb"
+    only_pf = tmp_path / "p.duckdb"
+    _ingest(mixed, "--year", "2026", str(both))
+    _ingest(alone, str(REAL))
+    _ingest(only_pf, "--year", "2026", str(pf_log))
+
+    def rows(db: Path, where: str) -> list[Any]:
+        with Store.open(db, read_only=True) as s:
+            return s.con.execute(
+                "SELECT queue_id, recipient, status, dsn, reply_code, delay FROM"
+                f" recipient_outcomes WHERE {where} ORDER BY ALL"
+            ).fetchall()
+
+    exim_rows = "queue_id LIKE '%-%-%'"
+    assert rows(mixed, exim_rows) == rows(alone, exim_rows) != []
+    assert rows(mixed, f"NOT ({exim_rows})") == rows(only_pf, "true") != []
+
+
+def test_log_format_option_overrides_detection(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    stats = _ingest(db, "--log-format", "postfix", str(REAL), code=2)
+    # read as Postfix (what ingest did before the registry): no line of it is a Postfix line,
+    # every one quarantined, nothing usable done (exit 2)
+    assert stats["lines_stored"] == 0
+    assert stats["lines_quarantined"] == stats["lines_read"] > 0
+    assert stats["not_logs"] == [{"path": str(REAL), "lines": stats["lines_read"]}]
