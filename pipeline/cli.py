@@ -20,6 +20,7 @@ from mtalens.pipeline import reports
 
 # Only light modules at the top: `mtalens --help` must start in well under 0.25 s, so DuckDB,
 # polars and pyarrow are imported inside the commands that use them.
+from mtalens.pipeline.commands.audit import audit_app
 from mtalens.pipeline.commands.bounces import bounces_app
 from mtalens.pipeline.commands.diagnose import diagnose
 from mtalens.pipeline.commands.dns import dns_app
@@ -60,6 +61,7 @@ def _root(
     """Mail server log analysis and bounce processing (Postfix logs, DSNs, DuckDB)."""
 
 
+app.add_typer(audit_app, name="audit")
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(dns_app, name="dns")
 app.add_typer(events_app, name="events")

@@ -131,6 +131,14 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             (["--no-cache", "example.org", "--resolver", "not an address"], USAGE),
             (["--no-cache", "example.org", "--format", "yaml"], USAGE),
         ],
+        ("audit", "postfix"): [
+            (["--postconf", NOWHERE], USAGE),
+            (["--postconf", str(tmp)], USAGE),  # a directory
+            (["--postconf", str(SAMPLES / "postfix" / "mx1-rfc3164.log")], USAGE),  # not postconf
+            (["--config-dir", NOWHERE, "--no-dns"], USAGE),
+            (["--postconf", NOWHERE, "--config-dir", str(tmp)], USAGE),
+            (["--format", "xml"], USAGE),
+        ],
         # each fails before a connection is made
         ("probe",): [
             (["exa mple..com"], USAGE),
