@@ -362,6 +362,9 @@ def run(argv: list[str] | None = None) -> int:
         root.addHandler(handler)
 
     command = get_command(app)
+    # what mtalens writes holds addresses, SASL user names and log text: the store, its WAL and
+    # spill files, exports, reports are private to their owner (given back when run() returns)
+    saved_umask = os.umask(0o077)
     try:
         rv = command.main(args=argv, prog_name="mtalens", standalone_mode=False)
     except InputError as exc:
@@ -389,6 +392,8 @@ def run(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.BUG)
+    finally:
+        os.umask(saved_umask)
     return rv if isinstance(rv, int) else int(ExitCode.OK)
 
 

@@ -6,11 +6,12 @@ A migration that was applied and whose text has changed since is refused at star
 are forward-only, so a change must be a new file. A store with a migration this code does not
 know (written by a newer mtalens) is refused too, read-only or not.
 
-The store holds SASL usernames and addresses: a new store file is created 0600, and while a
-read-write store is open the process umask keeps group and other bits off every file DuckDB
-creates next to it (the ``.wal``, which DuckDB deletes at each checkpoint and creates again, and
-the ``.tmp`` spill directory). An existing store keeps its mode and the WAL gets the same: an
-administrator's ``chmod 0640`` plus a group for readers is respected.
+The store holds SASL usernames and addresses: a new store file is created 0600 (the umask is
+narrowed around its creation only), and its ``.wal`` (which DuckDB deletes at each checkpoint
+and creates again) is given no more permissions than the store file after each transaction and
+at open. The CLI runs every command under umask 077 (``pipeline/cli.py``), so there the WAL and
+the ``.tmp`` spill directory are private from their first byte. An existing store keeps its mode
+and the WAL follows it: an administrator's ``chmod 0640`` plus a group for readers is respected.
 
 Failures a user can act on become one-line :class:`StoreError`s (:func:`store_error`): a full
 disk (DuckDB rolls the failed transaction back; what was committed before stays, so running the
@@ -81,34 +82,30 @@ def store_error(exc: BaseException, path: str | os.PathLike[str]) -> StoreError 
     return None
 
 
-# One umask for the whole process while any read-write store is open (see the module docstring).
+# Creating a store: the process umask is narrowed only around the call that creates the file
+# (a library must not change a notebook's umask for longer than that).
 _umask_lock = threading.Lock()
-_umask_users = 0
-_umask_saved = 0
 
 
-def _hold_private_umask(path: Path) -> None:
-    """Keep the bits a store's own files must not have out of the umask until
-    :func:`_release_private_umask`: group and other for a new store, for an existing one the
-    bits its file lacks (never the owner's)."""
-    global _umask_users, _umask_saved
-    try:
-        lacks = ~stat.S_IMODE(path.stat().st_mode) & 0o077
-    except OSError:
-        lacks = 0o077
+def _connect_private(path: Path, *, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
+    """``_connect``, creating a new store 0600 from its first byte."""
     with _umask_lock:
-        if _umask_users == 0:
-            _umask_saved = os.umask(0o077)
-            os.umask(_umask_saved | lacks)
-        _umask_users += 1
+        saved = os.umask(0o077)
+        try:
+            return _connect(path, read_only=read_only, wait=wait)
+        finally:
+            os.umask(saved)
 
 
-def _release_private_umask() -> None:
-    global _umask_users
-    with _umask_lock:
-        _umask_users -= 1
-        if _umask_users == 0:
-            os.umask(_umask_saved)
+def _private_wal(path: Path) -> None:
+    """Give the store's WAL (which DuckDB deletes at each checkpoint and creates again with the
+    process umask) no more permissions than the store file itself."""
+    wal = path.with_name(path.name + ".wal")
+    with contextlib.suppress(OSError):
+        want = stat.S_IMODE(path.stat().st_mode)
+        have = stat.S_IMODE(wal.stat().st_mode)
+        if have & ~want:
+            os.chmod(wal, have & want)
 
 
 def resolve_db_path(db: str | os.PathLike[str] | None) -> Path:
@@ -206,7 +203,6 @@ class Store:
         self.con = con
         self.path = path
         self.read_only = read_only
-        self._holds_umask = False  # Store.open sets it for a read-write file store
 
     @classmethod
     def open(
@@ -233,45 +229,39 @@ class Store:
             raise StoreError(f"{path}: directory {path.parent} does not exist")
         wait = lock_wait_seconds() if lock_wait is None else lock_wait
         new = not read_only and not path.exists()
-        if not read_only:
-            _hold_private_umask(path)
         try:
-            try:
-                con = _connect(path, read_only=read_only, wait=wait)
-            except duckdb.IOException as exc:
-                first = str(exc).splitlines()[0]
-                if "lock" in first.lower():
-                    raise StoreError(_locked_message(path, exc, wait)) from exc
-                raise (
-                    store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
-                ) from exc
-            except duckdb.Error as exc:
-                first = str(exc).splitlines()[0]
-                raise (
-                    store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
-                ) from exc
-            if new:
-                with contextlib.suppress(OSError):
-                    os.chmod(path, 0o600)  # the umask did it; a filesystem without modes may not
-            store = cls(con, path, read_only)
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                _tune(con)
-                if check_migrations:
-                    store._check_migrations(apply=not read_only)
-                if not external_access:
-                    store.restrict()
-            except BaseException as exc:
-                with contextlib.suppress(duckdb.Error):
-                    con.close()
-                if isinstance(exc, duckdb.Error) and (known := store_error(exc, path)):
-                    raise known from exc
-                raise
-        except BaseException:
-            if not read_only:
-                _release_private_umask()
+            con = (_connect_private if new else _connect)(path, read_only=read_only, wait=wait)
+        except duckdb.IOException as exc:
+            first = str(exc).splitlines()[0]
+            if "lock" in first.lower():
+                raise StoreError(_locked_message(path, exc, wait)) from exc
+            raise (
+                store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
+            ) from exc
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise (
+                store_error(exc, path) or StoreError(f"{path}: cannot open store: {first}")
+            ) from exc
+        if new:
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)  # the umask did it; a filesystem without modes may not
+        if not read_only:
+            _private_wal(path)  # one left by a crash, replayed at this open
+        store = cls(con, path, read_only)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            _tune(con)
+            if check_migrations:
+                store._check_migrations(apply=not read_only)
+            if not external_access:
+                store.restrict()
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):
+                con.close()
+            if isinstance(exc, duckdb.Error) and (known := store_error(exc, path)):
+                raise known from exc
             raise
-        store._holds_umask = not read_only
         return store
 
     @classmethod
@@ -346,6 +336,8 @@ class Store:
         try:
             yield self.con
             self.con.execute("COMMIT")
+            if not self.read_only and self.path != Path(":memory:"):
+                _private_wal(self.path)
         except BaseException as exc:
             _rollback(self.con)  # a failed COMMIT has already rolled back
             if isinstance(exc, duckdb.Error) and (known := store_error(exc, self.path)):
@@ -395,10 +387,6 @@ class Store:
             if known := store_error(exc, self.path):
                 raise known from exc
             raise
-        finally:
-            if self._holds_umask:
-                self._holds_umask = False
-                _release_private_umask()
 
     def __enter__(self) -> Store:
         return self

@@ -67,7 +67,13 @@ from mtalens.parsers.syslog import SyslogClock
 from mtalens.pipeline import bounces, upkeep
 from mtalens.pipeline.alerts import AlertEngine
 from mtalens.pipeline.config import load_config
-from mtalens.pipeline.correlate import AUTH_COLUMNS, DELIVERY_COLUMNS, REJECTION_COLUMNS, Batch
+from mtalens.pipeline.correlate import (
+    AUTH_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    REJECTION_COLUMNS,
+    Batch,
+)
 from mtalens.pipeline.fastpath import ArrowBatch
 from mtalens.pipeline.ingest import (
     FP_LEN,
@@ -899,7 +905,8 @@ def _batch_tables(batch: Batch) -> dict[str, pa.Table]:
     out: dict[str, pa.Table] = {}
     for name, cols, rows in (("delivery_log", DELIVERY_COLUMNS, batch.deliveries),
                              ("rejection_log", REJECTION_COLUMNS, batch.rejections),
-                             ("auth_failure_log", AUTH_COLUMNS, batch.auth_failures)):  # fmt: skip
+                             ("auth_failure_log", AUTH_COLUMNS, batch.auth_failures),
+                             ("event_log", EVENT_COLUMNS, batch.events)):  # fmt: skip
         if rows:
             columns = zip(*rows, strict=True)
             out[name] = pa.table({c: pa.array(v) for c, v in zip(cols, columns, strict=True)})

@@ -42,6 +42,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> str:
 def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int]]]:
     """Per command: (arguments after the command, expected exit code). The store `db` holds a
     sample log; `tmp` is an empty directory."""
+    empty = tmp / "empty"  # other cases put files in tmp
+    empty.mkdir(exist_ok=True)
     maildir = tmp / "Maildir"
     for sub in ("cur", "new", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,7 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
         ("ingest",): [
             ([NOWHERE], USAGE),
             ([str(maildir)], USAGE),
-            ([str(tmp)], USAGE),  # no log files in it
+            ([str(empty)], USAGE),  # no log files in it
             ([*d, "--timezone", "Mars/Olympus_Mons", str(SAMPLES / "postfix")], USAGE),
             ([*d, "--year", "soon", str(SAMPLES / "postfix")], USAGE),
             ([*d, "--queue-lifetime", "forever", str(SAMPLES / "postfix")], USAGE),
@@ -168,12 +170,12 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             ([*no_db, str(SAMPLES / "bounces")], USAGE),
             ([*d, "--provider", "hotmail", str(tmp)], USAGE),
             ([*d, "--format", "xml", str(tmp)], USAGE),
-            ([*d, str(tmp)], USAGE),  # a directory without files
+            ([*d, str(empty)], USAGE),  # a directory without files
             ([*d], USAGE),
         ],
         ("reports", "ingest"): [
             ([*d, NOWHERE], USAGE),
-            ([*d, str(tmp)], USAGE),  # a directory without files
+            ([*d, str(empty)], USAGE),  # a directory without files
             ([*no_db, str(SAMPLES / "bounces")], USAGE),
             ([*d], USAGE),
         ],

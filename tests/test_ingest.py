@@ -315,8 +315,8 @@ def test_diagnose_and_report_name_the_instance(store: Store) -> None:
     from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 
     ingest(store, SAMPLES / "multi-instance.log")
-    found = {f.id: f for f in diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE,
-                                               clock=lambda: FIXED))}  # fmt: skip
+    found = {m.id: m for f in diagnose(Context(store=store, since=EPOCH, until=FAR_FUTURE,
+                                               clock=lambda: FIXED)) for m in f.flat()}  # fmt: skip
     relay = found["relay-denied-inbound:inbound"].evidence.examples
     assert relay[0].startswith("2026-03-03 10:06:01 postfix-in/smtpd: reject: RCPT from unknown[")
     clear = found["auth-without-tls:203.0.113.66"].evidence.examples

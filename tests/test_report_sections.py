@@ -4,6 +4,7 @@ against the store's rows counted in Python, and against each other."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,10 +20,10 @@ FAR = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    s = Store.open(tmp_path_factory.mktemp("r") / "r.duckdb")
-    LogIngestor(s, tz=UTC, year=2026).run([SAMPLES])
-    return s
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with Store.open(tmp_path_factory.mktemp("r") / "r.duckdb") as s:
+        LogIngestor(s, tz=UTC, year=2026).run([SAMPLES])
+        yield s
 
 
 @pytest.fixture(scope="module")

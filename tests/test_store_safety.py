@@ -92,18 +92,22 @@ def test_store_and_wal_are_created_private(tmp_path: Path) -> None:
         wal = tmp_path / "s.duckdb.wal"
         with Store.open(db) as s:
             assert mode(db) == 0o600
+            assert os.umask(0o022) == 0o022  # a library does not keep the process umask
             with s.transaction() as con:
                 con.execute("INSERT INTO dns_cache SELECT * FROM dns_cache")  # a write: a WAL
                 con.execute("CREATE TABLE scratch AS SELECT 1 AS x")
             assert wal.exists() and mode(wal) == 0o600
             s.con.execute("CHECKPOINT")  # DuckDB deletes the WAL here ...
-            s.con.execute("INSERT INTO scratch VALUES (2)")  # ... and creates it again
+            with s.transaction() as con:
+                con.execute("INSERT INTO scratch VALUES (2)")  # ... and creates it again
             assert mode(wal) == 0o600
-        assert os.umask(0o022) == 0o022  # the process umask is given back at close
         # an administrator's choice for an existing store is kept, and the WAL follows it
         db.chmod(0o640)
+        with Store.open(db) as s, s.transaction() as con:
+            con.execute("INSERT INTO scratch VALUES (3)")
         with Store.open(db) as s:
-            s.con.execute("INSERT INTO scratch VALUES (3)")
+            with s.transaction() as con:
+                con.execute("INSERT INTO scratch VALUES (4)")
             assert mode(db) == 0o640 and mode(wal) == 0o640
     finally:
         os.umask(before)
