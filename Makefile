@@ -20,6 +20,7 @@ demo: install
 	rm -f $(DB) $(DB).wal
 	$(BIN)/mtalens ingest --db $(DB) --year 2026 --timezone UTC sample_logs/postfix
 	$(BIN)/mtalens bounces ingest --db $(DB) sample_logs/bounces
+	$(BIN)/mtalens reports ingest --db $(DB) sample_logs/reports
 	$(BIN)/mtalens report --db $(DB)
 
 test: install

@@ -84,6 +84,41 @@ def totals(
     return _table_frame(t)
 
 
+def report_section(
+    name: str,
+    db: StoreRef = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    top: int = 1000,
+) -> pl.DataFrame:
+    """One section of `mtalens report` (``reports.REPORT_SECTIONS``) as a frame: the same SQL,
+    e.g. ``dmarc_sources`` or ``tlsrpt_results`` for the reports receivers send."""
+    with reading(db) as store:
+        [t] = reports.report(
+            store, since=since or EPOCH, until=until or FAR_FUTURE, top=top, sections=(name,)
+        )
+    return _table_frame(t)
+
+
+def plot_dmarc_sources(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """Messages per sending IP (``report_section("dmarc_sources")``), split into DMARC pass
+    and fail: the sources that fail are the misconfigured servers, forwarders and spoofers."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No DMARC aggregate reports")
+        return ax
+    labels = [f"{d} {ip}" for d, ip in zip(frame["policy_domain"], frame["source_ip"], strict=True)]
+    total = frame["messages"].to_list()
+    passed = [m * p / 100 for m, p in zip(total, frame["dmarc_pass_pct"].to_list(), strict=True)]
+    failed = [m - p for m, p in zip(total, passed, strict=True)]
+    ax.barh(labels, passed, color="#2da44e", label="DMARC pass")
+    ax.barh(labels, failed, left=passed, color="#cf222e", label="DMARC fail")
+    ax.set_xlabel("messages (aggregate reports)")
+    ax.set_title("DMARC results by sending IP")
+    ax.legend()
+    return ax
+
+
 def outcomes_by_hour(
     db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
 ) -> pl.DataFrame:

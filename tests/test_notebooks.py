@@ -20,6 +20,7 @@ import pytest
 from nbclient import NotebookClient
 
 from mtalens.pipeline import bounces
+from mtalens.pipeline.aggregate_reports import ingest_reports
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store, StoreError
 
@@ -39,11 +40,13 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             sorted((ROOT / "tests" / "fixtures" / "bounces").glob("*.eml")),
             now=lambda: datetime(2026, 12, 2, tzinfo=UTC),
         )
+        got = ingest_reports(store, [ROOT / "sample_logs" / "reports"])
+        assert got.dmarc_reports and got.tlsrpt_reports and not got.quarantined
     return path
 
 
 def test_the_three_notebooks_exist_without_outputs() -> None:
-    assert {p.stem for p in NOTEBOOKS} >= {"overview", "delays", "suppressions"}
+    assert {p.stem for p in NOTEBOOKS} >= {"overview", "delays", "suppressions", "reports"}
     for p in NOTEBOOKS:
         nb = nbformat.read(p, as_version=4)
         for cell in nb.cells:
