@@ -23,6 +23,7 @@ from mtalens.pipeline import bounces
 from mtalens.pipeline.aggregate_reports import ingest_reports
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store, StoreError
+from tests.report_samples import report_mail
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -117,11 +118,16 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+# RFC 8460 section 5.3 for TLS-RPT; the archive types receivers use for DMARC (RFC 7489 7.2.1.1)
+_REPORT_TYPES = {".json.gz": "application/tlsrpt+gzip", ".json": "application/tlsrpt+json",
+                 ".xml.gz": "application/gzip", ".zip": "application/zip"}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_notebooks_run_while_watch_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A real `mtalens watch` process tails a log that a writer keeps appending to (and a
-    Maildir it keeps delivering DSNs into) while nbclient executes the three notebooks against
-    the same store: every notebook runs to completion and shows data, and the daemon keeps
+    Maildir it keeps delivering DSNs into, and a Maildir of report mail) while nbclient
+    executes the notebooks against the same store: every notebook runs to completion and shows data, and the daemon keeps
     committing meanwhile (the notebooks never hold the store)."""
     lines = LIVE_LOG.read_bytes().splitlines(keepends=True)
     log, db, err = tmp_path / "mail.log", tmp_path / "live.duckdb", tmp_path / "watch.err"
@@ -137,10 +143,19 @@ def test_notebooks_run_while_watch_writes(tmp_path: Path, monkeypatch: pytest.Mo
     log.write_bytes(b"".join(lines[:first]))
     for src in DSNS[: len(DSNS) // 2]:
         deliver(src)
+    # the sample DMARC and TLS-RPT reports, mailed as receivers mail them (for reports.ipynb)
+    reports_md = tmp_path / "Reports"
+    for sub in ("new", "cur", "tmp"):
+        (reports_md / sub).mkdir(parents=True)
+    for i, f in enumerate(sorted((ROOT / "sample_logs" / "reports").iterdir())):
+        mail = report_mail(f.read_bytes(), name=f.name, content_type=_REPORT_TYPES[
+            next(ext for ext in _REPORT_TYPES if f.name.endswith(ext))])  # fmt: skip
+        (reports_md / "new" / f"report-{i}").write_bytes(mail)
     env = {**os.environ, "MTALENS_LOCK_WAIT": "20"}
     with open(err, "ab") as fh:
         proc = subprocess.Popen(
             [*CLI, "watch", "--db", str(db), "--log", str(log), "--maildir", str(maildir),
+             "--reports-maildir", str(reports_md),
              "--timezone", "UTC", "--poll-interval", "0.1", "--commit-interval", "0.2"],
             stdout=subprocess.DEVNULL, stderr=fh, env=env,
         )  # fmt: skip
