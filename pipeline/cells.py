@@ -37,6 +37,12 @@ def terminal_text(text: str, replacement: str = "?") -> str:
     return "".join(c if c.isprintable() else replacement for c in text)
 
 
+def one_line(text: str) -> str:
+    """``text`` for one line of a terminal: whitespace runs (newlines too) as one space, and
+    terminal-safe (error messages quote paths, subjects and server replies)."""
+    return terminal_text(" ".join(text.split()))
+
+
 def spreadsheet_text(text: str) -> str:
     """A text cell a spreadsheet shows as text: controls to spaces, a formula start quoted."""
     text = _CONTROL_RE.sub(" ", text)

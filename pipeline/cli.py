@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from mtalens.pipeline import reports
+from mtalens.pipeline.cells import one_line
 
 # Only light modules at the top: `mtalens --help` must start in well under 0.25 s, so DuckDB,
 # polars and pyarrow are imported inside the commands that use them.
@@ -329,10 +330,6 @@ def query(
     typer.echo(render_tables([t], fmt, single=True), nl=False)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class _OneLineLog(logging.Handler):
     """The library's warnings and errors on a terminal: ``mtalens: warning: ...``, one line
     each (the first line of the message; all of it, traceback too, with MTALENS_DEBUG=1).
@@ -345,7 +342,7 @@ class _OneLineLog(logging.Handler):
                 if record.exc_info:
                     text += "\n" + "".join(traceback.format_exception(*record.exc_info))
             else:
-                text = _one_line(text.splitlines()[0] if text else "")
+                text = one_line(text.splitlines()[0] if text else "")
             print(f"mtalens: {record.levelname.lower()}: {text}", file=sys.stderr)
         except Exception:  # a log line must never stop a command
             self.handleError(record)
@@ -368,13 +365,13 @@ def run(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=argv, prog_name="mtalens", standalone_mode=False)
     except InputError as exc:
-        print(f"mtalens: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"mtalens: {one_line(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except typer.TyperException as exc:  # click's usage errors: bad option, missing argument
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        print(f"mtalens: {_one_line(message)}{hint}", file=sys.stderr)
+        print(f"mtalens: {one_line(message)}{hint}", file=sys.stderr)
         return int(getattr(exc, "exit_code", ExitCode.USAGE))
     except (typer.Abort, KeyboardInterrupt):
         print("mtalens: interrupted", file=sys.stderr)
@@ -387,7 +384,7 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("MTALENS_DEBUG"):
             traceback.print_exc()
         print(
-            f"mtalens: internal error: {type(exc).__name__}: {_one_line(str(exc))[:300]} "
+            f"mtalens: internal error: {type(exc).__name__}: {one_line(str(exc))[:300]} "
             "(a bug in mtalens; MTALENS_DEBUG=1 prints the traceback)",
             file=sys.stderr,
         )

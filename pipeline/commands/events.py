@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mtalens.pipeline.commands.summary import echo_csv_counts, echo_problems
 from mtalens.pipeline.exitcodes import ExitCode
 from mtalens.pipeline.render import Format
 
@@ -20,9 +21,6 @@ events_app = typer.Typer(
 # the registry's names, written out so that `--help` needs no parser import
 _PROVIDERS = ("amazonses", "sendgrid", "mailgun", "postmark", "sparkpost", "mandrill", "postal")
 
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
 
 
 @events_app.command("ingest")
@@ -75,24 +73,13 @@ def ingest_cmd(
         r = ingest(store, paths, provider=provider)
         if r.stored:
             upkeep.fold_new_rows(store, policy)
-    for path, reason in r.unreadable:
-        typer.echo(f"mtalens: {_one_line(path)}: {reason}", err=True)
-    for where, reason, detail in r.problems:
-        typer.echo(
-            f"mtalens: warning: {_one_line(where)}: quarantined ({reason}): {_one_line(detail)}",
-            err=True,
-        )
+    echo_problems(r.unreadable, r.problems)
     if fmt is Format.json:
         typer.echo(json.dumps(r.as_dict()))
     elif fmt is Format.csv:
-        typer.echo("measure,value")
-        for k, v in r.as_dict().items():
-            if isinstance(v, int):
-                typer.echo(f"{k},{v}")
-        for name, n in sorted(r.by_provider.items()):
-            typer.echo(f"provider:{name},{n}")
-        for reason, n in sorted(r.quarantine_reasons.items()):
-            typer.echo(f"quarantined:{reason},{n}")
+        echo_csv_counts(
+            r.as_dict(), ("provider", r.by_provider), ("quarantined", r.quarantine_reasons)
+        )
     else:
         typer.echo(
             f"files {r.files}, events {r.events}: stored {r.stored} ({r.recipients} recipients), "

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mtalens.pipeline.commands.summary import echo_csv_counts, echo_problems
 from mtalens.pipeline.exitcodes import ExitCode
 from mtalens.pipeline.render import Format
 
@@ -17,9 +18,6 @@ reports_app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def _one_line(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))
 
 
 @reports_app.command("ingest")
@@ -54,22 +52,11 @@ def ingest_cmd(
 
     with Store.open(db) as store:
         r = ingest_reports(store, paths)
-    for path, reason in r.unreadable:
-        typer.echo(f"mtalens: {_one_line(path)}: {reason}", err=True)
-    for where, reason, detail in r.problems:
-        typer.echo(
-            f"mtalens: warning: {_one_line(where)}: quarantined ({reason}): {_one_line(detail)}",
-            err=True,
-        )
+    echo_problems(r.unreadable, r.problems)
     if fmt is Format.json:
         typer.echo(json.dumps(r.as_dict()))
     elif fmt is Format.csv:
-        typer.echo("measure,value")
-        for k, v in r.as_dict().items():
-            if isinstance(v, int):
-                typer.echo(f"{k},{v}")
-        for reason, n in sorted(r.quarantine_reasons.items()):
-            typer.echo(f"quarantined:{reason},{n}")
+        echo_csv_counts(r.as_dict(), ("quarantined", r.quarantine_reasons))
     else:
         typer.echo(
             f"inputs {r.inputs}: DMARC reports {r.dmarc_reports} ({r.dmarc_records} records), "
