@@ -135,9 +135,12 @@ class Context:
 Row = Mapping[str, Any]
 
 
-def run_query(ctx: Context, name: str, extra: Mapping[str, Any] | None = None) -> list[Row]:
-    """Run one named query of diagnose.sql with the context's range and thresholds."""
-    sql = named_queries(QUERY_FILE)[name]
+def run_query(
+    ctx: Context, name: str, extra: Mapping[str, Any] | None = None, *, file: str = QUERY_FILE
+) -> list[Row]:
+    """Run one named query of ``file`` (diagnose.sql, or aggregate_reports.sql for the reports
+    receivers send) with the context's range and thresholds."""
+    sql = named_queries(file)[name]
     params: dict[str, Any] = {"since": ctx.since, "until": ctx.until, **ctx.thresholds.params()}
     if extra:
         params.update(extra)
@@ -260,12 +263,13 @@ class SqlDetector:
     remedy: str | Callable[[Row], str]
     severity: Severity | Callable[[Row, Thresholds], Severity | None]
     query: str = ""  # default: the id with "-" as "_"
+    query_file: str = QUERY_FILE  # REPORTS_QUERY_FILE for the reports receivers send
     grouped: Grouped | None = None
 
     def detect(self, ctx: Context) -> list[Finding]:
         out: list[Finding] = []
         kept: list[Row] = []
-        for row in run_query(ctx, self.query or self.id.replace("-", "_")):
+        for row in run_query(ctx, self.query or self.id.replace("-", "_"), file=self.query_file):
             sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
             if sev is None:
                 continue
@@ -706,14 +710,6 @@ DETECTORS: Final[tuple[Detector, ...]] = (
 REPORTS_QUERY_FILE: Final = "aggregate_reports.sql"
 
 
-def run_report_query(ctx: Context, name: str) -> list[Row]:
-    sql = named_queries(REPORTS_QUERY_FILE)[name]
-    params = {k: v for k, v in {"since": ctx.since, "until": ctx.until}.items() if f"${k}" in sql}
-    cur = ctx.store.con.execute(sql, params)
-    cols = [d[0] for d in cur.description or []]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-
 class SourceKind(StrEnum):
     OWN = "own"  # our server, misconfigured for some of its mail
     FORWARDER = "forwarder"  # forwarders and mailing lists re-sending our mail
@@ -819,7 +815,7 @@ class DmarcSourceDetector:
     severity: Callable[[Row], Severity]
 
     def detect(self, ctx: Context) -> list[Finding]:
-        rows = run_report_query(ctx, "dmarc_sources")
+        rows = run_query(ctx, "dmarc_sources", file=REPORTS_QUERY_FILE)
         if not rows:
             return []
         ours = frozenset({str(r["ip"]) for r in run_query(ctx, "our_addresses")} | set(ctx.our_ips))
@@ -892,34 +888,6 @@ def _tls_severity(row: Row, t: Thresholds) -> Severity | None:
     return Severity.CRITICAL if row.get("enforced") else Severity.WARNING
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReportSqlDetector:
-    """One named query of aggregate_reports.sql; one finding per row."""
-
-    id: str
-    title: str
-    remedy: str | Callable[[Row], str]
-    severity: Severity | Callable[[Row, Thresholds], Severity | None]
-
-    def detect(self, ctx: Context) -> list[Finding]:
-        out: list[Finding] = []
-        for row in run_report_query(ctx, self.id.replace("-", "_")):
-            sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
-            if sev is None:
-                continue
-            out.append(
-                Finding(
-                    id=f"{self.id}:{row['subject']}",
-                    problem=self.id,
-                    title=_fmt(self.title, row),
-                    severity=sev,
-                    evidence=evidence_of(row),
-                    remedy=self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row),
-                )
-            )
-        return out
-
-
 REPORT_DETECTORS: Final[tuple[Detector, ...]] = (
     DmarcSourceDetector(
         id="dmarc-own-servers",
@@ -944,7 +912,8 @@ REPORT_DETECTORS: Final[tuple[Detector, ...]] = (
         remedy=_forwarder_remedy,
         severity=lambda row: Severity.NOTICE,
     ),
-    ReportSqlDetector(
+    SqlDetector(
+        query_file=REPORTS_QUERY_FILE,
         id="dmarc-policy-ready",
         title="DMARC policy of {subject} is p=none, yet every source with aligned mail aligns "
         "fully ({aligned_sources} sources, {count} messages)",
@@ -955,7 +924,8 @@ REPORT_DETECTORS: Final[tuple[Detector, ...]] = (
         "findings) would be refused.",
         severity=Severity.NOTICE,
     ),
-    ReportSqlDetector(
+    SqlDetector(
+        query_file=REPORTS_QUERY_FILE,
         id="tlsrpt-failures",
         title="TLS-RPT: {result_type} delivering to {mx} for {policy_domain} "
         "({count} failed sessions)",
