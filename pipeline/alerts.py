@@ -14,6 +14,12 @@ Rule kinds (``pipeline/watch_config.py``):
 - ``blocklist``: replies naming a blocklist zone (the classifier's ``blocklist`` column) >= threshold.
 - ``queue_delay_p90``: the 90th percentile of the total ``delay=`` of delivered mail in the
   window > threshold seconds, with at least ``min_events`` deliveries.
+- ``dnsbl_listed`` / ``dns_broken`` / ``dns_changed``: the scheduled checks of ``[checks]``
+  (``pipeline/checks.py``): one of our IPs listed on a zone (key "ip zone"), a domain check in
+  error, a domain check whose records changed since its previous run (key "domain check").
+  State, not a window: they fire and resolve when a run of the checks is stored (``observe``);
+  ``at`` is the run's time. The firing state lives in memory: after a restart, a listing still
+  there fires again.
 """
 
 from __future__ import annotations
@@ -29,11 +35,11 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from mtalens.pipeline.watch_config import AlertKind, AlertRule
+from mtalens.pipeline.watch_config import CHECK_KINDS, AlertKind, AlertRule
 
 if TYPE_CHECKING:
     from mtalens.pipeline.metrics import Metrics
@@ -201,6 +207,8 @@ class AlertEngine:
             return []
         sent: list[dict[str, Any]] = []
         for r in self.rules:
+            if r.kind in CHECK_KINDS:
+                continue  # state from the scheduled checks: observe()
             q = self._events[r.id]
             horizon = self.latest.timestamp() - r.window
             while q and q[0][0].timestamp() < horizon:
@@ -212,6 +220,30 @@ class AlertEngine:
             for rid, key in [k for k in self.firing if k[0] == r.id]:
                 if key not in breached:
                     sent.append(self._notify("resolved", r, key, self.firing[(rid, key)]["value"]))
+        return sent
+
+    def observe(
+        self,
+        kind: AlertKind,
+        active: Mapping[str, str],
+        *,
+        at: datetime,
+        keep: Collection[str] = (),
+    ) -> list[dict[str, Any]]:
+        """The scheduled checks' state for ``kind`` (``pipeline/checks.py``): ``active`` maps
+        each key that is true now to its detail. New keys fire, firing keys no longer active
+        resolve, except those in ``keep`` (checks that got no answer this run: unknown is not
+        resolved). Returns the notifications sent."""
+        sent: list[dict[str, Any]] = []
+        for r in self.rules:
+            if r.kind is not kind:
+                continue
+            for key, detail in active.items():
+                if (r.id, key) not in self.firing:
+                    sent.append(self._notify("firing", r, key, 1.0, at=at, detail=detail))
+            for _, key in [k for k in self.firing if k[0] == r.id]:
+                if key not in active and key not in keep:
+                    sent.append(self._notify("resolved", r, key, 0.0, at=at))
         return sent
 
     def _breached(self, r: AlertRule, q: deque[_Event]) -> dict[str, float]:
@@ -237,8 +269,18 @@ class AlertEngine:
                 out[""] = p
         return out
 
-    def _notify(self, state: str, r: AlertRule, key: str, value: float) -> dict[str, Any]:
-        assert self.latest is not None
+    def _notify(
+        self,
+        state: str,
+        r: AlertRule,
+        key: str,
+        value: float,
+        *,
+        at: datetime | None = None,
+        detail: str | None = None,
+    ) -> dict[str, Any]:
+        at = at or self.latest
+        assert at is not None
         payload: dict[str, Any] = {
             "alert": r.id,
             "kind": str(r.kind),
@@ -247,8 +289,10 @@ class AlertEngine:
             "value": value,
             "threshold": r.threshold,
             "window_seconds": r.window,
-            "at": self.latest.isoformat(),
+            "at": at.isoformat(),
         }
+        if detail is not None:
+            payload["detail"] = detail
         if state == "firing":
             self.firing[(r.id, key)] = payload
             self.fired_total += 1

@@ -133,7 +133,7 @@ class Config:
 
 # sections of the same file that another loader reads (pipeline/watch_config.py), so a single
 # mtalens.toml serves every command
-OTHER_SECTIONS: Final = frozenset({"watch", "alerts"})
+OTHER_SECTIONS: Final = frozenset({"watch", "alerts", "checks"})
 
 
 def queue_lifetime(option: str | None, config: str | os.PathLike[str] | None = None) -> timedelta:

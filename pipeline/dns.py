@@ -23,6 +23,7 @@ import ipaddress
 import json
 import re
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -319,14 +320,27 @@ class DnsClient:
     lookups failed" from "no lookup got an answer" (:meth:`trouble`)."""
 
     def __init__(
-        self, resolver: dns.resolver.Resolver, *, clock: Clock, cache: DnsCache | None = None
+        self,
+        resolver: dns.resolver.Resolver,
+        *,
+        clock: Clock,
+        cache: DnsCache | None = None,
+        queries_per_second: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``queries_per_second``: at most this many queries sent (cache hits are free), for
+        scheduled checks that must respect a blocklist's usage rules; ``sleep`` waits."""
         self.resolver = resolver
         self.clock = clock
         self.cache = cache
         self.queries_sent = 0
         self.responses = 0  # queries the nameservers answered at all (REFUSED included)
         self.outcomes: Counter[Status] = Counter()
+        self._gap = 1.0 / queries_per_second if queries_per_second else 0.0
+        self._sleep = sleep
+        self._next_send = 0.0  # monotonic time the next query may be sent
+        # every answer, in order, while a caller wants to see what a check looked up
+        self.journal: list[Answer] | None = None
 
     def query(self, qname: str, rdtype: str) -> Answer:
         qname = normalize_name(qname)
@@ -337,6 +351,8 @@ class DnsClient:
             if self.cache is not None:
                 self.cache.put(answer, now)
         self.outcomes[answer.status] += 1
+        if self.journal is not None:
+            self.journal.append(answer)
         return answer
 
     def trouble(self) -> str | None:
@@ -362,6 +378,11 @@ class DnsClient:
             # The resolver has answered nothing and let a query time out: it is down or
             # filtered. Asking again would cost a timeout per lookup, for the same answer.
             return Answer(qname=qname, rdtype=rdtype, status=Status.SKIPPED)
+        if self._gap:
+            now = time.monotonic()
+            if now < self._next_send:
+                self._sleep(self._next_send - now)
+            self._next_send = max(now, self._next_send) + self._gap
         self.queries_sent += 1
         try:
             result = self.resolver.resolve(
@@ -1180,7 +1201,7 @@ _LOOPBACK_NET: Final = ipaddress.ip_network("127.0.0.0/8")
 _SPAMHAUS_ERROR_NET: Final = ipaddress.ip_network("127.255.255.0/24")
 
 
-def _is_spamhaus(zone: str) -> bool:
+def is_spamhaus(zone: str) -> bool:
     return zone.endswith(("spamhaus.org", "spamhaus.net"))
 
 
@@ -1226,7 +1247,7 @@ def check_blocklist(client: DnsClient, ip: str, zone: str) -> BlocklistResult:
     listed = 0
     for code in codes:
         code_ip = ipaddress.ip_address(code)
-        if _is_spamhaus(zone) and code_ip in _SPAMHAUS_ERROR_NET:
+        if is_spamhaus(zone) and code_ip in _SPAMHAUS_ERROR_NET:
             meanings.append(SPAMHAUS_ERRORS.get(code, "Spamhaus query error"))
         elif code_ip not in _LOOPBACK_NET:
             # RFC 5782 section 2.3: list entries are in 127.0.0.0/8; anything else means a
@@ -1235,7 +1256,7 @@ def check_blocklist(client: DnsClient, ip: str, zone: str) -> BlocklistResult:
         else:
             listed += 1
             meanings.append(
-                SPAMHAUS_ZEN_CODES.get(code, "listed") if _is_spamhaus(zone) else "listed"
+                SPAMHAUS_ZEN_CODES.get(code, "listed") if is_spamhaus(zone) else "listed"
             )
     txt: tuple[str, ...] = ()
     if listed:

@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from glob import glob, has_magic
 from pathlib import Path
@@ -102,6 +102,9 @@ MBOX_KEY_PREFIX: Final = "mbox:"
 # the suppression summary (pipeline/upkeep.py) is folded at most this often: about 0.3 s with
 # nothing new at 10 M deliveries, a few seconds per 100 k new ones (bench/bench_suppressions.py)
 SUMMARY_FOLD_INTERVAL: Final = 60.0
+# how often the scheduled checks get our sending IPs from the store again (diagnose's
+# our_addresses over the last CHECK_IPS_DAYS days)
+CHECK_IPS_REFRESH: Final = 600.0
 # RFC 4155: a message starts with a "From " line at the start of the file or after a blank line
 _MBOX_SEPARATOR: Final = re.compile(rb"\n\r?\nFrom ")
 _RESERVED_LOG_KEYS: Final = frozenset(vars(logging.makeLogRecord({})))
@@ -230,7 +233,10 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self.tz = tz or _zone(config.timezone)
         self.stats = WatchStats()
-        self.alerts = AlertEngine(config.rules, webhook=config.webhook, metrics=self.metrics)
+        self.alerts = AlertEngine(config.alert_rules(), webhook=config.webhook,
+                                  metrics=self.metrics)  # fmt: skip
+        self.checks = self._make_checks()
+        self._log_ips_at: float | None = None  # monotonic time our IPs were last read
         # [postfix] and [suppressions] of the same mtalens.toml; a bad value fails here, at
         # start-up (read once: a reload does not change them)
         shared = load_config(config_path)
@@ -280,10 +286,24 @@ class Watcher:
             report_maildirs=self.config.report_maildirs if not new.report_maildirs else None,
         )
         self.alerts.close()  # its delivery thread ends after what it has queued
-        self.alerts = AlertEngine(self.config.rules, webhook=self.config.webhook,
+        self.alerts = AlertEngine(self.config.alert_rules(), webhook=self.config.webhook,
                                   metrics=self.metrics)  # fmt: skip
+        if self.checks is not None:
+            self.checks.stop()
+        self.checks = self._make_checks()
+        self._log_ips_at = None
         log.info("config reloaded", extra={"logs": list(self.config.logs),
                                            "rules": len(self.config.rules)})  # fmt: skip
+
+    def _make_checks(self) -> Any:
+        """The scheduler of ``[checks]`` (pipeline/checks.py), or None: imported only then
+        (dnspython)."""
+        if not self.config.checks.enabled:
+            return None
+        from mtalens.pipeline.checks import CheckScheduler, make_client_factory
+
+        return CheckScheduler(self.config.checks, client=make_client_factory(self.config.checks),
+                              metrics=self.metrics, on_finished=self.wake)  # fmt: skip
 
     # -- the write window -----------------------------------------------------------------------
 
@@ -363,6 +383,8 @@ class Watcher:
         period)."""
         if not self._started or self.config.mboxes:
             return None
+        if self.checks is not None and self.checks.pending():
+            return None
         for md in (*self.config.maildirs, *self.config.report_maildirs):
             try:
                 with os.scandir(Path(md) / "new") as entries:
@@ -403,7 +425,32 @@ class Watcher:
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
         self._fold_summary(store, final=final)
+        self._store_checks(store)
         self.alerts.evaluate()
+
+    def _store_checks(self, store: Store) -> None:
+        """Hand our IPs from the logs to the scheduled checks (at most every
+        ``CHECK_IPS_REFRESH`` seconds) and store the runs they finished."""
+        if self.checks is None:
+            return
+        from mtalens.pipeline.checks import commit_run, our_addresses
+
+        now = time.monotonic()
+        if self.config.checks.ips_from_logs and (
+            self._log_ips_at is None or now - self._log_ips_at >= CHECK_IPS_REFRESH
+        ):
+            self._log_ips_at = now
+            try:
+                self.checks.set_log_ips(our_addresses(store))
+            except Exception:  # the daemon never dies on a check; the configured IPs remain
+                log.exception("checks: reading our addresses from the store failed")
+        runs = self.checks.finished()
+        for i, run in enumerate(runs):
+            try:
+                commit_run(store, run, metrics=self.metrics, alerts=self.alerts)
+            except Exception:
+                self.checks.give_back(runs[i:])  # stored at the next window
+                raise
 
     def _fold_summary(self, store: Store, *, final: bool) -> None:
         """Fold new rows into the suppression summary (if the store has one) at most every
@@ -792,6 +839,7 @@ class Watcher:
                                    self.config.metrics_port).start()  # fmt: skip
             log.info("metrics listening", extra={"host": server.host, "port": server.port})
         observer = None if once else self._start_observer()
+        checks_started = False
         log.info("watch started", extra={"logs": list(self.config.logs),
                  "maildirs": list(self.config.maildirs), "mboxes": list(self.config.mboxes),
                  "inotify": observer is not None, "once": once})  # fmt: skip
@@ -812,6 +860,13 @@ class Watcher:
                     if once:
                         raise
                     time.sleep(min(self.config.poll_interval, 1.0))  # logged; state was reset
+                if self.checks is not None and once:
+                    self.checks.run_once()  # now, with the IPs the window read: then store it
+                    with self._open_store() as store:
+                        self._store_checks(store)
+                elif self.checks is not None and not checks_started and self.stats.windows:
+                    self.checks.start()  # after a first window: it knows our IPs from the logs
+                    checks_started = True
                 if once or self._stop:
                     break
                 # at most one window per commit_interval; otherwise sleep until woken or polled
@@ -837,6 +892,8 @@ class Watcher:
                 observer.join(timeout=5)
             if server is not None:
                 server.stop()
+            if self.checks is not None:
+                self.checks.stop()
             self.alerts.close(wait=1.0)  # a moment for queued webhooks; the log has every alert
             self._close_tails()
             log.info("watch stopped", extra={"windows": self.stats.windows,
@@ -951,7 +1008,14 @@ def _mbox_prior_count(store: Store, source: str, offset: int) -> int:
 
 def build_watcher(config_path: str | Path | None, **overrides: Any) -> Watcher:
     """The config file's settings with the command line's on top (start-up errors raise)."""
+    checks = {k: overrides.pop(k) for k in list(overrides) if k.startswith("check_")}
     config = load_watch_config(config_path).with_overrides(**overrides)
+    given = {k.removeprefix("check_"): v for k, v in checks.items() if v not in (None, [], ())}
+    if given:  # any --check-* option turns the checks on, over the file's [checks]
+        for k in ("domains", "ips", "resolvers", "dkim_selectors", "blocklists"):
+            if k in given:
+                given[k] = tuple(str(x).strip().lower() for x in given[k])
+        config = replace(config, checks=replace(config.checks, enabled=True, **given)).checked()
     if not (config.logs or config.maildirs or config.mboxes or config.report_maildirs):
         raise ValueError(
             "nothing to watch: give --log, --maildir, --mbox or --reports-maildir (or [watch] in the config)"

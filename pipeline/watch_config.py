@@ -26,6 +26,19 @@ Example (every key optional; command-line options win over the file)::
     threshold = 0.05          # a rate (0..1), a count, or seconds (queue_delay_p90)
     min_events = 20           # rates and p90 need this many events in the window
     domain = "example.com"    # bounce/deferral rate: one domain; absent = every domain
+
+    [checks]                  # DNS and blocklist checks on a schedule (pipeline/checks.py)
+    interval = 3600           # seconds between runs
+    domains = ["example.com"] # MX, SPF, DMARC, MTA-STS, TLS-RPT (+ DKIM for the selectors)
+    dkim_selectors = ["s1"]
+    ips = ["192.0.2.10"]      # our sending IPs on every blocklist ...
+    ips_from_logs = true      # ... and the ones the logs show as ours
+    blocklists = ["zen.spamhaus.org", "bl.spamcop.net"]
+    resolvers = ["127.0.0.1"] # your own recursive resolver (Spamhaus refuses public ones)
+    resolver_port = 53
+    timeout = 3.0
+    queries_per_second = 5    # at most, sent
+    # alerts: kinds dnsbl_listed, dns_broken, dns_changed; each gets a default rule when absent
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from mtalens.pipeline.dns_defaults import DEFAULT_BLOCKLISTS, DEFAULT_TIMEOUT
 from mtalens.pipeline.exitcodes import InputError
 
 
@@ -49,6 +63,15 @@ class AlertKind(StrEnum):
     SASL_FAILURES = "sasl_failures"
     BLOCKLIST = "blocklist"
     QUEUE_DELAY_P90 = "queue_delay_p90"
+    # the scheduled checks of [checks] (pipeline/checks.py): state, not a window of log time
+    DNSBL_LISTED = "dnsbl_listed"  # one of our IPs is listed on a zone: key "ip zone"
+    DNS_BROKEN = "dns_broken"  # a domain check (mx, spf, dmarc, dkim:sel, ...) is in error
+    DNS_CHANGED = "dns_changed"  # what a domain check looked up changed since the last run
+
+
+CHECK_KINDS: Final = frozenset(
+    {AlertKind.DNSBL_LISTED, AlertKind.DNS_BROKEN, AlertKind.DNS_CHANGED}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +82,23 @@ class AlertRule:
     threshold: float = 1.0
     min_events: int = 1
     domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChecksConfig:
+    """``[checks]``: DNS and blocklist checks ``watch`` runs on a schedule (pipeline/checks.py)."""
+
+    enabled: bool = False  # a [checks] section, or a --check-* option
+    interval: float = 3600.0  # seconds between two runs
+    domains: tuple[str, ...] = ()  # MX, SPF, DMARC, DKIM (selectors), MTA-STS, TLS-RPT
+    dkim_selectors: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()  # our sending IPs, looked up on every blocklist
+    ips_from_logs: bool = True  # and the ones the logs show (diagnose's our_addresses)
+    blocklists: tuple[str, ...] = DEFAULT_BLOCKLISTS
+    resolvers: tuple[str, ...] = ()  # default: /etc/resolv.conf's nameservers
+    resolver_port: int = 53
+    timeout: float = DEFAULT_TIMEOUT
+    queries_per_second: float = 5.0  # lookups sent, at most
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +118,7 @@ class WatchConfig:
     metrics_host: str = "127.0.0.1"
     webhook: str | None = None
     rules: tuple[AlertRule, ...] = field(default_factory=tuple)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
 
     def with_overrides(self, **values: Any) -> WatchConfig:
         """Command-line values that were given (not None, not empty) replace the file's."""
@@ -103,7 +144,38 @@ class WatchConfig:
                 raise WatchConfigError(f"{name.replace('_', '-')} must be > 0 seconds")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise WatchConfigError(f"metrics port {self.metrics_port} is not a TCP port")
+        _check_checks(self.checks)
         return self
+
+    def alert_rules(self) -> tuple[AlertRule, ...]:
+        """The configured rules, plus one default rule per kind of the scheduled checks that
+        has none when checks run: a listing, a broken record and a change always alert."""
+        if not self.checks.enabled:
+            return self.rules
+        have = {r.kind for r in self.rules}
+        extra = tuple(
+            AlertRule(id=kind.value.replace("_", "-"), kind=kind)
+            for kind in (AlertKind.DNSBL_LISTED, AlertKind.DNS_BROKEN, AlertKind.DNS_CHANGED)
+            if kind not in have
+        )
+        return self.rules + extra
+
+
+def _check_checks(c: ChecksConfig) -> None:
+    import ipaddress
+
+    if c.interval < 1:
+        raise WatchConfigError("checks interval must be >= 1 second")
+    if c.timeout <= 0 or c.queries_per_second <= 0:
+        raise WatchConfigError("checks timeout and queries_per_second must be > 0")
+    if not 0 < c.resolver_port <= 65535:
+        raise WatchConfigError(f"checks resolver_port {c.resolver_port} is not a port")
+    for what, values in (("ips", c.ips), ("resolvers", c.resolvers)):
+        for v in values:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise WatchConfigError(f"checks {what}: {v!r} is not an IP address") from None
 
 
 _WATCH_KEYS: Final = {
@@ -139,6 +211,39 @@ def _check(section: str, data: dict[str, Any], keys: dict[str, Any]) -> None:
             raise WatchConfigError(f"[{section}] {k}: expected {keys[k]}, got a boolean")
         if not isinstance(v, keys[k]):
             raise WatchConfigError(f"[{section}] {k}: wrong type {type(v).__name__}")
+
+
+_CHECKS_KEYS: Final = {
+    "interval": (int, float),
+    "domains": list,
+    "dkim_selectors": list,
+    "ips": list,
+    "ips_from_logs": bool,
+    "blocklists": list,
+    "resolvers": list,
+    "resolver_port": int,
+    "timeout": (int, float),
+    "queries_per_second": (int, float),
+}
+
+
+def parse_checks(raw: Any) -> ChecksConfig:
+    if raw is None:
+        return ChecksConfig()
+    if not isinstance(raw, dict):
+        raise WatchConfigError("[checks] must be a table")
+    _check("checks", raw, _CHECKS_KEYS)
+    values: dict[str, Any] = {"enabled": True}
+    for k, v in raw.items():
+        if isinstance(v, list):
+            if not all(isinstance(x, str) for x in v):
+                raise WatchConfigError(f"[checks] {k}: a list of strings")
+            values[k] = tuple(x.strip().lower() for x in v if x.strip())
+        elif k in ("interval", "timeout", "queries_per_second"):
+            values[k] = float(v)
+        else:
+            values[k] = v
+    return ChecksConfig(**values)
 
 
 def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
@@ -196,7 +301,8 @@ def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
         if rule.window <= 0:
             raise WatchConfigError(f"rule {rule.id}: window must be > 0")
         rules.append(rule)
-    return WatchConfig(**values, webhook=webhook, rules=tuple(rules))
+    checks = parse_checks(data.get("checks"))
+    return WatchConfig(**values, webhook=webhook, rules=tuple(rules), checks=checks).checked()
 
 
 def load_watch_config(path: str | Path | None) -> WatchConfig:

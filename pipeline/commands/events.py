@@ -22,7 +22,6 @@ events_app = typer.Typer(
 _PROVIDERS = ("amazonses", "sendgrid", "mailgun", "postmark", "sparkpost", "mandrill", "postal")
 
 
-
 @events_app.command("ingest")
 def ingest_cmd(
     paths: Annotated[

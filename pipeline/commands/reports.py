@@ -19,7 +19,6 @@ reports_app = typer.Typer(
 )
 
 
-
 @reports_app.command("ingest")
 def ingest_cmd(
     paths: Annotated[

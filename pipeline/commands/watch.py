@@ -61,12 +61,76 @@ def watch(
         str | None,
         typer.Option("--metrics-host", help="Metrics bind address (default: 127.0.0.1)."),
     ] = None,
+    check_domain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check-domain",
+            help="Check this mail domain's DNS on a schedule (repeatable; \\[checks] domains).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check-selector",
+            help="DKIM selector of the checked domains (repeatable).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_ip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check-ip",
+            help="Look up this sending IP on the blocklists on a "
+            "schedule (repeatable; those in the logs are added).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_blocklist: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check-blocklist",
+            help="DNSBL zone for --check-ip (repeatable; "
+            "default: the five of `mtalens dns blocklist`).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--check-interval",
+            help="Seconds between two runs of the checks (default: 3600).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_resolver: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check-resolver",
+            help="Resolver IP for the checks (repeatable; default: "
+            "resolv.conf; Spamhaus refuses public ones).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
+    check_resolver_port: Annotated[
+        int | None,
+        typer.Option(
+            "--check-resolver-port",
+            help="Port of --check-resolver (default: 53).",
+            rich_help_panel="Scheduled checks",
+        ),
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Tail logs and bounce mailboxes into the store; readers can query while it runs.
 
     A source that is not there yet is logged and waited for; with --once it is an error.
+
+    With [checks] in the config or a --check-* option it also looks up our sending IPs on DNS
+    blocklists and checks our domains' MX, SPF, DMARC, DKIM, MTA-STS and TLS-RPT records every
+    --check-interval seconds: history in the check_history view, metrics, and the alerts
+    dnsbl_listed, dns_broken and dns_changed.
 
     Exit codes: 0 after --once or a signal; 2 for a bad option, config or store, or (--once)
     when no configured source is there; 3 (--once) when some of them are not."""
@@ -81,7 +145,10 @@ def watch(
             report_maildirs=reports_maildir, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
-            metrics_host=metrics_host,
+            metrics_host=metrics_host, check_domains=check_domain,
+            check_dkim_selectors=check_selector, check_ips=check_ip, check_blocklists=check_blocklist,
+            check_interval=check_interval, check_resolvers=check_resolver,
+            check_resolver_port=check_resolver_port,
         )  # fmt: skip
         missing = watcher.unmatched() if once else []
         cfg = watcher.config

@@ -8,6 +8,9 @@ and no remote control, so it needs no systemd and no setup beyond the package (n
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
 import subprocess
 import time
@@ -33,6 +36,13 @@ def free_port() -> int:
                     continue
                 return port
     raise RuntimeError("no free port")
+
+
+def _soa_serial(text: str) -> int:
+    m = re.search(r"\bSOA\s+\S+\s+\S+\s+(\d+)", text)
+    if m is None:
+        raise ValueError("zone text without an SOA record")
+    return int(m.group(1))
 
 
 class NsdServer:
@@ -96,6 +106,37 @@ class NsdServer:
             self.stop()
             last_log = log.read_text(errors="replace")
         raise RuntimeError(f"nsd did not start:\n{last_log}")
+
+    def _serial(self, name: str) -> int | None:
+        query = dns.message.make_query(name + ".", "SOA")
+        try:
+            response = dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+        except (dns.exception.Timeout, OSError):
+            return None
+        for rrset in response.answer:
+            for rd in rrset:
+                return int(rd.serial)
+        return None
+
+    def update(self, zones: dict[str, str]) -> None:
+        """Rewrite the zone files and reload them (SIGHUP: nsd(8) re-reads zone files whose mtime
+        changed), on the same port; returns once every zone serves its new SOA serial (give each
+        changed zone a higher serial)."""
+        assert self.proc is not None and set(zones) <= set(self.zones)
+        self.zones = {**self.zones, **zones}
+        for name, text in zones.items():
+            path = self.workdir / f"{name}.zone"
+            path.write_text(text, encoding="utf-8")
+            st = path.stat()  # a rewrite within the same second must still look changed
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        want = {name: _soa_serial(text) for name, text in zones.items()}
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(self._serial(n) == serial for n, serial in want.items()):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nsd did not serve the new zones {sorted(want)}")
 
     def stop(self) -> None:
         if self.proc is None:
