@@ -14,3 +14,7 @@ class ParseError(Exception):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:
+        # pickled with its two fields (a decoding worker process sends it back), not args
+        return (type(self), (self.code, self.detail))

@@ -43,13 +43,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import json
 import logging
 import os
 import re
 import signal
 import stat
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +72,7 @@ from mtalens.pipeline.correlate import (
     REJECTION_COLUMNS,
     Batch,
 )
+from mtalens.pipeline.decode_pool import DecodePool
 from mtalens.pipeline.fastpath import ArrowBatch
 from mtalens.pipeline.ingest import (
     FP_LEN,
@@ -84,6 +83,8 @@ from mtalens.pipeline.ingest import (
     logical_size,
     read_head,
 )
+from mtalens.pipeline.jsonlog import JsonFormatter as JsonFormatter
+from mtalens.pipeline.jsonlog import setup_json_logging as setup_json_logging
 from mtalens.pipeline.mailbox import MailboxMessage, split_mbox
 from mtalens.pipeline.metrics import LAG_BUCKETS, Metrics, MetricsServer
 from mtalens.pipeline.store import Store, StoreError, resolve_db_path, store_error
@@ -107,39 +108,12 @@ SUMMARY_FOLD_INTERVAL: Final = 60.0
 CHECK_IPS_REFRESH: Final = 600.0
 # RFC 4155: a message starts with a "From " line at the start of the file or after a blank line
 _MBOX_SEPARATOR: Final = re.compile(rb"\n\r?\nFrom ")
-_RESERVED_LOG_KEYS: Final = frozenset(vars(logging.makeLogRecord({})))
 # what mtalens.pipeline.alerts.AlertEngine.feed reads of each row
 _ALERT_DELIVERY_COLUMNS: Final = ("logged_at", "recipient", "status", "blocklist", "delay")
 _ALERT_AUTH_COLUMNS: Final = ("logged_at", "client_ip")
 
 
 # --- structured logs -----------------------------------------------------------------------------
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, plus the record's ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for k, v in vars(record).items():
-            if k not in _RESERVED_LOG_KEYS and k not in out:
-                out[k] = v
-        if record.exc_info:
-            out["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_json_logging(level: int = logging.INFO, stream: IO[str] | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
 
 
 # --- tailing -------------------------------------------------------------------------------------
@@ -246,6 +220,7 @@ class Watcher:
         # Maildir messages whose read failed: path -> (failed attempts, monotonic retry time)
         self._unreadable: dict[str, tuple[int, float]] = {}
         self._wake = threading.Event()
+        self._pool: DecodePool | None = None  # bounce decoding workers, started when needed
         self._stop = False
         self._migrated = False  # migrations are checked at the first window only
         self._reload = False
@@ -385,6 +360,8 @@ class Watcher:
             return None
         if self.checks is not None and self.checks.pending():
             return None
+        if self._pool is not None and self._pool.ready():
+            return None  # decoded bounces wait to be stored
         for md in (*self.config.maildirs, *self.config.report_maildirs):
             try:
                 with os.scandir(Path(md) / "new") as entries:
@@ -418,10 +395,10 @@ class Watcher:
             self._drain_siblings_at_start(ing)
             self._started = True
         self._tail_logs(ing, final=final)
-        for md in self.config.maildirs:
-            self._maildir(store, Path(md))
+        if self.config.maildirs:
+            self._bounce_maildirs(store, final=final)
         for md in self.config.report_maildirs:
-            self._maildir(store, Path(md), reports=True)
+            self._report_maildir(store, Path(md))
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
         self._fold_summary(store, final=final)
@@ -646,12 +623,81 @@ class Watcher:
 
     # -- mailboxes ------------------------------------------------------------------------------
 
-    def _maildir(self, store: Store, root: Path, *, reports: bool = False) -> None:
-        """Decode up to MAILDIR_BATCH messages of ``new/`` and move each one on to ``cur/``
-        only once it is stored (or recognised as a duplicate) or quarantined: a message that
-        cannot be read stays in ``new/`` and is tried again (see ``_unreadable_message``).
-        ``reports``: a Maildir of DMARC/TLS-RPT report mail (mtalens.pipeline.aggregate_reports)
-        rather than bounces."""
+    def _bounce_maildirs(self, store: Store, *, final: bool) -> None:
+        """Bounce Maildirs through the decoding workers (pipeline/decode_pool.py): store and
+        move on what they finished, then hand them what is due, as far as they have room. At
+        the last window (``--once``, shutdown) everything due is decoded and stored first."""
+        pool = self._decode_pool()
+        while True:
+            self._store_decoded(store, pool.done(wait=final))
+            submitted = sum(self._submit_maildir(store, Path(md)) for md in self.config.maildirs)
+            if not final or not (submitted or pool.busy()):
+                return
+
+    def _decode_pool(self) -> DecodePool:
+        if self._pool is None:
+            self._pool = DecodePool(workers=self.config.decode_workers, on_done=self.wake)
+        return self._pool
+
+    def _submit_maildir(self, store: Store, root: Path) -> int:
+        """Read the due messages of ``new/`` and give them to the workers while they have room
+        (the rest wait in ``new/``); messages that cannot be read are retried, then quarantined
+        and moved. Returns how many were submitted."""
+        pool = self._decode_pool()
+        new, cur = root / "new", root / "cur"
+        try:
+            with os.scandir(new) as entries:
+                names = sorted(e.name for e in entries if self._maildir_due(e))
+        except OSError:
+            return 0
+        given_up: list[tuple[Path, str]] = []
+        submitted = 0
+        for name in names[:MAILDIR_BATCH]:
+            f = new / name
+            try:
+                size = f.lstat().st_size
+                if not pool.room(str(f), size):
+                    break
+                raw = _read_maildir_file(f)
+            except FileNotFoundError:
+                self._unreadable.pop(str(f), None)  # moved or deleted by someone else meanwhile
+                pool.forget(str(f))
+                continue
+            except OSError as exc:
+                if self._unreadable_message(f, exc):
+                    given_up.append((f, _os_error(exc)))
+                continue
+            self._unreadable.pop(str(f), None)
+            pool.submit(MailboxMessage(source=str(f), index=1, offset=0, raw=raw))
+            submitted += 1
+        if given_up:
+            self._quarantine_unreadable(store, given_up)
+            cur.mkdir(exist_ok=True)
+            for f, _ in given_up:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(f, cur / _maildir_name(f.name))
+        return submitted
+
+    def _store_decoded(self, store: Store, decoded: list[bounces.Decoded]) -> None:
+        """Commit what the workers decoded, then (maildir(5)) move each message to ``cur/``."""
+        if not decoded:
+            return
+        self._store_results(store, decoded, origin="maildir")
+        for d in decoded:
+            f = Path(d.message.source)
+            cur = f.parent.parent / "cur"
+            cur.mkdir(exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f, cur / _maildir_name(f.name))
+        self.stats.maildir_messages += len(decoded)
+
+    def _report_maildir(self, store: Store, root: Path) -> None:
+        """DMARC/TLS-RPT report mail (mtalens.pipeline.aggregate_reports): read up to
+        MAILDIR_BATCH messages of ``new/`` and move each one on to ``cur/`` only once it is
+        stored (or recognised as a duplicate) or quarantined: a message that cannot be read
+        stays in ``new/`` and is tried again (see ``_unreadable_message``). Parsed in the write
+        window (the reports' parsers are bounded by their decompression limits); bounce mail
+        goes to the decoding workers instead (``_bounce_maildirs``)."""
         new, cur = root / "new", root / "cur"
         try:
             with os.scandir(new) as entries:
@@ -676,10 +722,8 @@ class Watcher:
                 continue
             self._unreadable.pop(str(f), None)
             msgs.append(MailboxMessage(source=str(f), index=1, offset=0, raw=raw))
-        if msgs and reports:
+        if msgs:
             self._store_reports(store, msgs)
-        elif msgs:
-            self._store_messages(store, msgs, origin="maildir")
         if given_up:
             self._quarantine_unreadable(store, given_up)
         # only now, after the commit, move them on (maildir(5))
@@ -710,6 +754,8 @@ class Watcher:
         retry of an earlier failed read."""
         if entry.name.startswith("."):
             return False
+        if self._pool is not None and self._pool.in_flight(entry.path):
+            return False  # with a decoding worker
         with contextlib.suppress(OSError):
             if entry.is_dir(follow_symlinks=False):
                 return False
@@ -764,8 +810,10 @@ class Watcher:
                          len(given_up), origin="maildir", outcome="quarantined")  # fmt: skip
 
     def _store_messages(self, store: Store, msgs: list[MailboxMessage], *, origin: str) -> None:
+        self._store_results(store, [bounces.decode_message(m) for m in msgs], origin=origin)
+
+    def _store_results(self, store: Store, decoded: list[bounces.Decoded], *, origin: str) -> None:
         classifier = bounces.default_classifier()
-        decoded = [bounces.decode_message(m) for m in msgs]
         result = bounces.IngestResult(read=len(decoded))
         bounces._write_batch(store, decoded, classifier, datetime.now(UTC), result)
         m = self.metrics
@@ -894,6 +942,8 @@ class Watcher:
                 server.stop()
             if self.checks is not None:
                 self.checks.stop()
+            if self._pool is not None:
+                self._pool.close()
             self.alerts.close(wait=1.0)  # a moment for queued webhooks; the log has every alert
             self._close_tails()
             log.info("watch stopped", extra={"windows": self.stats.windows,

@@ -15,6 +15,7 @@ Example (every key optional; command-line options win over the file)::
     timezone = "UTC"          # IANA zone of timestamps without an offset
     metrics_port = 9154       # Prometheus endpoint; absent = off
     metrics_host = "127.0.0.1"
+    decode_workers = 1        # processes decoding bounce mail, off the tailing path
 
     [alerts]
     webhook = "http://127.0.0.1:9000/hook"   # optional; alerts are always logged as JSON
@@ -114,6 +115,7 @@ class WatchConfig:
     drain_grace: float = 5.0
     timezone: str | None = None
     year: int | None = None
+    decode_workers: int = 1  # processes decoding bounce mail (pipeline/decode_pool.py)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     webhook: str | None = None
@@ -144,6 +146,8 @@ class WatchConfig:
                 raise WatchConfigError(f"{name.replace('_', '-')} must be > 0 seconds")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise WatchConfigError(f"metrics port {self.metrics_port} is not a TCP port")
+        if not 1 <= self.decode_workers <= 64:
+            raise WatchConfigError("decode_workers must be 1..64")
         _check_checks(self.checks)
         return self
 
@@ -192,6 +196,7 @@ _WATCH_KEYS: Final = {
     "year": int,
     "metrics_port": int,
     "metrics_host": str,
+    "decode_workers": int,
 }
 _RULE_KEYS: Final = {
     "id": str,

@@ -238,7 +238,7 @@ def test_maildir_moves_to_cur_only_after_commit(tmp_path: Path) -> None:
     for i, name in enumerate(names):
         shutil.copy(FIXTURES / name, md / "new" / f"17000000{i}.M1P1.host")
     w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), maildirs=(str(md),)))
-    w.window()
+    w.window(final=True)  # a last window waits for the decoding workers
     assert list((md / "new").iterdir()) == []
     assert sorted(p.name for p in (md / "cur").iterdir()) == [
         f"17000000{i}.M1P1.host:2," for i in range(3)
@@ -253,7 +253,7 @@ def test_maildir_moves_to_cur_only_after_commit(tmp_path: Path) -> None:
     assert failed == [("carol@example.net", "5.1.1"), ("erin@slow.example", "4.4.1")]
     # a crash after the commit and before the move: the message is read again, stored once
     shutil.copy(FIXTURES / names[0], md / "new" / "170000000.M1P1.host")
-    w.window()
+    w.window(final=True)
     with Store.open(tmp_path / "w.duckdb", read_only=True) as s:
         assert s.con.execute("SELECT count(*) FROM bounce_reports").fetchone() == stored
     assert w.metrics.value("mtalens_mailbox_messages_total", origin="maildir",

@@ -102,7 +102,7 @@ def test_unreadable_entries_are_retried_then_quarantined_then_moved(
     db = tmp_path / "w.duckdb"
     monkeypatch.setattr(watch, "MAILDIR_RETRY_AFTER", 3600.0)
     w = Watcher(WatchConfig(db=str(db), maildirs=(str(md),)))
-    w.window()
+    w.window(final=True)  # a last window waits for the decoding workers
     assert sorted(p.name for p in new.iterdir()) == bad
     assert [p.name for p in (md / "cur").iterdir()] == ["1700000001.M1P1.host:2,"]
     assert rows(db, "SELECT count(*) FROM quarantine") == [(0,)]

@@ -205,6 +205,12 @@ def test_daemon_survives_more_idle_connections_than_descriptors(tmp_path: Path) 
 # -- the webhook ----------------------------------------------------------------------------------
 
 
+def _readable(c: socket.socket) -> bool:
+    p = select.poll()
+    p.register(c, select.POLLIN)
+    return bool(p.poll(0))
+
+
 class Trickler:
     """An HTTP server that reads a request, then sends one byte every ``every`` seconds and never
     a full status line; records how long each client kept its connection."""
@@ -230,7 +236,8 @@ class Trickler:
                 c.setblocking(False)
                 conns[c] = time.monotonic()
                 self.accepted += 1
-            for c in [c for c in conns if c in select.select(list(conns), [], [], 0)[0]]:
+            readable = [c for c in conns if _readable(c)]  # poll(2): any descriptor number
+            for c in readable:
                 try:
                     data = c.recv(65536)
                 except OSError:

@@ -12,15 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-
-class ParseError(Exception):
-    """The message is mine but malformed; ``code`` is a short stable reason for the quarantine."""
-
-    def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
-        self.detail = detail
-
+# the message is mine but malformed: the one ParseError of the parsers, re-exported here
+from mtalens.parsers.errors import ParseError as ParseError
 
 # A report naming more recipients than one message can have had is not decoded (decode() raises
 # ParseError("too_many_recipients")): RFC 5321 section 4.5.3.1.8 asks servers to accept at least
