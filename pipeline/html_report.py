@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from string import Template
 from typing import Any, Final
 
+from mtalens.pipeline import timeline
 from mtalens.pipeline.diagnose import Context, Finding, run_query, summarize
+from mtalens.pipeline.reports import report
+from mtalens.pipeline.timeline import Axis, bucket_name, label_width, nice_max, ticks
 
 COLORS: Final = {"sent": "#2da44e", "deferred": "#d4a72c", "bounced": "#cf222e", "other": "#8c959f"}
 # Reasons get colours in order of appearance (Okabe-Ito palette, readable for colour blindness).
@@ -47,16 +50,6 @@ def _num(v: float) -> str:
     return f"{v:.1f}".rstrip("0").rstrip(".")
 
 
-def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
-    mag = 10 ** (len(str(int(v))) - 1) if v >= 1 else 1.0
-    for step in (1, 2, 2.5, 5, 10):
-        if v <= step * mag:
-            return float(step * mag)
-    return float(10 * mag)
-
-
 def _empty_chart(chart_id: str, note: str) -> str:
     return (
         f'<svg class="chart" id="{esc(chart_id)}" viewBox="0 0 900 60" role="img">'
@@ -64,48 +57,116 @@ def _empty_chart(chart_id: str, note: str) -> str:
     )
 
 
-def chart_outcomes(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Stacked bars per hour: sent, deferred, bounced, other."""
-    if not rows:
-        return _empty_chart("chart-outcomes", "No deliveries in this range.")
-    w, h, left, bottom, top = 900, 280, 50, 40, 10
-    plot_w, plot_h = w - left - 10, h - bottom - top
-    keys = ("sent", "deferred", "bounced", "other")
-    vmax = _nice_max(max(sum(int(r[k] or 0) for k in keys) for r in rows))
-    bw = plot_w / len(rows)
-    parts = [f'<svg class="chart" id="chart-outcomes" viewBox="0 0 {w} {h}" role="img">']
-    parts.append(f"<title>{esc('Delivery attempts per hour by status')}</title>")
-    for i in range(5):  # y grid
+# the volume chart's series, bottom to top: report per_hour columns and their colours
+VOLUME: Final = (("delivered", COLORS["sent"]), ("deferred", COLORS["deferred"]),
+                 ("bounced", COLORS["bounced"]), ("rejected", "#6e40c9"))  # fmt: skip
+CHART_W: Final = 900
+FONT: Final = 11.0  # svg.chart text in the template
+
+
+def _time_axis(parts: list[str], axis: Axis, left: float, plot_w: float, y: float) -> None:
+    """Tick marks and labels at round times (timeline.ticks: they cannot overlap)."""
+    for x, label in ticks(axis, plot_w, FONT):
+        half = label_width(label, FONT) / 2
+        if left + x - half < 0 or left + x + half > CHART_W:
+            continue  # it would be cut at the drawing's edge
+        parts.append(
+            f'<line class="tick" x1="{left + x:.1f}" x2="{left + x:.1f}" y1="{y}" y2="{y + 4}" '
+            f'stroke="#57606a"/><text class="tick-label" x="{left + x:.1f}" y="{y + 16}" '
+            f'text-anchor="middle">{esc(label)}</text>'
+        )
+
+
+def _y_grid(parts: list[str], vmax: float, left: float, top: float, plot_h: float,
+            unit: str = "") -> None:  # fmt: skip
+    for i in range(5):
         v = vmax * i / 4
         y = top + plot_h - plot_h * i / 4
         parts.append(
-            f'<line x1="{left}" x2="{w - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d8dee4"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(_num(v))}</text>'
+            f'<line x1="{left}" x2="{CHART_W - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d8dee4"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(_num(v) + unit)}</text>'
         )
-    label_every = max(1, len(rows) // 12)
-    for i, r in enumerate(rows):
-        x = left + i * bw
-        y = top + plot_h
-        hour = r["hour"]
-        label = hour.strftime("%m-%d %H:00") if isinstance(hour, datetime) else str(hour)
-        for k in keys:
+
+
+def chart_volume(axis: Axis, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Stacked bars per bucket on a real time axis: delivery attempts delivered, deferred and
+    bounced, and rejected connections' requests; a bucket without data is a gap."""
+    if not rows:
+        return _empty_chart("chart-outcomes", "No deliveries or rejections in this range.")
+    h, left, bottom, top = 280, 50, 40, 10
+    plot_w, plot_h = CHART_W - left - 10, h - bottom - top
+    vmax = nice_max(max(sum(int(r[k] or 0) for k, _ in VOLUME) for r in rows))
+    bw = plot_w * axis.bucket / axis.span
+    name = bucket_name(axis.bucket)
+    parts = [f'<svg class="chart" id="chart-outcomes" viewBox="0 0 {CHART_W} {h}" role="img" '
+             f'data-bucket-seconds="{axis.bucket}">',
+             f"<title>{esc(f'Delivery attempts and rejections per {name}')}</title>"]  # fmt: skip
+    _y_grid(parts, vmax, left, top, plot_h)
+    for r in rows:
+        at: datetime = r["hour"]
+        x = left + axis.x(at, plot_w)
+        y = float(top + plot_h)
+        for k, colour in VOLUME:
             n = int(r[k] or 0)
             if n == 0:
                 continue
             bh = plot_h * n / vmax
             y -= bh
             parts.append(
-                f'<rect class="bar bar-{k}" x="{x + 1:.1f}" y="{y:.1f}" width="{max(bw - 2, 1):.1f}"'
-                f' height="{bh:.1f}" fill="{COLORS[k]}"><title>{esc(label)}: {n} {esc(k)}</title></rect>'
+                f'<rect class="bar bar-{k}" x="{x + 0.5:.1f}" y="{y:.1f}" '
+                f'width="{max(bw - 1, 0.8):.1f}" height="{bh:.1f}" fill="{colour}">'
+                f"<title>{esc(f'{at:%Y-%m-%d %H:%M}')} UTC: {n} {esc(k)}</title></rect>"
             )
-        if i % label_every == 0:
-            parts.append(
-                f'<text x="{x + bw / 2:.1f}" y="{h - bottom + 16}" text-anchor="middle">{esc(label)}</text>'
-            )
+    _time_axis(parts, axis, left, plot_w, top + plot_h)
     parts.append("</svg>")
-    legend = "".join(
-        f'<span><i style="background:{c}"></i>{esc(k)}</span>' for k, c in COLORS.items()
+    legend = "".join(f'<span><i style="background:{c}"></i>{esc(k)}</span>' for k, c in VOLUME)
+    return (
+        "".join(parts) + f'<p class="legend">{legend} <span class="meta">one bar per {esc(name)}'
+        "; empty: nothing logged then</span></p>"
     )
+
+
+def chart_delay_trend(axis: Axis, rows: Sequence[Mapping[str, Any]]) -> str:
+    """p50, p90 and p99 of the total delay of delivered mail per bucket: lines broken where a
+    bucket has no deliveries."""
+    rows = [r for r in rows if r["count"]]
+    if not rows:
+        return _empty_chart("chart-delay-trend", "No successful deliveries with delays.")
+    h, left, bottom, top = 240, 60, 40, 10
+    plot_w, plot_h = CHART_W - left - 10, h - bottom - top
+    series = (("delay_p50", "p50", "#56b4e9"), ("delay_p90", "p90", "#0072b2"),
+              ("delay_p99", "p99", "#d55e00"))  # fmt: skip
+    vmax = nice_max(max(float(r["delay_p99"] or 0.0) for r in rows))
+    half = axis.bucket / 2
+    parts = [f'<svg class="chart" id="chart-delay-trend" viewBox="0 0 {CHART_W} {h}" role="img">',
+             f"<title>{esc(f'Delivery delay percentiles per {bucket_name(axis.bucket)}')}</title>"]  # fmt: skip
+    _y_grid(parts, vmax, left, top, plot_h, " s")
+    # runs of adjacent buckets: one polyline each, so a gap is a gap
+    runs: list[list[Mapping[str, Any]]] = []
+    for r in rows:
+        if runs and (r["key"] - runs[-1][-1]["key"]).total_seconds() <= axis.bucket:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    for col, label, colour in series:
+        for run in runs:
+            pts = [
+                (left + axis.x(r["key"] + timedelta(seconds=half), plot_w),
+                 top + plot_h - plot_h * float(r[col] or 0.0) / vmax)
+                for r in run
+            ]  # fmt: skip
+            if len(pts) == 1:
+                x, y = pts[0]
+                parts.append(f'<circle class="pt pt-{label}" cx="{x:.1f}" cy="{y:.1f}" r="2.5" '
+                             f'fill="{colour}"><title>{label}</title></circle>')  # fmt: skip
+            else:
+                line = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+                parts.append(f'<polyline class="line line-{label}" points="{line}" fill="none" '
+                             f'stroke="{colour}" stroke-width="1.8"/>')  # fmt: skip
+    _time_axis(parts, axis, left, plot_w, top + plot_h)
+    parts.append("</svg>")
+    legend = "".join(f'<span><i style="background:{c}"></i>{esc(lab)}</span>'
+                     for _, lab, c in series)  # fmt: skip
     return "".join(parts) + f'<p class="legend">{legend}</p>'
 
 
@@ -116,7 +177,7 @@ def chart_delays(rows: Sequence[Mapping[str, Any]]) -> str:
         return _empty_chart("chart-delays", "No successful deliveries with delays in this range.")
     w, left, bar_h, gap = 900, 130, 14, 14
     h = 20 + len(rows) * (2 * bar_h + gap)
-    vmax = _nice_max(max(float(r["p90"] or 0.0) for r in rows))
+    vmax = nice_max(max(float(r["p90"] or 0.0) for r in rows))
     plot_w = w - left - 80
     parts = [f'<svg class="chart" id="chart-delays" viewBox="0 0 {w} {h}" role="img">']
     parts.append(f"<title>{esc('p50 and p90 delay per stage, seconds')}</title>")
@@ -163,7 +224,7 @@ def chart_reasons(rows: Sequence[Mapping[str, Any]]) -> str:
     dests = sorted(by_dest, key=lambda d: (-sum(n for _, n in by_dest[d]), d))
     w, left, bar_h, gap = 900, 180, 16, 8
     h = 20 + len(dests) * (bar_h + gap)
-    vmax = _nice_max(max(sum(n for _, n in v) for v in by_dest.values()))
+    vmax = nice_max(max(sum(n for _, n in v) for v in by_dest.values()))
     plot_w = w - left - 40
     parts = [f'<svg class="chart" id="chart-reasons" viewBox="0 0 {w} {h}" role="img">']
     parts.append(f"<title>{esc('Failed recipients per destination and reason')}</title>")
@@ -230,7 +291,10 @@ def table_html(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
         "<tr>" + "".join(f"<td>{esc('' if r[c] is None else r[c])}</td>" for c in cols) + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+        "</table></div>"
+    )
 
 
 def _template() -> Template:
@@ -242,14 +306,41 @@ def _template() -> Template:
     return Template(text)
 
 
+# the summary cards: (report totals field, label); the page's numbers are the report's
+CARDS: Final = (
+    ("received", "received"), ("received_distinct", "distinct messages"),
+    ("delivered", "delivered"), ("deferred_messages", "deferred messages"),
+    ("bounced", "bounced"), ("expired", "expired"), ("rejected", "rejected"),
+    ("sasl_failures", "SASL failures"),
+)  # fmt: skip
+DESTINATION_COLUMNS: Final = ("domain", "delivered", "deferred", "bounced", "delivery_rate",
+                              "p90_delay")  # fmt: skip
+
+
+def cards_html(totals: Mapping[str, Any]) -> str:
+    out = []
+    for key, label in CARDS:
+        v = totals.get(key)
+        if v is None:
+            continue
+        out.append(f'<div class="card"><b data-total="{esc(key)}">{int(v):,}</b>'
+                   f"<span>{esc(label)}</span></div>")  # fmt: skip
+    return f'<div class="cards">{"".join(out)}</div>'
+
+
 def build_report(
     ctx: Context, findings: Sequence[Finding], *, generated_at: datetime, top: int = 15
 ) -> str:
-    """The whole page. ``generated_at`` is passed in (no clock here)."""
+    """The whole page: the range and totals, the charts, top destinations, then the findings
+    and the latest rejections and bounce reports. ``generated_at`` is passed in (no clock)."""
     counts = {
         s: sum(1 for f in findings if f.severity == s) for s in ("critical", "warning", "notice")
     }
-    summary = " ".join(f'<span class="sev {esc(k)}">{esc(k)}</span> {v}' for k, v in counts.items())
+    summary = " ".join(
+        f'<a href="#findings"><span class="sev {esc(k)}">{esc(k)}</span> '
+        f'<span data-findings="{esc(k)}">{v}</span></a>'
+        for k, v in counts.items()
+    )
     totals = summarize(ctx)
     rate = totals.delivery_rate
     summary += (
@@ -259,9 +350,25 @@ def build_report(
         + f", bounced {totals.bounced:,}, expired {totals.expired:,}, still deferred "
         f"{totals.deferred_now:,}"
     )
+    sections = {t.name: t for t in report(ctx.store, since=ctx.since, until=ctx.until, top=top,
+                                          sections=("totals", "domains"))}  # fmt: skip
+    report_totals = sections["totals"].records()[0]
     # the data's range (the requested one is often "everything": 1970 .. 9999)
-    first = totals.first or ctx.since
-    last = totals.last or ctx.until
+    span = timeline.data_range(ctx.store, since=ctx.since, until=ctx.until)
+    first, last = span if span is not None else (ctx.since, ctx.until)
+    bucket = timeline.choose_bucket(first, last)
+    if span is None:
+        volume = chart_volume(Axis.over(first, first, bucket), [])
+        trend = chart_delay_trend(Axis.over(first, first, bucket), [])
+    else:
+        axis = Axis.over(first, last, bucket)
+        volume = chart_volume(axis, timeline.volume(ctx.store, since=ctx.since, until=ctx.until,
+                                                    bucket=bucket))  # fmt: skip
+        trend = chart_delay_trend(axis, timeline.delays(ctx.store, since=ctx.since,
+                                                        until=ctx.until, bucket=bucket))  # fmt: skip
+    destinations = [
+        {c: _cell(r[c]) for c in DESTINATION_COLUMNS} for r in sections["domains"].records()
+    ]
     if not findings:
         finding_block = "<p>No problems found in this time range.</p>"
     else:
@@ -272,12 +379,21 @@ def build_report(
         range=esc(f"{first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"),
         generated=esc(f"{generated_at:%Y-%m-%d %H:%M:%S} UTC"),
         summary=summary,
+        cards=cards_html(report_totals),
+        bucket=esc(bucket_name(bucket)),
         findings=finding_block,
-        chart_outcomes=chart_outcomes(run_query(ctx, "outcomes_by_hour")),
+        chart_outcomes=volume,
+        chart_delay_trend=trend,
         chart_delays=chart_delays(run_query(ctx, "delay_stages")),
         chart_reasons=chart_reasons(run_query(ctx, "bounce_reasons_by_destination", extra)),
+        destinations=table_html(destinations, "No deliveries."),
         rejections=table_html(run_query(ctx, "recent_rejections", extra), "No rejections."),
         bounce_reports=table_html(
             run_query(ctx, "recent_bounce_reports", extra), "No bounce reports in the store."
         ),
     )
+
+
+def _cell(v: object) -> object:
+    """Floats to two decimals, like the terminal tables."""
+    return round(v, 2) if isinstance(v, float) else v

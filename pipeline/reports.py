@@ -50,21 +50,23 @@ def report(
     until: datetime,
     top: int = 20,
     sections: tuple[str, ...] | None = None,
+    bucket: int = 3600,
 ) -> list[Table]:
-    """pflogsumm's picture and more, for [since, until)."""
+    """pflogsumm's picture and more, for [since, until). ``bucket``: seconds per row of
+    ``per_hour`` (the report's is an hour; pipeline/timeline.py picks others)."""
     queries = named_queries("report.sql")
     wanted = sections or tuple(queries)
     unknown = [s for s in wanted if s not in queries]
     if unknown:
         raise QueryError(f"unknown report section(s) {unknown}; known: {list(queries)}")
-    params = {"since": since, "until": until, "top": top}
+    params = {"since": since, "until": until, "top": top, "bucket": bucket}
     return [_run(store.con, name, queries[name], params) for name in wanted]
 
 
 DELAY_GROUPS: Final = {
     "domain": "recipient_domain",
     "relay": "coalesce(relay_host, relay)",
-    "hour": "date_trunc('hour', logged_at)",
+    "hour": "time_bucket(to_seconds($bucket), logged_at)",  # an hour, unless bucket= says
     "sender": "coalesce(nullif(sender, ''), '<>')",
     "status": "status",
     "all": "'all'",
@@ -92,8 +94,10 @@ def delay_stats(
     until: datetime,
     top: int = 50,
     status: str | None = "sent",
+    bucket: int = 3600,
 ) -> Table:
-    """Count and p50/p90/p99/max of the total delay and each of the four stages."""
+    """Count and p50/p90/p99/max of the total delay and each of the four stages. ``bucket``:
+    seconds per row of ``by="hour"`` (pipeline/timeline.py picks others)."""
     group = DELAY_GROUPS.get(by)
     if group is None:
         raise QueryError(f"--by must be one of {', '.join(DELAY_GROUPS)}")
@@ -103,7 +107,8 @@ def delay_stats(
     sql = named_queries("delays.sql")["delays"].format(group=group, status_filter=status_filter)
     if by == "hour":
         sql = sql.replace('ORDER BY count DESC, "key"', 'ORDER BY "key"')
-    params: dict[str, Any] = {"since": since, "until": until, "top": top, "status": status}
+    params: dict[str, Any] = {"since": since, "until": until, "top": top, "status": status,
+                              "bucket": bucket}  # fmt: skip
     return _run(store.con, f"delays_by_{by}", sql, params)
 
 

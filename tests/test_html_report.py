@@ -6,18 +6,21 @@ a file, dumps the DOM after load and saves a screenshot under test-artifacts/.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from mtalens.pipeline import bounces
 from mtalens.pipeline.diagnose import Context, diagnose
-from mtalens.pipeline.html_report import build_report, chart_outcomes, esc
+from mtalens.pipeline.html_report import CHART_W, FONT, build_report, chart_volume, esc
 from mtalens.pipeline.ingest import LogIngestor
+from mtalens.pipeline.reports import report
 from mtalens.pipeline.store import Store
+from mtalens.pipeline.timeline import CHAR_EM, Axis, choose_bucket
 from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
 from tests.conftest import need_binary
 
@@ -82,7 +85,7 @@ Subject: {ORIG_SUBJECT_PAYLOAD}
 
 
 @pytest.fixture(scope="module")
-def report_html(tmp_path_factory: pytest.TempPathFactory) -> str:
+def report_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("html")
     (d / "evil.log").write_text(EVIL_LOG)
     (d / "evil.eml").write_text(EVIL_BOUNCE)
@@ -96,6 +99,12 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> str:
             "SELECT subject, original_subject FROM bounce_reports"
         ).fetchall()
         assert subjects == [(SUBJECT_PAYLOAD, ORIG_SUBJECT_PAYLOAD)]
+    return d / "r.duckdb"
+
+
+@pytest.fixture(scope="module")
+def report_html(report_db: Path) -> str:
+    with Store.open(report_db, read_only=True) as store:
         ctx = Context(store=store, since=EPOCH, until=FAR_FUTURE, clock=lambda: NOW)
         return build_report(ctx, diagnose(ctx), generated_at=NOW)
 
@@ -123,23 +132,69 @@ def test_header_shows_the_datas_range_and_totals(report_html: str) -> None:
     assert re.search(r"recipients \d+ in \d+ messages: delivered \d+ \(\d+\.\d%\)", report_html)
 
 
-def test_outcome_chart_stacks_each_status() -> None:
-    svg = chart_outcomes(
-        [
-            {
-                "hour": datetime(2026, 12, 1, 8, tzinfo=UTC),
-                "sent": 3,
-                "deferred": 1,
-                "bounced": 2,
-                "other": 0,
-            }
-        ]
-    )
-    assert svg.count('class="bar bar-sent"') == 1 and svg.count('class="bar bar-bounced"') == 1
-    assert "bar-other" not in svg  # zero-height segments are not drawn
+def test_volume_chart_stacks_each_status_on_a_time_axis_with_gaps() -> None:
+    t0 = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    rows = [
+        {"hour": t0, "delivered": 3, "deferred": 1, "bounced": 2, "rejected": 0},
+        {"hour": t0 + timedelta(hours=1), "delivered": 1, "deferred": 0, "bounced": 0,
+         "rejected": 4},
+        {"hour": t0 + timedelta(hours=20), "delivered": 5, "deferred": 0, "bounced": 0,
+         "rejected": 0},
+    ]  # fmt: skip
+    axis = Axis.over(t0, t0 + timedelta(hours=20), 3600)
+    svg = chart_volume(axis, rows)
+    assert svg.count('class="bar bar-delivered"') == 3 and svg.count('class="bar bar-bounced"') == 1
+    assert svg.count('class="bar bar-rejected"') == 1
+    assert "bar-deferred" in svg and svg.count("bar-deferred") == 1  # zero segments not drawn
+    xs = sorted({float(x) for x in re.findall(r'class="bar bar-delivered" x="([\d.]+)"', svg)})
+    # 1 h between the first two bars, 19 h between the last two: the gap is on the axis
+    assert (xs[2] - xs[1]) == pytest.approx(19 * (xs[1] - xs[0]), rel=0.01)
 
 
-def _chromium(html_file: Path, tmp: Path, *, screenshot: Path | None = None) -> str:
+@pytest.mark.parametrize(
+    ("span", "bucket"),
+    [
+        (timedelta(hours=1), 60),
+        (timedelta(hours=4), 300),
+        (timedelta(days=1), 3600),
+        (timedelta(days=7), 3 * 3600),
+        (timedelta(days=30), 86400),
+        (timedelta(days=365), 7 * 86400),
+    ],
+)
+def test_the_bucket_follows_the_range(span: timedelta, bucket: int) -> None:
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    assert choose_bucket(t0, t0 + span) == bucket
+
+
+def tick_labels(svg: str) -> list[tuple[float, str]]:
+    return [(float(x), text) for x, text in
+            re.findall(r'class="tick-label" x="([\d.]+)"[^>]*>([^<]*)</text>', svg)]  # fmt: skip
+
+
+def assert_no_overlap(labels: list[tuple[float, str]]) -> None:
+    """Each label's box (centred, CHAR_EM per character at the chart's font size, measured in
+    the SVG's own units: the page scales the whole drawing, so this holds at any width)."""
+    assert len(labels) >= 2, labels
+    for (x1, a), (x2, b) in itertools.pairwise(labels):
+        assert x2 - x1 >= (len(a) + len(b)) * FONT * CHAR_EM / 2, (a, b, x2 - x1)
+    assert all(x - len(t) * FONT * CHAR_EM / 2 >= 0 and x + len(t) * FONT * CHAR_EM / 2 <= CHART_W
+               for x, t in labels)  # fmt: skip
+
+
+@pytest.mark.parametrize("span", [timedelta(minutes=50), timedelta(hours=30), timedelta(days=9),
+                                  timedelta(days=80), timedelta(days=700)])  # fmt: skip
+def test_axis_labels_never_overlap(span: timedelta) -> None:
+    t0 = datetime(2026, 3, 1, 7, 13, tzinfo=UTC)
+    bucket = choose_bucket(t0, t0 + span)
+    axis = Axis.over(t0, t0 + span, bucket)
+    rows = [{"hour": axis.start, "delivered": 1, "deferred": 0, "bounced": 0, "rejected": 0}]
+    assert_no_overlap(tick_labels(chart_volume(axis, rows)))
+
+
+def _chromium(
+    html_file: Path, tmp: Path, *, screenshot: Path | None = None, width: int = 1280
+) -> str:
     exe = need_binary("chromium")
     args = [
         exe,
@@ -150,7 +205,7 @@ def _chromium(html_file: Path, tmp: Path, *, screenshot: Path | None = None) -> 
         "--disable-component-update",
         "--no-first-run",
         f"--user-data-dir={tmp / 'profile'}",
-        "--window-size=1280,2400",
+        f"--window-size={width},2400",
         "--virtual-time-budget=2000",
     ]
     if screenshot is not None:
@@ -233,3 +288,43 @@ def test_reason_colours_are_never_reused() -> None:
     assert len(colours) == len(set(colours)), legend  # one colour, one reason
     assert legend[0][1] == "reason-00" and legend[-1][1] == "other reasons"
     assert len(legend) == 10  # nine reasons with colours of their own, then the rest together
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+@pytest.mark.slow
+def test_report_at_phone_width_shows_the_reports_numbers(
+    report_db: Path, report_html: str, tmp_path: Path
+) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(report_html, encoding="utf-8")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "diagnose-report-phone.png"
+    shot.unlink(missing_ok=True)
+    dom = _chromium(page, tmp_path, screenshot=shot, width=390)
+    assert _png_size(shot)[0] == 390 and shot.stat().st_size > 10_000
+    # the cards are the report's own totals (report --format json, same store)
+    with Store.open(report_db, read_only=True) as store:
+        [totals] = report(store, since=EPOCH, until=FAR_FUTURE, sections=("totals",))
+    expected = totals.records()[0]
+    shown = {k: int(v.replace(",", "")) for k, v in
+             re.findall(r'<b data-total="(\w+)">([\d,]+)</b>', dom)}  # fmt: skip
+    assert len(shown) >= 6 and all(shown[k] == expected[k] for k in shown), (shown, expected)
+    assert shown["delivered"] > 0 and shown["rejected"] > 0
+    # charts before findings, each chart in a horizontal scroller (readable on a phone)
+    assert dom.index('id="chart-outcomes"') < dom.index('id="findings"')
+    for chart in ("chart-outcomes", "chart-delay-trend", "chart-reasons", "chart-delays"):
+        assert re.search(rf'<div class="scroll"><svg class="chart" id="{chart}"', dom), chart
+    # the axis as drawn: labels in order, apart (see assert_no_overlap)
+    outcomes = re.search(r'<svg[^>]*id="chart-outcomes".*?</svg>', dom, re.S)
+    assert outcomes is not None
+    labels = tick_labels(outcomes.group(0))
+    assert [x for x, _ in labels] == sorted(x for x, _ in labels)
+    assert_no_overlap(labels)
+    assert 'data-bucket-seconds="' in outcomes.group(0)
+    trend = re.search(r'<svg[^>]*id="chart-delay-trend".*?</svg>', dom, re.S)
+    assert trend is not None and re.search(r"<(polyline|circle) ", trend.group(0))

@@ -59,17 +59,19 @@ FROM del FULL OUTER JOIN rec USING (day) FULL OUTER JOIN rej USING (day)
 ORDER BY day;
 
 -- name: per_hour
+-- $bucket: seconds per row, 3600 for the report (the HTML report and notebooks pick theirs,
+-- pipeline/timeline.py); "hour" is the start of the bucket.
 WITH del AS (
-  SELECT date_trunc('hour', logged_at) AS hour,
+  SELECT time_bucket(to_seconds($bucket), logged_at) AS hour,
          count(*) FILTER (status = 'sent') AS delivered,
          count(*) FILTER (status = 'deferred') AS deferred,
          count(*) FILTER (status = 'bounced') AS bounced
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until GROUP BY 1
 ), rec AS (
-  SELECT date_trunc('hour', arrived_at) AS hour, count(*) AS received FROM messages
+  SELECT time_bucket(to_seconds($bucket), arrived_at) AS hour, count(*) AS received FROM messages
   WHERE arrived_at >= $since AND arrived_at < $until AND origin <> 'bounce' GROUP BY 1
 ), rej AS (
-  SELECT date_trunc('hour', logged_at) AS hour, count(*) AS rejected FROM rejections
+  SELECT time_bucket(to_seconds($bucket), logged_at) AS hour, count(*) AS rejected FROM rejections
   WHERE logged_at >= $since AND logged_at < $until AND action IN ('reject', 'milter-reject')
   GROUP BY 1
 )
