@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from mtalens.pipeline import reports
+from mtalens.pipeline import reports, timeline
 from mtalens.pipeline.diagnose import Context, diagnose, run_query
 from mtalens.pipeline.store import Store, StoreError, resolve_db_path
 from mtalens.pipeline.timerange import EPOCH, FAR_FUTURE
@@ -124,6 +124,59 @@ def outcomes_by_hour(
 ) -> pl.DataFrame:
     with reading(db) as store:
         return _frame(run_query(_ctx(store, since, until), "outcomes_by_hour"))
+
+
+def volume(
+    db: StoreRef = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: int | None = None,
+) -> pl.DataFrame:
+    """Per bucket with data: delivered, deferred, bounced (delivery attempts in the log),
+    received, rejected. ``bucket`` seconds, by default what the range calls for
+    (pipeline/timeline.py: a minute for an hour, a day for a month); the frame's
+    ``bucket_seconds`` column says which. Buckets without data are absent: gaps."""
+    since, until = since or EPOCH, until or FAR_FUTURE
+    with reading(db) as store:
+        seconds = bucket or _bucket(store, since, until)
+        rows = timeline.volume(store, since=since, until=until, bucket=seconds)
+    return (
+        _frame(rows).with_columns(pl.lit(seconds).alias("bucket_seconds")) if rows else _frame([])
+    )
+
+
+def delays_over_time(
+    db: StoreRef = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: int | None = None,
+) -> pl.DataFrame:
+    """Per bucket with deliveries: count and p50/p90/p99/max of the total delay (``key`` is the
+    bucket's start), in buckets as :func:`volume`'s."""
+    since, until = since or EPOCH, until or FAR_FUTURE
+    with reading(db) as store:
+        seconds = bucket or _bucket(store, since, until)
+        rows = timeline.delays(store, since=since, until=until, bucket=seconds)
+    return (
+        _frame(rows).with_columns(pl.lit(seconds).alias("bucket_seconds")) if rows else _frame([])
+    )
+
+
+def _bucket(store: Store, since: datetime, until: datetime) -> int:
+    span = timeline.data_range(store, since=since, until=until)
+    return timeline.choose_bucket(*span) if span else 3600
+
+
+def failures_by_reason(
+    db: StoreRef = None, since: datetime | None = None, until: datetime | None = None
+) -> pl.DataFrame:
+    """Failed recipients by reason and where the failure was seen: ``log`` (final outcomes
+    bounced or expired in the MTA log) and ``bounce mail`` (DSNs read from mailboxes). A
+    recipient can be in both: a DSN about a refusal the log shows too."""
+    since, until = since or EPOCH, until or FAR_FUTURE
+    with reading(db) as store:
+        rows = run_query(_ctx(store, since, until), "failures_by_reason")
+    return _frame(rows)
 
 
 def bounce_reasons_by_destination(
@@ -247,15 +300,103 @@ def plot_outcomes(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
     if frame.is_empty():
         ax.set_title("No deliveries")
         return ax
-    hours = [h.strftime("%m-%d %H:00") for h in frame["hour"]]
+    hours = frame["hour"].to_list()  # on a time axis: hours without attempts are gaps
     bottom = [0] * len(hours)
     for status, colour in (("sent", "#2da44e"), ("deferred", "#d4a72c"), ("bounced", "#cf222e")):
         values = frame[status].to_list()
-        ax.bar(hours, values, bottom=bottom, label=status, color=colour)
+        ax.bar(hours, values, width=0.95 / 24, align="edge", bottom=bottom, label=status,
+               color=colour)  # fmt: skip
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.set_ylabel("delivery attempts")
-    ax.set_title("Delivery outcomes per hour")
-    ax.tick_params(axis="x", labelrotation=60)
+    ax.set_ylabel("delivery attempts in the log")
+    ax.set_title("Delivery outcomes per hour (UTC)")
+    _time_ticks(ax)
+    ax.legend()
+    return ax
+
+
+def _bucket_days(frame: pl.DataFrame) -> tuple[float, str]:
+    seconds = int(frame["bucket_seconds"][0])
+    return seconds / 86400, timeline.bucket_name(seconds)
+
+
+def plot_volume(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """:func:`volume` as stacked bars on a real time axis: each bar one bucket wide at its
+    time, so a stretch without data is a gap, not a squeezed-out hour."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No deliveries or rejections")
+        return ax
+    width, name = _bucket_days(frame)
+    times = frame["hour"].to_list()
+    bottom = [0] * len(times)
+    for col, colour in (("delivered", "#2da44e"), ("deferred", "#d4a72c"),
+                        ("bounced", "#cf222e"), ("rejected", "#6e40c9")):  # fmt: skip
+        values = frame[col].to_list()
+        ax.bar(times, values, width=width * 0.95, align="edge", bottom=bottom, label=col,
+               color=colour)  # fmt: skip
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylabel(f"per {name}")
+    ax.set_title(f"Delivery attempts in the log and rejected requests, per {name} (UTC)")
+    _time_ticks(ax)
+    ax.legend()
+    return ax
+
+
+def plot_delays_over_time(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """:func:`delays_over_time` as p50/p90/p99 lines, broken where a bucket has no
+    deliveries."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No delays")
+        return ax
+    _, name = _bucket_days(frame)
+    seconds = int(frame["bucket_seconds"][0])
+    times: list[Any] = []
+    cols: dict[str, list[Any]] = {c: [] for c in ("delay_p50", "delay_p90", "delay_p99")}
+    previous = None
+    for row in frame.sort("key").iter_rows(named=True):
+        if previous is not None and (row["key"] - previous).total_seconds() > seconds:
+            times.append(previous + (row["key"] - previous) / 2)  # a gap: break the lines
+            for c in cols:
+                cols[c].append(float("nan"))
+        times.append(row["key"])
+        for c in cols:
+            cols[c].append(row[c])
+        previous = row["key"]
+    for c, values in cols.items():
+        ax.plot(times, values, marker=".", label=c.removeprefix("delay_"))
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Total delay of delivered mail per {name}: percentiles (UTC)")
+    _time_ticks(ax)
+    ax.legend()
+    return ax
+
+
+def _time_ticks(ax: Axes) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(maxticks=8)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+
+
+def plot_failures_by_reason(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
+    """:func:`failures_by_reason`: one bar per reason, log and bounce mail side by side."""
+    ax = _axes(ax)
+    if frame.is_empty():
+        ax.set_title("No failed recipients")
+        return ax
+    wide = frame.pivot(on="seen_in", index="reason", values="recipients").fill_null(0)
+    reasons = wide["reason"].to_list()
+    ys = list(range(len(reasons)))
+    sources = [c for c in ("log", "bounce mail") if c in wide.columns]
+    h = 0.8 / max(len(sources), 1)
+    for i, src in enumerate(sources):
+        ax.barh([y + i * h for y in ys], wide[src].to_list(), height=h, label=src)
+    ax.set_yticks([y + h * (len(sources) - 1) / 2 for y in ys], reasons)
+    ax.invert_yaxis()
+    ax.set_xlabel("failed recipients")
+    ax.set_title("Failed recipients by reason: MTA log (final outcomes) and bounce mail (DSNs)")
     ax.legend()
     return ax
 
@@ -273,8 +414,8 @@ def plot_reasons(frame: pl.DataFrame, ax: Axes | None = None) -> Axes:
         values = wide[reason].to_list()
         ax.barh(dests, values, left=left, label=reason)
         left = [a + b for a, b in zip(left, values, strict=True)]
-    ax.set_xlabel("failed recipients")
-    ax.set_title("Bounce and deferral reasons by destination")
+    ax.set_xlabel("recipients (final outcome in the log)")
+    ax.set_title("Failed and still-deferred recipients by destination and reason (MTA log)")
     ax.legend(fontsize="small")
     return ax
 
@@ -302,14 +443,7 @@ def plot_delay_percentiles_by_hour(frame: pl.DataFrame, ax: Axes | None = None) 
     if frame.is_empty():
         ax.set_title("No delays")
         return ax
-    hours = [h.strftime("%m-%d %H:00") for h in frame["key"]]
-    for col in ("delay_p50", "delay_p90", "delay_p99"):
-        ax.plot(hours, frame[col].to_list(), marker="o", label=col.removeprefix("delay_"))
-    ax.set_ylabel("seconds")
-    ax.set_title("Total delay percentiles per hour")
-    ax.tick_params(axis="x", labelrotation=60)
-    ax.legend()
-    return ax
+    return plot_delays_over_time(frame.with_columns(pl.lit(3600).alias("bucket_seconds")), ax)
 
 
 def plot_counts(

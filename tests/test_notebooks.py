@@ -55,6 +55,21 @@ def test_the_three_notebooks_exist_without_outputs() -> None:
                 assert cell.outputs == [] and cell.execution_count is None, p.name
 
 
+def assert_drawn(png_b64: str, name: str) -> None:
+    """A figure with something on it: bars or lines in colours other than the background and
+    the axes' greys (an empty plot, "No delays", is white, black and grey only)."""
+    import base64
+    import io
+
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(base64.b64decode(png_b64)), format="png")[..., :3]
+    assert img.shape[0] > 100 and img.shape[1] > 200, (name, img.shape)
+    spread = img.max(axis=2) - img.min(axis=2)  # 0 for white, black and greys
+    coloured = float((spread > 0.15).mean())
+    assert coloured > 0.001, f"{name}: a plot with nothing drawn ({coloured:.4f} coloured)"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_headless(
@@ -72,8 +87,11 @@ def test_notebook_runs_headless(
     ]
     assert errors == []
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    # every notebook shows at least one plot and one table
-    assert any("image/png" in o.get("data", {}) for o in outputs), path.name
+    # every notebook shows at least one plot and one table, and no plot is blank
+    pngs = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+    assert pngs, path.name
+    for png in pngs:
+        assert_drawn(png, path.name)
     assert any("text/html" in o.get("data", {}) for o in outputs), path.name
 
 

@@ -467,3 +467,14 @@ ORDER BY r.report_date DESC NULLS LAST LIMIT $top;
 SELECT logged_at, client_name, client_ip, helo, sender, recipient, reply_code, reason
 FROM rejections WHERE logged_at >= $since AND logged_at < $until
 ORDER BY logged_at DESC LIMIT $top;
+
+-- name: failures_by_reason
+-- For the notebooks: failed recipients by reason and by where they were seen: the final outcome
+-- in the MTA log (bounced, expired) and the failed recipients of bounce mail (DSNs).
+SELECT seen_in, reason, count(*) AS recipients FROM (
+  SELECT 'log' AS seen_in, coalesce(reason, 'unclassified') AS reason FROM recipient_outcomes
+  WHERE logged_at >= $since AND logged_at < $until AND status IN ('bounced', 'expired')
+  UNION ALL
+  SELECT 'bounce mail', coalesce(reason, 'unclassified') FROM bounces
+  WHERE report_date IS NULL OR (report_date >= $since AND report_date < $until)  -- undated: kept
+) GROUP BY ALL ORDER BY recipients DESC, seen_in, reason;
