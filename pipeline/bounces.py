@@ -377,15 +377,19 @@ def ingest(
     classifier: Classifier | None = None,
     batch_size: int = DEFAULT_BATCH,
     budget: Budget = DEFAULT_BUDGET,
+    progress: Callable[[MailboxMessage], None] | None = None,
 ) -> IngestResult:
     """Decode, classify and store; one transaction per batch of messages. A path that cannot be
-    read is listed in ``IngestResult.unreadable`` (path, reason) and the others are read."""
+    read is listed in ``IngestResult.unreadable`` (path, reason) and the others are read.
+    ``progress`` is called with each message once it is decoded."""
     classifier = classifier or default_classifier()
     result = IngestResult()
     batch: list[Decoded] = []
     for msg in iter_messages(paths, on_error=lambda p, why: result.unreadable.append((p, why))):
         result.read += 1
         batch.append(decode_message(msg, budget))
+        if progress is not None:
+            progress(msg)
         if len(batch) >= batch_size:
             _write_batch(store, batch, classifier, now(), result)
             batch = []

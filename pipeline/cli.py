@@ -175,7 +175,9 @@ def ingest(
     total = sum(f.stat().st_size for f in files)
     with Store.open(db) as store:
         if show:
-            with typer.progressbar(length=total, label="ingesting", file=sys.stderr) as bar:
+            from mtalens.pipeline.progress import Progress
+
+            with Progress("ingesting", total, stream=sys.stderr) as bar:
                 stats = LogIngestor(store, tz=tz, year=year, progress=bar.update,
                                     queue_lifetime=lifetime,
                                     log_format=log_format).run(files)  # fmt: skip

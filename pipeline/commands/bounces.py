@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -126,6 +127,10 @@ def ingest_cmd(
             "(default: flag it \\Seen)",
         ),
     ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress line (default: on a terminal)."),
+    ] = None,
 ) -> None:
     """Decode, classify and store reports, recipients and complaints (idempotent).
 
@@ -160,8 +165,20 @@ def ingest_cmd(
         imap.tls_context(options.ca_file)  # a bad CA file fails before anything is read
     elif imap_password_file or imap_ca_file or imap_move_to:
         raise InputError("--imap-* options need an imaps:// or imap:// source")
+    show = sys.stderr.isatty() if progress is None else progress
     with Store.open(db) as store:
-        r = ingest(store, files)
+        if show and files:
+            from mtalens.pipeline.progress import Progress
+
+            with Progress("decoding", _bytes_under(files), items="messages") as bar:
+
+                def seen(msg: Any) -> None:
+                    bar.count()
+                    bar.update(len(msg.raw))
+
+                r = ingest(store, files, progress=seen)
+        else:
+            r = ingest(store, files)
         if mailboxes:
             for url in urls:
                 try:
@@ -181,3 +198,21 @@ def ingest_cmd(
     code = _outcome(paths, len(r.unreadable))
     if code:
         raise typer.Exit(code)
+
+
+def _bytes_under(paths: list[str]) -> int:
+    """The size of every regular file at or under ``paths``: the progress line's total (an
+    mbox's From_ lines and a Maildir's tmp/ make it a little more than the messages)."""
+    import os
+
+    total = 0
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _dirs, names in os.walk(p):
+                for name in names:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(root, name)).st_size
+        else:
+            with contextlib.suppress(OSError):
+                total += os.stat(p).st_size
+    return total
