@@ -194,3 +194,33 @@ def test_time_grows_linearly_with_size(unit: bytes, place: str) -> None:
         if t_big <= 8 * max(t_small, 0.005):
             return
     raise AssertionError((place, unit, t_small, t_big))
+
+
+def test_field_groups_unfold_and_split_as_rfc_3464_says() -> None:
+    from mtalens.parsers.bounces.rfc3464 import split_groups
+
+    text = (
+        "Reporting-MTA: dns; mx.example\n"
+        "\n"
+        "Final-Recipient: rfc822; a@example.net\n"
+        "Action: failed\n"
+        "Diagnostic-Code: smtp; 550 5.1.1\n"
+        "  user unknown \n"
+        "\tsee https://example.net/\n"
+        "not a field\n"
+        "  still the diagnostic\n"
+        "Final-Recipient: rfc822; b@example.net\n"  # no blank line: a repeated field starts one
+        "Status: 4.4.1\n"
+        "  \n"  # a blank line made of spaces ends the group...
+        "  orphan continuation\n"  # ... and this continues nothing
+        "Final-Recipient: rfc822; c@example.net\n"
+    )
+    assert split_groups(text) == [
+        [("reporting-mta", "dns; mx.example")],
+        [("final-recipient", "rfc822; a@example.net"), ("action", "failed"),
+         ("diagnostic-code", "smtp; 550 5.1.1\nuser unknown\nsee https://example.net/\n"
+                             "still the diagnostic")],
+        [("final-recipient", "rfc822; b@example.net"), ("status", "4.4.1")],
+        [("final-recipient", "rfc822; c@example.net")],
+    ]  # fmt: skip
+    assert split_groups("") == [] and split_groups("  leading continuation\nA: b") == [[("a", "b")]]
