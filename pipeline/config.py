@@ -114,11 +114,47 @@ class ImapConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebhooksConfig:
+    """``[webhooks]``: the sending platforms' webhook receiver of ``watch`` (pipeline/webhooks.py,
+    which says how each provider is authenticated). ``port`` (or ``watch --webhook-port``)
+    turns it on; a provider without its credentials here is refused (404). The secrets
+    (``mailgun_signing_key``, ``*_password``, ``mandrill_key``) are refused unless the file is
+    mode 0600."""
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+    max_body_bytes: int = 10_000_000
+    max_age_seconds: int = 900  # a signed timestamp older than this is refused as stale
+    amazonses_topics: tuple[str, ...] = ()  # TopicArns accepted
+    amazonses_certificates: str | None = None  # directory of pinned SNS signing certificates
+    amazonses_fetch_certificates: bool = False  # or fetch them from SigningCertURL (https, SNS)
+    amazonses_confirm: bool = False  # GET the SubscribeURL of a verified confirmation
+    sendgrid_public_key: str | None = None  # base64 DER, as SendGrid shows it
+    mailgun_signing_key: str | None = field(default=None, repr=False)
+    postmark_username: str | None = None
+    postmark_password: str | None = field(default=None, repr=False)
+    sparkpost_username: str | None = None
+    sparkpost_password: str | None = field(default=None, repr=False)
+    mandrill_key: str | None = field(default=None, repr=False)
+    mandrill_url: str | None = None  # the webhook URL as configured at Mandrill (it is signed)
+    postal_public_key: str | None = None  # PEM or base64 DER
+
+    SECRETS = ("mailgun_signing_key", "postmark_password", "sparkpost_password", "mandrill_key")
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError(f"[webhooks] port {self.port} is not a TCP port")
+        if self.max_body_bytes < 1 or self.max_age_seconds < 1:
+            raise ConfigError("[webhooks] max_body_bytes and max_age_seconds must be > 0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     path: Path | None = None
     suppressions: SuppressionsConfig = field(default_factory=SuppressionsConfig)
     postfix: PostfixConfig = field(default_factory=PostfixConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     def queue_lifetime(self, option: str | None = None) -> timedelta:
         """``option`` (``mtalens ingest --queue-lifetime``, Postfix time syntax) if given, else
@@ -165,6 +201,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     imap = data.get("imap")
     if isinstance(imap, Mapping) and imap.get("password") is not None:
         refuse_readable_by_others(resolved, what="[imap] password")
+    hooks = data.get("webhooks")
+    if isinstance(hooks, Mapping):
+        for key in WebhooksConfig.SECRETS:
+            if hooks.get(key) is not None:
+                refuse_readable_by_others(resolved, what=f"[webhooks] {key}")
     return config_from_mapping(data, source=str(resolved), path=resolved)
 
 

@@ -411,7 +411,10 @@ class _BoundedServer(ThreadingHTTPServer):
         metrics: Metrics,
         max_connections: int,
         deadline: float,
+        name: str = "metrics",
     ) -> None:
+        """``name``: of the server, in its metrics (``mtalens_<name>_connections_...``)."""
+        self._name = name
         self._metrics = metrics
         self._deadline = deadline
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -421,8 +424,8 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            self._metrics.inc("mtalens_metrics_connections_dropped_total",
-                              "Metrics connections refused (503) because too many were open.")  # fmt: skip
+            self._metrics.inc(f"mtalens_{self._name}_connections_dropped_total",
+                              f"{self._name} connections refused (503): too many were open.")  # fmt: skip
             with contextlib.suppress(OSError):
                 request.setblocking(False)
                 request.send(_BUSY)
@@ -457,19 +460,20 @@ class _BoundedServer(ThreadingHTTPServer):
             for s in late:
                 self._open[s] = float("inf")  # shut down once; the thread frees the slot
         for s in late:
-            self._metrics.inc("mtalens_metrics_connections_timed_out_total",
-                              "Metrics connections closed at their deadline.")  # fmt: skip
+            self._metrics.inc(f"mtalens_{self._name}_connections_timed_out_total",
+                              f"{self._name} connections closed at their deadline.")  # fmt: skip
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        self._metrics.inc("mtalens_metrics_request_errors_total",
-                          "Metrics requests that failed (mostly clients that went away).")  # fmt: skip
+        self._metrics.inc(f"mtalens_{self._name}_request_errors_total",
+                          f"{self._name} requests that failed (mostly clients that went away).")  # fmt: skip
         if isinstance(exc, OSError):  # reset, broken pipe, timeout: the client's doing
-            log.debug("metrics client went away", extra={"error": f"{type(exc).__name__}: {exc}"})
+            log.debug(f"{self._name} client went away",
+                      extra={"error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
         else:
-            log.warning("metrics request failed", exc_info=True)
+            log.warning(f"{self._name} request failed", exc_info=True)
 
 
 class MetricsServer:

@@ -216,6 +216,12 @@ class Watcher:
         shared = load_config(config_path)
         self.queue_lifetime = shared.queue_lifetime()
         self.policy = shared.suppressions
+        hooks = shared.webhooks
+        if config.webhook_port is not None or config.webhook_host is not None:
+            hooks = replace(hooks, port=config.webhook_port if config.webhook_port is not None
+                            else hooks.port, host=config.webhook_host or hooks.host)  # fmt: skip
+        self.webhook_config = hooks
+        self.webhooks: Any = None  # the receiver (pipeline/webhooks.py), while run() runs
         self._folded_at: float | None = None  # monotonic time of the last summary fold
         # Maildir messages whose read failed: path -> (failed attempts, monotonic retry time)
         self._unreadable: dict[str, tuple[int, float]] = {}
@@ -362,6 +368,8 @@ class Watcher:
             return None
         if self._pool is not None and self._pool.ready():
             return None  # decoded bounces wait to be stored
+        if self.webhooks is not None and not self.webhooks.pending.empty():
+            return None  # webhook requests wait for their commit
         for md in (*self.config.maildirs, *self.config.report_maildirs):
             try:
                 with os.scandir(Path(md) / "new") as entries:
@@ -401,9 +409,20 @@ class Watcher:
             self._report_maildir(store, Path(md))
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
+        self._store_webhooks(store)
         self._fold_summary(store, final=final)
         self._store_checks(store)
         self.alerts.evaluate()
+
+    def _store_webhooks(self, store: Store) -> None:
+        """Commit what the webhook receiver accepted; its requests are answered then."""
+        if self.webhooks is None:
+            return
+        from mtalens.pipeline import webhooks
+
+        jobs = webhooks.take(self.webhooks.pending)
+        if jobs:
+            webhooks.commit(store, jobs, metrics=self.metrics)
 
     def _store_checks(self, store: Store) -> None:
         """Hand our IPs from the logs to the scheduled checks (at most every
@@ -888,6 +907,13 @@ class Watcher:
             log.info("metrics listening", extra={"host": server.host, "port": server.port})
         observer = None if once else self._start_observer()
         checks_started = False
+        if self.webhook_config.port is not None and not once:
+            from mtalens.pipeline.webhooks import WebhookReceiver
+
+            self.webhooks = WebhookReceiver(self.webhook_config, metrics=self.metrics,
+                                            wake=self.wake).start()  # fmt: skip
+            log.info("webhooks listening", extra={"host": self.webhook_config.host,
+                                                  "port": self.webhooks.port})  # fmt: skip
         log.info("watch started", extra={"logs": list(self.config.logs),
                  "maildirs": list(self.config.maildirs), "mboxes": list(self.config.mboxes),
                  "inotify": observer is not None, "once": once})  # fmt: skip
@@ -940,6 +966,9 @@ class Watcher:
                 observer.join(timeout=5)
             if server is not None:
                 server.stop()
+            if self.webhooks is not None:
+                self.webhooks.stop()
+                self.webhooks = None
             if self.checks is not None:
                 self.checks.stop()
             if self._pool is not None:

@@ -118,6 +118,10 @@ class WatchConfig:
     decode_workers: int = 1  # processes decoding bounce mail (pipeline/decode_pool.py)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    webhook_port: int | None = (
+        None  # --webhook-port: the receiver of [webhooks] (pipeline/webhooks.py)
+    )
+    webhook_host: str | None = None
     webhook: str | None = None
     rules: tuple[AlertRule, ...] = field(default_factory=tuple)
     checks: ChecksConfig = field(default_factory=ChecksConfig)

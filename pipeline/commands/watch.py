@@ -61,6 +61,18 @@ def watch(
         str | None,
         typer.Option("--metrics-host", help="Metrics bind address (default: 127.0.0.1)."),
     ] = None,
+    webhook_port: Annotated[
+        int | None,
+        typer.Option(
+            "--webhook-port",
+            help="Receive the sending platforms' event webhooks on "
+            "this port (POST /events/<provider>; credentials in \\[webhooks]).",
+        ),
+    ] = None,
+    webhook_host: Annotated[
+        str | None,
+        typer.Option("--webhook-host", help="Webhook bind address (default: 127.0.0.1)."),
+    ] = None,
     check_domain: Annotated[
         list[str] | None,
         typer.Option(
@@ -145,7 +157,8 @@ def watch(
             report_maildirs=reports_maildir, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
-            metrics_host=metrics_host, check_domains=check_domain,
+            metrics_host=metrics_host, webhook_port=webhook_port, webhook_host=webhook_host,
+            check_domains=check_domain,
             check_dkim_selectors=check_selector, check_ips=check_ip, check_blocklists=check_blocklist,
             check_interval=check_interval, check_resolvers=check_resolver,
             check_resolver_port=check_resolver_port,
