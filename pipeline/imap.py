@@ -34,11 +34,12 @@ import re
 import socket
 import ssl
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mtalens.parsers.errors import ParseError
 from mtalens.parsers.imapurl import ImapUrl, mailbox_wire_name, parse_imap_url, quoted, redacted
@@ -410,13 +411,18 @@ def ingest_mailbox(
                 if options.move_to == url.mailbox:
                     raise session.fail("--imap-move-to names the mailbox being read")
                 session.check_folder(options.move_to)
-            _ingest_selected(store, session, result, classifier, now, on_warning)
+            _ingest_selected(lambda fn: fn(store), session, result, classifier, now, on_warning)
         finally:
             session.logout()
 
 
+# Runs one function with the store: the CLI calls it at once; the daemon queues it for its next
+# write window (the store is its own only then) and waits: the network stays in the caller.
+StoreRunner = Callable[[Callable[["Store"], Any]], Any]
+
+
 def _ingest_selected(
-    store: Store,
+    run: StoreRunner,
     session: _Session,
     result: bounces.IngestResult,
     classifier: bounces.Classifier | None,
@@ -425,7 +431,7 @@ def _ingest_selected(
 ) -> None:
     url, key = session.url, session.url.display
     validity, uidnext = session.select()
-    cp = read_checkpoint(store, key)
+    cp = run(lambda store: read_checkpoint(store, key))
     if cp is not None and cp.uidvalidity != validity:
         message = (
             f"{key}: UIDVALIDITY changed from {cp.uidvalidity} to {validity}; reading the "
@@ -437,14 +443,14 @@ def _ingest_selected(
         cp = None
     if cp is None:
         cp = Checkpoint(validity)
-        _write_checkpoint(store, key, cp, now())
+        run(lambda store: _write_checkpoint(store, key, cp, now()))
     if cp.flagged_uid < cp.last_uid:
         # stored by an earlier run that stopped before flagging them
         pending = [u for u in session.uids_after(cp.flagged_uid, uidnext) if u <= cp.last_uid]
         for start in range(0, len(pending), session.options.batch_size):
             session.flag(pending[start : start + session.options.batch_size])
         cp.flagged_uid = cp.last_uid
-        _write_checkpoint(store, key, cp, now())
+        run(lambda store: _write_checkpoint(store, key, cp, now()))
     uids = session.uids_after(cp.last_uid, uidnext)
     seen_quarantine: set[str] | None = None
     for start in range(0, len(uids), session.options.batch_size):
@@ -457,16 +463,20 @@ def _ingest_selected(
         decoded = [bounces.decode_message(m) for m in msgs]
         if any(d.report is None for d in decoded):
             if seen_quarantine is None:
-                seen_quarantine = _quarantined_under(store, key, validity)
+                seen_quarantine = run(lambda store: _quarantined_under(store, key, validity))
             decoded = _drop_requarantined(decoded, seen_quarantine, result)
         result.read += len(decoded)
-        if decoded:
-            bounces._write_batch(store, decoded, classifier, now(), result)
         cp.last_uid = max(batch)
-        _write_checkpoint(store, key, cp, now())
+
+        def store_batch(store: Store, decoded: list[bounces.Decoded] = decoded) -> None:
+            if decoded:
+                bounces._write_batch(store, decoded, classifier, now(), result)
+            _write_checkpoint(store, key, cp, now())
+
+        run(store_batch)
         session.flag(sorted(fetched))
         cp.flagged_uid = cp.last_uid
-        _write_checkpoint(store, key, cp, now())
+        run(lambda store: _write_checkpoint(store, key, cp, now()))
 
 
 def _quarantined_under(store: Store, key: str, validity: int) -> set[str]:
@@ -491,3 +501,83 @@ def _drop_requarantined(
             continue
         kept.append(d)
     return kept
+
+
+# -- the daemon's mailboxes ------------------------------------------------------------------------
+
+WATCH_BACKOFF_MAX: Final = 300.0
+
+
+class MailboxWatcher:
+    """``watch``'s IMAP source: a daemon thread that logs in, stores what is new (through
+    ``run``: the watcher's write windows), waits ``poll_interval`` seconds and looks again,
+    keeping the session; a failure (server down, connection lost, login refused) is logged
+    once and retried after 1, 2, 4 ... up to 300 s. ``kill -9`` at any point is covered by the
+    checkpoint: the next start re-reads at most one batch and stores nothing twice."""
+
+    def __init__(
+        self,
+        url: ImapUrl,
+        options: ImapOptions,
+        run: StoreRunner,
+        *,
+        poll_interval: float = 60.0,
+        on_result: Callable[[bounces.IngestResult], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.options = options
+        self.run = run
+        self.poll_interval = poll_interval
+        self.on_result = on_result
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"mtalens-imap-{url.host}")  # fmt: skip
+        self.failures = 0
+
+    def start(self) -> MailboxWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, wait: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(wait)
+
+    def _loop(self) -> None:
+        ctx = tls_context(self.options.ca_file)
+        classifier = bounces.default_classifier()
+        delay = 1.0
+        while not self._stop.is_set():
+            session = None
+            try:
+                with _one_line_errors(self.url, self.options.password):
+                    session = _Session(self.url, self.options, ctx)
+                    session.login()
+                    if self.options.move_to is not None:
+                        session.check_folder(self.options.move_to)
+                    while not self._stop.is_set():
+                        result = bounces.IngestResult()
+                        _ingest_selected(self.run, session, result, classifier,
+                                         lambda: datetime.now(UTC), None)  # fmt: skip
+                        if self.on_result is not None and result.read:
+                            self.on_result(result)
+                        delay = 1.0
+                        self._stop.wait(self.poll_interval)
+            except ImapError as exc:
+                self.failures += 1
+                log.error("imap mailbox failed, retrying", extra={"mailbox": self.url.display,
+                          "error": exc.reason, "retry_in_seconds": delay})  # fmt: skip
+            except StoreUnavailable:
+                return  # the daemon is stopping
+            except Exception:  # the daemon never dies on a mailbox
+                self.failures += 1
+                log.exception("imap mailbox failed, retrying", extra={"mailbox": self.url.display})
+            finally:
+                if session is not None:
+                    with contextlib.suppress(Exception):
+                        session.logout()
+            self._stop.wait(delay)
+            delay = min(delay * 2, WATCH_BACKOFF_MAX)
+
+
+class StoreUnavailable(Exception):
+    """The daemon stopped before running a store job (raised by its runner)."""

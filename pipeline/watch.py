@@ -45,12 +45,14 @@ import errno
 import io
 import logging
 import os
+import queue
 import re
 import signal
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from glob import glob, has_magic
@@ -222,6 +224,11 @@ class Watcher:
                             else hooks.port, host=config.webhook_host or hooks.host)  # fmt: skip
         self.webhook_config = hooks
         self.webhooks: Any = None  # the receiver (pipeline/webhooks.py), while run() runs
+        self.imap_config = shared.imap
+        self.mailboxes: list[Any] = []  # IMAP sources (pipeline/imap.py MailboxWatcher)
+        # functions other threads want run with the store, in the next write window
+        self._store_jobs: queue.Queue[tuple[Callable[[Store], Any], Future[Any]]] = queue.Queue()
+        self._jobs_closed = False
         self._folded_at: float | None = None  # monotonic time of the last summary fold
         # Maildir messages whose read failed: path -> (failed attempts, monotonic retry time)
         self._unreadable: dict[str, tuple[int, float]] = {}
@@ -370,6 +377,8 @@ class Watcher:
             return None  # decoded bounces wait to be stored
         if self.webhooks is not None and not self.webhooks.pending.empty():
             return None  # webhook requests wait for their commit
+        if not self._store_jobs.empty():
+            return None  # an IMAP batch waits to be stored
         for md in (*self.config.maildirs, *self.config.report_maildirs):
             try:
                 with os.scandir(Path(md) / "new") as entries:
@@ -410,9 +419,70 @@ class Watcher:
         for mb in self.config.mboxes:
             self._mbox(store, Path(mb), final=final)
         self._store_webhooks(store)
+        self._run_store_jobs(store)
         self._fold_summary(store, final=final)
         self._store_checks(store)
         self.alerts.evaluate()
+
+    def in_window(self, fn: Callable[[Store], Any]) -> Any:
+        """Run ``fn(store)`` in the next write window and return its result (another thread's
+        call: an IMAP source stores its batches so); StoreUnavailable once the daemon stops."""
+        from mtalens.pipeline.imap import StoreUnavailable
+
+        if self._jobs_closed:
+            raise StoreUnavailable("the daemon is stopping")
+        fut: Future[Any] = Future()
+        self._store_jobs.put((fn, fut))
+        self.wake()
+        return fut.result()
+
+    def _run_store_jobs(self, store: Store) -> None:
+        while True:
+            try:
+                fn, fut = self._store_jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn(store))
+            except Exception as exc:  # the job's caller gets it; the window goes on
+                fut.set_exception(exc)
+
+    def _close_store_jobs(self) -> None:
+        from mtalens.pipeline.imap import StoreUnavailable
+
+        self._jobs_closed = True
+        while True:
+            try:
+                _, fut = self._store_jobs.get_nowait()
+            except queue.Empty:
+                return
+            fut.set_exception(StoreUnavailable("the daemon is stopping"))
+
+    def _start_mailboxes(self) -> None:
+        """The IMAP sources of ``[watch] imap`` / ``--imap`` (pipeline/imap.py)."""
+        if not self.config.imap:
+            return
+        import os
+
+        from mtalens.pipeline import imap
+
+        password = imap.resolve_password(password_file=None, environ=os.environ,
+                                         config=self.imap_config)  # fmt: skip
+        options = imap.ImapOptions(password=password, ca_file=self.imap_config.ca_file,
+                                   move_to=self.config.imap_move_to)  # fmt: skip
+        for text in self.config.imap:
+            url = imap.parse_url(text)
+            self.mailboxes.append(imap.MailboxWatcher(
+                url, options, self.in_window, poll_interval=self.config.imap_poll_interval,
+                on_result=self._count_imap,
+            ).start())  # fmt: skip
+            log.info("imap mailbox watched", extra={"mailbox": url.display})
+
+    def _count_imap(self, r: Any) -> None:
+        for outcome, n in (("stored", r.stored), ("duplicate", r.duplicates),
+                           ("quarantined", r.quarantined)):  # fmt: skip
+            self.metrics.inc("mtalens_mailbox_messages_total", "Bounce mailbox messages by outcome.",
+                             n, origin="imap", outcome=outcome)  # fmt: skip
 
     def _store_webhooks(self, store: Store) -> None:
         """Commit what the webhook receiver accepted; its requests are answered then."""
@@ -907,6 +977,8 @@ class Watcher:
             log.info("metrics listening", extra={"host": server.host, "port": server.port})
         observer = None if once else self._start_observer()
         checks_started = False
+        if not once:
+            self._start_mailboxes()
         if self.webhook_config.port is not None and not once:
             from mtalens.pipeline.webhooks import WebhookReceiver
 
@@ -969,6 +1041,10 @@ class Watcher:
             if self.webhooks is not None:
                 self.webhooks.stop()
                 self.webhooks = None
+            self._close_store_jobs()
+            for mb in self.mailboxes:
+                mb.stop()
+            self.mailboxes = []
             if self.checks is not None:
                 self.checks.stop()
             if self._pool is not None:
@@ -1095,8 +1171,9 @@ def build_watcher(config_path: str | Path | None, **overrides: Any) -> Watcher:
             if k in given:
                 given[k] = tuple(str(x).strip().lower() for x in given[k])
         config = replace(config, checks=replace(config.checks, enabled=True, **given)).checked()
-    if not (config.logs or config.maildirs or config.mboxes or config.report_maildirs):
+    if not (config.logs or config.maildirs or config.mboxes or config.report_maildirs
+            or config.imap):  # fmt: skip
         raise ValueError(
-            "nothing to watch: give --log, --maildir, --mbox or --reports-maildir (or [watch] in the config)"
+            "nothing to watch: give --log, --maildir, --mbox, --reports-maildir or --imap (or [watch] in the config)"
         )
     return Watcher(config, config_path=config_path)

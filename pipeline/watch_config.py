@@ -8,6 +8,9 @@ Example (every key optional; command-line options win over the file)::
     maildirs = ["/var/mail/bounces/Maildir"]                 # new/ is read, then moved to cur/
     report_maildirs = ["/var/mail/dmarc/Maildir"]            # DMARC/TLS-RPT report mail, the same way
     mboxes = []                                              # read by offset
+    imap = ["imaps://bounces@mail.example.com/INBOX"]        # password: [imap] or $MTALENS_IMAP_PASSWORD
+    imap_poll_interval = 60   # seconds between looks at each mailbox
+    imap_move_to = "Processed"   # optional; else stored messages are flagged \\Seen
     poll = false              # true: no inotify, stat every poll_interval seconds
     poll_interval = 1.0       # seconds between checks even when inotify is quiet
     commit_interval = 1.0     # shortest time between two write windows (seconds)
@@ -109,6 +112,9 @@ class WatchConfig:
     maildirs: tuple[str, ...] = ()
     mboxes: tuple[str, ...] = ()
     report_maildirs: tuple[str, ...] = ()  # `mtalens reports ingest`'s mail, read as maildirs are
+    imap: tuple[str, ...] = ()  # imaps://user@host/INBOX mailboxes of bounces (pipeline/imap.py)
+    imap_poll_interval: float = 60.0  # seconds between two looks at each mailbox
+    imap_move_to: str | None = None  # a folder for stored messages, else they are flagged \Seen
     poll: bool = False
     poll_interval: float = 1.0
     commit_interval: float = 1.0
@@ -129,7 +135,7 @@ class WatchConfig:
     def with_overrides(self, **values: Any) -> WatchConfig:
         """Command-line values that were given (not None, not empty) replace the file's."""
         given = {k: v for k, v in values.items() if v is not None and v != () and v != []}
-        for k in ("logs", "maildirs", "mboxes", "report_maildirs"):
+        for k in ("logs", "maildirs", "mboxes", "report_maildirs", "imap"):
             if k in given:
                 given[k] = tuple(str(x) for x in given[k])
         return replace(self, **given).checked()
@@ -191,6 +197,9 @@ _WATCH_KEYS: Final = {
     "logs": list,
     "maildirs": list,
     "report_maildirs": list,
+    "imap": list,
+    "imap_poll_interval": (int, float),
+    "imap_move_to": str,
     "mboxes": list,
     "poll": bool,
     "poll_interval": (int, float),
@@ -263,12 +272,12 @@ def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
         raise WatchConfigError("[watch] and [alerts] must be tables")
     _check("watch", watch, _WATCH_KEYS)
     values: dict[str, Any] = dict(watch)
-    for k in ("logs", "maildirs", "mboxes", "report_maildirs"):
+    for k in ("logs", "maildirs", "mboxes", "report_maildirs", "imap"):
         if k in values:
             if not all(isinstance(x, str) for x in values[k]):
                 raise WatchConfigError(f"[watch] {k}: a list of paths")
             values[k] = tuple(values[k])
-    for k in ("poll_interval", "commit_interval", "drain_grace"):
+    for k in ("poll_interval", "commit_interval", "drain_grace", "imap_poll_interval"):
         if k in values:
             values[k] = float(values[k])
             if values[k] <= 0:

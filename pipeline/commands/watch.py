@@ -37,6 +37,14 @@ def watch(
             "--reports-maildir", help="Maildir of DMARC/TLS-RPT report mail (repeatable)."
         ),
     ] = None,
+    imap: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--imap",
+            help="IMAP mailbox of bounces, imaps://USER@HOST/MAILBOX "
+            "(repeatable; password from \\[imap] or $MTALENS_IMAP_PASSWORD).",
+        ),
+    ] = None,
     poll: Annotated[
         bool | None, typer.Option("--poll/--inotify", help="Poll instead of inotify.")
     ] = None,
@@ -154,7 +162,7 @@ def watch(
     try:
         watcher = build_watcher(
             config, db=db, logs=log, maildirs=maildir, mboxes=mbox,
-            report_maildirs=reports_maildir, poll=poll,
+            report_maildirs=reports_maildir, imap=imap, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
             metrics_host=metrics_host, webhook_port=webhook_port, webhook_host=webhook_host,
