@@ -57,6 +57,7 @@ from typing import Any, Final
 
 import ahocorasick
 
+from mtalens.parsers.bounces.diagnostic import is_version
 from mtalens.parsers.bounces.records import SmtpCommand
 from mtalens.pipeline.exitcodes import InputError
 
@@ -518,6 +519,8 @@ def _enhanced_in_text(text: str) -> tuple[str, str, str] | None:
         start = m.start()
         if start and text[start - 1] in _NOT_BEFORE_CODE:
             continue
+        if not _plausible_status(m, text):
+            continue
         if m.group(1) != "2" and m.group(2) != "0":
             return (m.group(1), m.group(2), m.group(3))
     return None
@@ -528,9 +531,18 @@ def _specific_in_text(text: str) -> tuple[str, str, str] | None:
         start = m.start()
         if start and text[start - 1] in _NOT_BEFORE_CODE:
             continue
+        if not _plausible_status(m, text):
+            continue
         if m.group(1) != "2" and m.group(2) != "0" and m.group(3) != "0":
             return (m.group(1), m.group(2), m.group(3))
     return None
+
+
+def _plausible_status(m: re.Match[str], text: str) -> bool:
+    """RFC 3463 section 3 defines subjects X.0 to X.7; a number after a product name or
+    "version" is a software version ("mailman 2.0.12", parsers/bounces/diagnostic.py)."""
+    subject = m.group(2)
+    return len(subject) == 1 and subject <= "7" and not is_version(text, m.start())
 
 
 def _reply_in_text(text: str) -> int | None:

@@ -316,7 +316,7 @@ def test_internal_final_recipient_reports_the_original_recipient() -> None:
         "Final-Recipient: rfc822; bob@mailstore01.localdomain\n"
         "Original-Recipient: rfc822; bob@example.net\n"
         "Action: failed\nStatus: 5.1.1\n"
-        "Diagnostic-Code: X-Postfix; unknown user: \"bob\"\n",
+        'Diagnostic-Code: X-Postfix; unknown user: "bob"\n',
         "<bob@mailstore01.localdomain> (expanded from <bob@example.net>): unknown user\n",
     )
     (rc,) = decode(raw).recipients

@@ -34,13 +34,38 @@ def squeeze(text: str) -> str:
     return _SPACE_RE.sub(" ", text).strip()
 
 
+# Software that names its version in banners, Received: lines and notice footers ("ESMTP
+# Postfix 2.11.3", "Exim 4.94.2", "Mailman 2.0.12", "Sendmail 8.14.4/8.14.4"): a number right
+# after one of these names, or after "version"/"release", is a version, not an RFC 3463 code.
+_SOFTWARE_RE: Final = re.compile(
+    r"(?:\b(?:version|ver|release|rel|rev|build)\.?|"
+    r"\b(?:postfix|sendmail|exim|qmail|netqmail|mailman|majordomo|listserv|lyris|courier|"
+    r"exchange|mdaemon|imail|domino|notes|smail|opensmtpd|haraka|zimbra|dovecot|cyrus|"
+    r"communigate|kerio|merak|icewarp|spamassassin|amavis|amavisd-new|clamav|postini|"
+    r"ironport|mimedefang|milter|james|smtpd|esmtp))[ \t]*[:/]?[ \t]*$",
+    re.IGNORECASE,
+)
+
+
+def is_version(text: str, start: int) -> bool:
+    """Whether the dotted number at ``start`` of ``text`` is a software version: a letter
+    right before it ("v5.1.2"), or a product name or "version" just before (``_SOFTWARE_RE``).
+    RFC 3463 section 3 defines the subjects X.0 to X.7 only: "4.94.2" is not a status either
+    (callers check the subject)."""
+    if start and text[start - 1].isalpha():
+        return True
+    return _SOFTWARE_RE.search(text, max(0, start - 24), start) is not None
+
+
 def find_status(text: str) -> str | None:
     """The most specific failure status code in the text (x.0.0 only if nothing better; a
     success code such as "250 2.1.0 Ok" in a quoted dialogue only if no failure code is there:
-    RFC 3463 section 3.1, class 2 is success)."""
+    RFC 3463 section 3.1, class 2 is success). Software versions are skipped (``is_version``)."""
     generic: str | None = None
     success: str | None = None
     for m in STATUS_RE.finditer(text):
+        if len(m.group(2)) > 1 or m.group(2) > "7" or is_version(text, m.start()):
+            continue
         code = ".".join(m.groups())
         if m.group(1) == "2":
             success = success or code
@@ -290,6 +315,9 @@ def find_address(text: str) -> str | None:
     return clean_address(m.group(1)) if m else None
 
 
+_DDA_PREFIXES: Final = ("smtp=", "rfc-822=", "rfc822=")
+
+
 def clean_address(value: str) -> str:
     """Strip the RFC 3464 address type ("rfc822;"), brackets, quotes and trailing dots."""
     v = value.strip()
@@ -304,6 +332,23 @@ def clean_address(value: str) -> str:
     v = v.strip().strip("<>'").rstrip(".:;,").strip()
     if v.count('"') == 1:
         v = v.replace('"', "")
+    local, at, domain = v.rpartition("@")
+    if at:
+        # An X.400 O/R address carries the Internet address in a domain-defined attribute:
+        # "RFC-822=" (RFC 2156 section 4.2.6) or, in Exchange's legacy NDRs, "dda:SMTP=";
+        # the ";"/":" before it already ended the match, the attribute type is left.
+        low = local.lower()
+        for prefix in _DDA_PREFIXES:
+            if low.startswith(prefix) and len(local) > len(prefix):
+                local = local[len(prefix) :]
+                break
+        # A domain never holds an empty label (RFC 5321 section 4.1.2, Domain = sub-domain
+        # *("." sub-domain)): "x@example.net...User unknown" is Sendmail's usrerr() text
+        # ("<addr>... User unknown") run into the address.
+        cut = domain.find("..")
+        if cut >= 0:
+            domain = domain[:cut]
+        v = f"{local}@{domain}" if domain else v
     if "@" in v and (" " in v or v.startswith(("|", "/"))):
         # Exim names pipe/file deliveries with the address inside: "|/bin/x user@example.com"
         found = ADDR_RE.search(v)

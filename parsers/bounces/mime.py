@@ -347,6 +347,8 @@ class Mail:
 
     def _find_body_text(self) -> str:
         if not self.root.children:
+            if self.root.content_type == "text/html":
+                return html_text(self.root.text())
             if (
                 self.root.content_type.startswith(("text/", "message/delivery-status"))
                 or not self.root.content_type
@@ -358,12 +360,75 @@ class Mail:
                 return p.text()
         for p in self.parts:
             if p.content_type == "text/html":
-                return _TAG_RE.sub(" ", p.text())
+                return html_text(p.text())
         return ""
 
 
 # a tag never holds "<": with "[^>]" a run of "<" made each one scan to the end of the text
 _TAG_RE: Final = re.compile(r"<[^<>]+>")
+# Elements that end a line when rendered (HTML Living Standard, "the br element", and the
+# block-level p, div, li, tr, hr, h1-h6, table, blockquote, pre): the prose decoders read lines
+# (marker lines, quoted header fields), which a one-line HTML body would otherwise not have.
+_BREAK_TAG_RE: Final = re.compile(
+    # the lookahead fails fast on a "<" that starts none of them (a run of "<" stays cheap)
+    r"<(?=[/bhpdltuo])(?:br|hr|/?(?:p|div|li|tr|table|blockquote|pre|h[1-6]|ul|ol|dt|dd))\b"
+    r"[^<>]*>",
+    re.I,
+)
+BREAK_CHARS: Final = 128_000
+# the character references a notice uses around addresses (HTML Living Standard, "named
+# character references"), replaced in C without a callback per reference
+_ENTITIES: Final = (
+    ("&lt;", "<"),
+    ("&gt;", ">"),
+    ("&quot;", '"'),
+    ("&#39;", "'"),
+    ("&nbsp;", " "),
+    ("&#160;", " "),
+    ("&amp;", "&"),
+)
+# what a browser does not show: the head (title, style) and scripts
+_HIDDEN_RE: Final = re.compile(r"<(?=[hs])(head|style|script)\b", re.I)
+
+
+MAX_HIDDEN: Final = 16
+
+
+def _drop_hidden(html: str, low: str) -> str:
+    """``html`` without its head, style and script elements: each start tag is found by one
+    search and its end tag by one ``find`` onwards (an unclosed one keeps the rest), so the
+    text is read once whatever it holds. A notice has one head and a few styles; after
+    ``MAX_HIDDEN`` of them the rest only loses its tags. ``low``: ``html`` lower-cased."""
+    out: list[str] = []
+    pos = 0
+    for _ in range(MAX_HIDDEN):
+        m = _HIDDEN_RE.search(html, pos)
+        if m is None:
+            break
+        close = low.find("</" + m.group(1).lower(), m.end())
+        if close < 0:
+            break
+        out.append(html[pos : m.start()])
+        pos = close
+    out.append(html[pos:])
+    return " ".join(out)
+
+
+def html_text(html: str) -> str:
+    """The text of an HTML body, with a line end for each line-breaking element."""
+    if "<" in html:
+        low = html.lower()
+        if "<head" in low or "<style" in low or "<script" in low:
+            html = _drop_hidden(html, low)
+        # lines matter where the decoders read prose (the first tens of kB): only there are
+        # the line-breaking elements turned into line ends, the rest only loses its tags
+        cut = BREAK_CHARS
+        html = _TAG_RE.sub(" ", _BREAK_TAG_RE.sub("\n", html[:cut]) + html[cut:])
+    if "&" in html:
+        for ref, char in _ENTITIES:
+            html = html.replace(ref, char)
+    return html
+
 
 # A report whose top-level MIME headers were lost (a forwarded or hand-saved Sendmail bounce):
 # the body still holds the boundary lines and a message/delivery-status part.

@@ -12,7 +12,14 @@ import re
 from dataclasses import replace
 from typing import Final
 
-from mtalens.parsers.bounces.diagnostic import ADDR_RE, base_report, clean_address, find_address
+from mtalens.parsers.bounces.diagnostic import (
+    ADDR_RE,
+    base_report,
+    clean_address,
+    find_address,
+    find_reply_code,
+    find_status,
+)
 from mtalens.parsers.bounces.mime import Mail
 from mtalens.parsers.bounces.records import (
     MAX_RECIPIENTS,
@@ -46,11 +53,26 @@ _SUBJECT_RE: Final = re.compile(
 )
 # Addresses that belong to the reporting system, not to a recipient.
 # Header lines quoted in the explanation name senders and message ids, not failed recipients.
+# "To:" and "Cc:" too: Exchange's "Your message / To: ... / Cc: ... / Subject: / Sent:"
+# summary lists everyone the message was sent to, the failed ones are listed below it.
 _HEADER_LINE_RE: Final = re.compile(
-    r"^[ \t>]*(message-id|in-reply-to|references|received|return-path|from|cc|reply-to|sender|"
-    r"date|subject|delivered-to|envelope-to|x-[\w-]+|list-[\w-]+|dkim-signature|id)[ \t]*[:=]",
+    r"^[ \t>]*(message-id|in-reply-to|references|received|return-path|from|to|cc|bcc|"
+    r"reply-to|sender|date|sent|subject|delivered-to|envelope-to|x-[\w-]+|list-[\w-]+|"
+    r"dkim-signature|id)[ \t]*[:=]",
     re.IGNORECASE | re.MULTILINE,
 )
+# Lines quoted with "> " (RFC 3676 section 4.5 quote marks) are the returned message, not the
+# notice; Sendmail's transcript lines start with ">>>" and stay.
+_QUOTED_LINE_RE: Final = re.compile(r"[ \t]*>(?!>)")
+# Words right before an address that make it the sender, not a recipient: "Your message from
+# <a>", "Sender: a", "sent by a", "Return-Path: <a>", "originator a".
+_SENDER_BEFORE_RE: Final = re.compile(
+    r"(?:\bfrom|\bsender|\bsent by|\boriginator|\breturn-path|\benvelope-from)[ \t]*:?[ \t]*$",
+    re.IGNORECASE,
+)
+# Words that introduce an example in explanatory prose ("for example someone@example.com",
+# "e.g. name@domain"): the address after them is an illustration.
+_EXAMPLE_CUES: Final = ("e.g.", "for example", "for instance", "such as", "example:", "look like")
 _CONTACT_RE: Final = re.compile(r"\b(?:contact|write to|e-?mail us at|reach us at)\b[^\n]*$", re.I)
 _SYSTEM_LOCAL_RE: Final = re.compile(
     r"^(mailer-daemon|postmaster|abuse|root|noreply|no-reply)$", re.I
@@ -83,6 +105,41 @@ def looks_like_bounce(mail: Mail) -> bool:
     )
 
 
+# Challenge-response and allow-list services (TMDA's confirmation requests, "verify you are a
+# person" gateways, approved-senders lists) answer a message automatically, in RFC 3834
+# section 2's sense, and hold it: nothing failed, so nobody is a failed recipient. A notice
+# that also carries a failure code ("550 5.7.1 sender not on allow list") is a rejection.
+_CHALLENGE_RE: Final = re.compile(
+    r"challenge[- /]response|"
+    r"(?:verify|confirm|prove)(?: that)? you(?:'re| are) (?:a )?(?:real )?(?:person|human)|"
+    r"(?:allow|white|safe|approved|allowed|trusted|guest)[- ]?(?:senders?'? )?list|"
+    r"until you (?:confirm|verify|reply)|"
+    r"(?:waiting for|pending) (?:your |the recipient's )?(?:approval|confirmation|verification)",
+    re.IGNORECASE,
+)
+CHALLENGE_CHARS: Final = 4000
+
+
+def _challenge(subject: str, head: str) -> bool:
+    text = subject[:MATCH_CHARS] + "\n" + head[:CHALLENGE_CHARS]
+    if _CHALLENGE_RE.search(text) is None:
+        return False
+    return find_status(text) is None and find_reply_code(text) is None
+
+
+def _aside(head: str, line_start: int, start: int) -> bool:
+    """Whether the words just before the address at ``start`` make it the sender or an example
+    rather than a failed recipient (a bounded look back: at most 40 characters)."""
+    if _SENDER_BEFORE_RE.search(head, max(line_start, start - 24), start) is not None:
+        return True
+    before = head[max(0, start - 40) : start].lower()
+    for cue in _EXAMPLE_CUES:
+        at = before.rfind(cue)
+        if at >= 0 and "@" not in before[at:]:
+            return True
+    return False
+
+
 def decode(mail: Mail) -> BounceReport | None:
     if mail.find("message/delivery-status", "message/feedback-report") is not None:
         return None
@@ -90,6 +147,8 @@ def decode(mail: Mail) -> BounceReport | None:
         return None
     text = mail.body_text()
     head, returned = split_returned(text)
+    if not mail.header("x-failed-recipients") and _challenge(mail.subject, head):
+        return base_report(mail, kind=ReportKind.AUTOREPLY, agent=NAME)
     own = {
         a.lower()
         for a in (find_address(mail.header("from") or ""), find_address(mail.header("to") or ""))
@@ -113,6 +172,7 @@ def decode(mail: Mail) -> BounceReport | None:
     # every address's line start and header-line test, found once per line (searching back
     # from each address to its line's start was quadratic on a long line of addresses)
     line_start, scanned, quoted_header = 0, 0, False
+    asides: dict[str, bool] = {}
     for start, end, addr in found:
         local = addr.split("@", 1)[0]
         if addr.lower() in own or _SYSTEM_LOCAL_RE.match(local):
@@ -122,12 +182,22 @@ def decode(mail: Mail) -> BounceReport | None:
         nl = head.rfind("\n", scanned, start)
         if nl >= 0 or scanned == 0:
             line_start = nl + 1
-            quoted_header = _HEADER_LINE_RE.match(head, line_start) is not None
+            quoted_header = (
+                _HEADER_LINE_RE.match(head, line_start) is not None
+                or _QUOTED_LINE_RE.match(head, line_start) is not None
+            )
         scanned = start
-        if quoted_header:
+        if quoted_header or addr.lower() in helpdesk:
             continue
-        if addr.lower() in helpdesk:
-            continue
+        if not wanted:
+            # the words before its first occurrence decide for all (an address repeated
+            # thousands of times is looked back from once)
+            key = addr.lower()
+            aside = asides.get(key)
+            if aside is None:
+                aside = asides[key] = _aside(head, line_start, start)
+            if aside:
+                continue
         positions.append((start, end, addr))
     delayed = is_delay(mail.subject[:2000] + "\n" + head[:2000])
     action = Action.DELAYED if delayed else Action.FAILED

@@ -33,6 +33,21 @@ RETURNED_MARKER_RE: Final = re.compile(
     r")",
     re.IGNORECASE | re.MULTILINE,
 )
+# A returned message quoted without any announcement: its header block (RFC 5322 section 2.2,
+# fields at the start of a line, optionally "> "-quoted) starts where the notice ends. Only
+# fields a notice's own summary of the message does not use count as evidence: Exchange's
+# indented "To: / Cc: / Subject: / Sent:", IMail's "To: / CC: / Date: / Subject:" and other
+# summaries above the failure statement have none of them.
+_HEADER_FIELD_RE: Final = re.compile(
+    r"^(?:>[ \t]?)?+(received|return-path|message-id|date|mime-version|content-type|"
+    r"from|to|cc|subject|reply-to|sender|x-mailer|user-agent)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_EVIDENCE_FIELDS: Final = frozenset(
+    {"received", "return-path", "message-id", "mime-version", "content-type"}
+)
+# continuation lines of a folded field (RFC 5322 section 2.2.3) between two fields
+_FOLDED_RE: Final = re.compile(r"(?:[ \t][^\n]*\n)*")
 
 BLOCK_CHARS: Final = 8000
 # the prose before the returned message in which recipients are looked for
@@ -42,16 +57,53 @@ _DELAY_RE: Final = re.compile(
     r"(has been delayed|not yet been delivered|delivery (is )?delayed|will (continue|keep) trying|"
     # Exim: "Warning: message <id> delayed <n> hours"; the id is short, and an unbounded ".*"
     # rescanned the rest of the line from every "warning: message"
-    r"still trying|warning: message [^\n]{0,200}? delayed|delay(ed)? notification)",
+    r"still trying|warning: message [^\n]{0,200}? delayed|delay(ed)? notification|"
+    # the warnings' other wordings (Exchange: "Delivery attempts will continue to be made for
+    # 4 day(s)"; qmail/others "delivery ... postponed"; "THIS IS A WARNING ONLY" / "you do not
+    # need to resend", Postfix's delay_notice text); "will not be retried" matches none
+    r"attempts will continue|will (?:continue|keep) (?:to )?(?:try|retry|attempt)|"
+    r"will (?:be )?retr(?:y|ied)|postponed|warning only|do not need to resend|"
+    r"not (?:yet )?been delivered yet|no action is required)",
     re.IGNORECASE,
 )
 
 
 def split_returned(text: str) -> tuple[str, str]:
+    """(the notice, the returned message): cut at the first marker line or the first header
+    block of a quoted message (``returned_header_block``), whichever comes first."""
     m = RETURNED_MARKER_RE.search(text)
-    if m is None:
+    end = m.start() if m is not None else len(text)
+    block = returned_header_block(text, min(end, PROSE_WINDOW))
+    if block is not None:
+        end = block
+    if end >= len(text):
         return text, ""
-    return text[: m.start()], text[m.start() :]
+    return text[:end], text[end:]
+
+
+def returned_header_block(text: str, end: int) -> int | None:
+    """Where the first run of two or more header fields at the start of consecutive lines
+    (folded lines allowed between them), one of them an ``_EVIDENCE_FIELDS`` field, begins in
+    ``text[:end]``; None if there is none. Each line is looked at once."""
+    start = prev_eol = -1
+    count = 0
+    evidence = False
+    for m in _HEADER_FIELD_RE.finditer(text, 0, end):
+        pos = m.start()
+        adjacent = prev_eol >= 0 and (
+            pos == prev_eol + 1 or _FOLDED_RE.fullmatch(text, prev_eol + 1, pos) is not None
+        )
+        if not adjacent:
+            start, count, evidence = pos, 0, False
+        count += 1
+        evidence = evidence or m.group(1).lower() in _EVIDENCE_FIELDS
+        if count >= 2 and evidence:
+            return start
+        eol = text.find("\n", m.end(), end)
+        if eol < 0:
+            return None
+        prev_eol = eol
+    return None
 
 
 def is_delay(text: str) -> bool:
