@@ -16,6 +16,8 @@ from mtalens.parsers.bounces.diagnostic import clean_address, find_status
 from mtalens.pipeline.classify import classify
 
 FIX = Path(__file__).parent / "fixtures" / "bounces" / "generalise"
+# a class not fixed yet: the test must fail until it is (strict)
+PENDING = pytest.mark.xfail(strict=True, reason="issue 13 item 3: not fixed yet")
 
 
 def mail(headers: str, body: str) -> bytes:
@@ -205,7 +207,11 @@ def test_sendmail_dots_after_address_in_prose() -> None:
             "blocked",
             {"status": "5.7.1", "diagnostic": "550 5.7.1 Your IP address is on a blocklist"},
         ),
-        ("blocked", {"reply_code": 550, "diagnostic": "550 Sending host is blacklisted"}),
+        pytest.param(
+            "blocked",
+            {"reply_code": 550, "diagnostic": "550 Sending host is blacklisted"},
+            marks=PENDING,
+        ),
         (
             "norelaying",
             {"status": "5.7.1", "diagnostic": "550 5.7.1 Relaying denied for bob@example.net"},
@@ -252,6 +258,7 @@ Your message to bob@example.net could not be delivered: no such member.
     assert rc.status in (None, "5.0.0")
 
 
+@PENDING
 @pytest.mark.parametrize(
     "text",
     [
@@ -298,6 +305,7 @@ Message-ID: <lunch-1@example.org>
 """.encode()
 
 
+@PENDING
 def test_delivery_status_without_recipient_fields_falls_back_to_the_text() -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\nArrival-Date: Tue, 3 Mar 2026 10:14:58 +0100\n",
@@ -310,6 +318,7 @@ def test_delivery_status_without_recipient_fields_falls_back_to_the_text() -> No
     assert r.kind is ReportKind.BOUNCE
 
 
+@PENDING
 def test_internal_final_recipient_reports_the_original_recipient() -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\n\n"
@@ -323,6 +332,7 @@ def test_internal_final_recipient_reports_the_original_recipient() -> None:
     assert rc.recipient == "bob@example.net"
 
 
+@PENDING
 def test_internal_final_recipient_reports_the_expanded_from_address() -> None:
     # Postfix bounce(8) names the address before alias expansion: "(expanded from <x>)"
     raw = _report(
@@ -336,6 +346,7 @@ def test_internal_final_recipient_reports_the_expanded_from_address() -> None:
     assert rc.recipient == "bob@example.net"
 
 
+@PENDING
 def test_bare_local_part_gets_the_reporting_domain() -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\n\n"

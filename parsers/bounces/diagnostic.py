@@ -318,6 +318,28 @@ def find_address(text: str) -> str | None:
 _DDA_PREFIXES: Final = ("smtp=", "rfc-822=", "rfc822=")
 
 
+def _unwrap(v: str) -> str:
+    """An address with an X.400 attribute type before it or text run into its domain."""
+    local, at, domain = v.rpartition("@")
+    if not at:
+        return v
+    # An X.400 O/R address carries the Internet address in a domain-defined attribute:
+    # "RFC-822=" (RFC 2156 section 4.2.6) or, in Exchange's legacy NDRs, "dda:SMTP="; the
+    # ";" or ":" before it already ended the match, the attribute type is left.
+    low = local.lower()
+    for prefix in _DDA_PREFIXES:
+        if low.startswith(prefix) and len(local) > len(prefix):
+            local = local[len(prefix) :]
+            break
+    # A domain never holds an empty label (RFC 5321 section 4.1.2, Domain = sub-domain
+    # *("." sub-domain)): "x@example.net...User unknown" is Sendmail's usrerr() text
+    # ("<addr>... User unknown") run into the address.
+    cut = domain.find("..")
+    if cut >= 0:
+        domain = domain[:cut]
+    return f"{local}@{domain}" if domain else v
+
+
 def clean_address(value: str) -> str:
     """Strip the RFC 3464 address type ("rfc822;"), brackets, quotes and trailing dots."""
     v = value.strip()
@@ -332,23 +354,8 @@ def clean_address(value: str) -> str:
     v = v.strip().strip("<>'").rstrip(".:;,").strip()
     if v.count('"') == 1:
         v = v.replace('"', "")
-    local, at, domain = v.rpartition("@")
-    if at:
-        # An X.400 O/R address carries the Internet address in a domain-defined attribute:
-        # "RFC-822=" (RFC 2156 section 4.2.6) or, in Exchange's legacy NDRs, "dda:SMTP=";
-        # the ";"/":" before it already ended the match, the attribute type is left.
-        low = local.lower()
-        for prefix in _DDA_PREFIXES:
-            if low.startswith(prefix) and len(local) > len(prefix):
-                local = local[len(prefix) :]
-                break
-        # A domain never holds an empty label (RFC 5321 section 4.1.2, Domain = sub-domain
-        # *("." sub-domain)): "x@example.net...User unknown" is Sendmail's usrerr() text
-        # ("<addr>... User unknown") run into the address.
-        cut = domain.find("..")
-        if cut >= 0:
-            domain = domain[:cut]
-        v = f"{local}@{domain}" if domain else v
+    if "=" in v or ".." in v:
+        v = _unwrap(v)
     if "@" in v and (" " in v or v.startswith(("|", "/"))):
         # Exim names pipe/file deliveries with the address inside: "|/bin/x user@example.com"
         found = ADDR_RE.search(v)

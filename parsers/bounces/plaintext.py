@@ -55,15 +55,14 @@ _SUBJECT_RE: Final = re.compile(
 # Header lines quoted in the explanation name senders and message ids, not failed recipients.
 # "To:" and "Cc:" too: Exchange's "Your message / To: ... / Cc: ... / Subject: / Sent:"
 # summary lists everyone the message was sent to, the failed ones are listed below it.
+# Lines quoted with "> " (RFC 3676 section 4.5 quote marks) are the returned message, not the
+# notice, whatever they say; Sendmail's transcript lines start with ">>>" and stay.
 _HEADER_LINE_RE: Final = re.compile(
-    r"^[ \t>]*(message-id|in-reply-to|references|received|return-path|from|to|cc|bcc|"
-    r"reply-to|sender|date|sent|subject|delivered-to|envelope-to|x-[\w-]+|list-[\w-]+|"
-    r"dkim-signature|id)[ \t]*[:=]",
+    r"^(?:[ \t]*>(?!>)|[ \t>]*(message-id|in-reply-to|references|received|return-path|from|"
+    r"to|cc|bcc|reply-to|sender|date|sent|subject|delivered-to|envelope-to|x-[\w-]+|"
+    r"list-[\w-]+|dkim-signature|id)[ \t]*[:=])",
     re.IGNORECASE | re.MULTILINE,
 )
-# Lines quoted with "> " (RFC 3676 section 4.5 quote marks) are the returned message, not the
-# notice; Sendmail's transcript lines start with ">>>" and stay.
-_QUOTED_LINE_RE: Final = re.compile(r"[ \t]*>(?!>)")
 # Words right before an address that make it the sender, not a recipient: "Your message from
 # <a>", "Sender: a", "sent by a", "Return-Path: <a>", "originator a".
 _SENDER_BEFORE_RE: Final = re.compile(
@@ -173,26 +172,30 @@ def decode(mail: Mail) -> BounceReport | None:
     # from each address to its line's start was quadratic on a long line of addresses)
     line_start, scanned, quoted_header = 0, 0, False
     asides: dict[str, bool] = {}
+    # what depends on the address alone is decided once per distinct address (a hostile text
+    # can repeat one address thousands of times)
+    usable: dict[str, bool] = {}
     for start, end, addr in found:
-        local = addr.split("@", 1)[0]
-        if addr.lower() in own or _SYSTEM_LOCAL_RE.match(local):
-            continue
-        if wanted and addr.lower() not in wanted_lower:
+        key = addr.lower()
+        ok = usable.get(key)
+        if ok is None:
+            ok = usable[key] = not (
+                key in own
+                or _SYSTEM_LOCAL_RE.match(key.split("@", 1)[0])
+                or (wanted and key not in wanted_lower)
+                or key in helpdesk
+            )
+        if not ok:
             continue
         nl = head.rfind("\n", scanned, start)
         if nl >= 0 or scanned == 0:
             line_start = nl + 1
-            quoted_header = (
-                _HEADER_LINE_RE.match(head, line_start) is not None
-                or _QUOTED_LINE_RE.match(head, line_start) is not None
-            )
+            quoted_header = _HEADER_LINE_RE.match(head, line_start) is not None
         scanned = start
-        if quoted_header or addr.lower() in helpdesk:
+        if quoted_header:
             continue
         if not wanted:
-            # the words before its first occurrence decide for all (an address repeated
-            # thousands of times is looked back from once)
-            key = addr.lower()
+            # the words before its first occurrence outside quoted lines decide for all
             aside = asides.get(key)
             if aside is None:
                 aside = asides[key] = _aside(head, line_start, start)
