@@ -669,6 +669,32 @@ def _hard(reason: Reason, klass: str | None) -> bool | None:
     return False
 
 
+# Texts that say a delivery failed for good even when they carry no code: RFC 3463 section
+# 3.1's "permanent failure" (class 5) in words, as notices write it ("This is a permanent
+# error", qmail's "I'm not going to try again", "will not be retried", "failed permanently").
+_PERMANENT_WORDS: Final = (
+    "permanent error",
+    "permanent failure",
+    "permanent fatal",
+    "permanently",
+    "fatal error",
+    "will not be retried",
+    "not going to try again",
+    "given up",
+    "could not be delivered",
+    "undeliverable",
+    "delivery failed",
+)
+
+
+def _failure_known(f: _Facts) -> bool:
+    """Whether the inputs say a delivery failed: a 4xx/5xx code or class, Action: failed, or
+    the text in words (``_PERMANENT_WORDS``)."""
+    if f.klass in ("4", "5") or f.action == "failed" or f.kind == "expired":
+        return True
+    return any(w in f.text for w in _PERMANENT_WORDS)
+
+
 _FALLBACK: Final = Rule(
     id="fallback-undefined",
     reason=R.UNDEFINED,
@@ -831,8 +857,11 @@ class Classifier:
             _FALLBACK,
         )
         reason = rule.reason
-        if reason in NOT_A_FAILURE:
-            hard: bool | None = None
+        if reason is R.UNDEFINED and _failure_known(f):
+            # a failure whose cause no rule names: not known to be the address's, so soft
+            hard: bool | None = False
+        elif reason in NOT_A_FAILURE:
+            hard = None
         else:
             hard = rule.hard if rule.hard is not None else _hard(reason, f.klass)
         return Classification(

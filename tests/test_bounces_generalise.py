@@ -16,8 +16,6 @@ from mtalens.parsers.bounces.diagnostic import clean_address, find_status
 from mtalens.pipeline.classify import classify
 
 FIX = Path(__file__).parent / "fixtures" / "bounces" / "generalise"
-# a class not fixed yet: the test must fail until it is (strict)
-PENDING = pytest.mark.xfail(strict=True, reason="issue 13 item 3: not fixed yet")
 
 
 def mail(headers: str, body: str) -> bytes:
@@ -207,11 +205,21 @@ def test_sendmail_dots_after_address_in_prose() -> None:
             "blocked",
             {"status": "5.7.1", "diagnostic": "550 5.7.1 Your IP address is on a blocklist"},
         ),
-        pytest.param(
-            "blocked",
-            {"reply_code": 550, "diagnostic": "550 Sending host is blacklisted"},
-            marks=PENDING,
+        ("blocked", {"reply_code": 550, "diagnostic": "550 Sending host is blacklisted"}),
+        ("blocked", {"reply_code": 554, "diagnostic": "554 you are listed at bl.example.net"}),
+        (
+            "spamdetected",
+            {"status": "5.7.1", "diagnostic": "554 5.7.1 Message rejected: we do not accept spam"},
         ),
+        ("spamdetected", {"reply_code": 554, "diagnostic": "554 Denied: spam"}),
+        (
+            "mailboxfull",
+            {
+                "reply_code": 554,
+                "diagnostic": "554 The recipient mailbox is over its storage limit",
+            },
+        ),
+        ("mailboxfull", {"reply_code": 550, "diagnostic": "550 user has exceeded its quota"}),
         (
             "norelaying",
             {"status": "5.7.1", "diagnostic": "550 5.7.1 Relaying denied for bob@example.net"},
@@ -258,7 +266,6 @@ Your message to bob@example.net could not be delivered: no such member.
     assert rc.status in (None, "5.0.0")
 
 
-@PENDING
 @pytest.mark.parametrize(
     "text",
     [
@@ -277,7 +284,7 @@ def test_hard_is_known_when_the_text_says_the_failure_is_permanent(text: str) ->
 # --- recipients lost -----------------------------------------------------------------------
 
 
-def _report(status_fields: str, human: str) -> bytes:
+def _report(status_fields: str, human: str, to: str = "bob@example.net") -> bytes:
     return f"""\
 From: MAILER-DAEMON@mx.example.net
 To: alice@example.org
@@ -297,7 +304,7 @@ Content-Type: message/delivery-status
 Content-Type: text/rfc822-headers
 
 From: alice@example.org
-To: bob@example.net
+To: {to}
 Subject: lunch
 Message-ID: <lunch-1@example.org>
 
@@ -305,7 +312,6 @@ Message-ID: <lunch-1@example.org>
 """.encode()
 
 
-@PENDING
 def test_delivery_status_without_recipient_fields_falls_back_to_the_text() -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\nArrival-Date: Tue, 3 Mar 2026 10:14:58 +0100\n",
@@ -318,7 +324,6 @@ def test_delivery_status_without_recipient_fields_falls_back_to_the_text() -> No
     assert r.kind is ReportKind.BOUNCE
 
 
-@PENDING
 def test_internal_final_recipient_reports_the_original_recipient() -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\n\n"
@@ -332,7 +337,6 @@ def test_internal_final_recipient_reports_the_original_recipient() -> None:
     assert rc.recipient == "bob@example.net"
 
 
-@PENDING
 def test_internal_final_recipient_reports_the_expanded_from_address() -> None:
     # Postfix bounce(8) names the address before alias expansion: "(expanded from <x>)"
     raw = _report(
@@ -346,15 +350,24 @@ def test_internal_final_recipient_reports_the_expanded_from_address() -> None:
     assert rc.recipient == "bob@example.net"
 
 
-@PENDING
-def test_bare_local_part_gets_the_reporting_domain() -> None:
+@pytest.mark.parametrize(
+    ("returned_to", "want"),
+    [
+        # the returned message was sent to the same local part: that is the address
+        ("Bob <bob@example.net>", "bob@example.net"),
+        # else the reporting MTA qualified it with its own name (RFC 5321 section 2.3.5)
+        ("team@example.net", "bob@mx.example.net"),
+    ],
+)
+def test_bare_local_part_gets_the_reporting_domain(returned_to: str, want: str) -> None:
     raw = _report(
         "Reporting-MTA: dns; mx.example.net\n\n"
         "Final-Recipient: rfc822; bob\nAction: failed\nStatus: 5.1.1\n",
         "bob... User unknown\n",
+        to=returned_to,
     )
     (rc,) = decode(raw).recipients
-    assert rc.recipient == "bob@mx.example.net"
+    assert rc.recipient == want
 
 
 # --- not failures --------------------------------------------------------------------------

@@ -148,13 +148,32 @@ def decode(mail: Mail) -> BounceReport | None:
     head, returned = split_returned(text)
     if not mail.header("x-failed-recipients") and _challenge(mail.subject, head):
         return base_report(mail, kind=ReportKind.AUTOREPLY, agent=NAME)
+    failed = [clean_address(a) for a in (mail.header("x-failed-recipients") or "").split(",")]
+    wanted = [a for a in failed if "@" in a]
+    delayed = is_delay(mail.subject[:2000] + "\n" + head[:2000])
+    found = prose_recipients(mail, head, wanted, Action.DELAYED if delayed else Action.FAILED)
+    if not found:
+        return None
+    return base_report(
+        mail,
+        kind=ReportKind.DELAYED if delayed else ReportKind.BOUNCE,
+        agent=NAME,
+        recipients=found,
+        original=returned_original(mail, returned),
+    )
+
+
+def prose_recipients(
+    mail: Mail, head: str, wanted: list[str], action: Action
+) -> tuple[BounceRecipient, ...]:
+    """The recipients a notice's prose (``head``: the text before the returned message) names,
+    each with the status and reply code of the text around it; only those of ``wanted`` when
+    it is given (``X-Failed-Recipients``). The report's own From:/To: are not recipients."""
     own = {
         a.lower()
         for a in (find_address(mail.header("from") or ""), find_address(mail.header("to") or ""))
         if a
     }
-    failed = [clean_address(a) for a in (mail.header("x-failed-recipients") or "").split(",")]
-    wanted = [a for a in failed if "@" in a]
     wanted_lower = {w.lower() for w in wanted}
     # addresses are looked for in the first PROSE_WINDOW characters (a notice is a few kB;
     # every address found costs a little, and a hostile text can be all addresses)
@@ -202,8 +221,6 @@ def decode(mail: Mail) -> BounceReport | None:
             if aside:
                 continue
         positions.append((start, end, addr))
-    delayed = is_delay(mail.subject[:2000] + "\n" + head[:2000])
-    action = Action.DELAYED if delayed else Action.FAILED
     recipients: dict[str, BounceRecipient] = {}
     nxt_other, prev_other = _neighbours([p[2].lower() for p in positions])
     for idx, (start, _end, addr) in enumerate(positions):
@@ -229,12 +246,4 @@ def decode(mail: Mail) -> BounceReport | None:
         for addr in wanted:
             if addr.lower() not in recipients:
                 recipients[addr.lower()] = replace(shared, recipient=addr)
-    if not recipients:
-        return None
-    return base_report(
-        mail,
-        kind=ReportKind.DELAYED if delayed else ReportKind.BOUNCE,
-        agent=NAME,
-        recipients=tuple(recipients.values()),
-        original=returned_original(mail, returned),
-    )
+    return tuple(recipients.values())

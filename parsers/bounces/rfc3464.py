@@ -30,6 +30,7 @@ from mtalens.parsers.bounces.diagnostic import (
     squeeze,
 )
 from mtalens.parsers.bounces.mime import Mail, Part, decode_text, parse_date
+from mtalens.parsers.bounces.plaintext import prose_recipients
 from mtalens.parsers.bounces.records import (
     MAX_RECIPIENTS,
     Action,
@@ -37,6 +38,7 @@ from mtalens.parsers.bounces.records import (
     BounceReport,
     ReportKind,
 )
+from mtalens.parsers.bounces.textbounce import is_delay, split_returned
 
 NAME: Final = "rfc3464"
 
@@ -159,11 +161,20 @@ def recipient_from_group(group: list[tuple[str, str]], human: str) -> BounceReci
         return None
     addr = clean_address(final)
     orig = _get(group, "original-recipient")
-    if not usable_address(addr) and orig and usable_address(clean_address(orig)):
+    if (not usable_address(addr) or internal_address(addr)) and orig:
         # A Final-Recipient rewritten to an internal route ("@smtp.example.net:user@server",
-        # Sun ONE Messaging Server's LMTP hop) or with its local part lost ("@mx.example.org"):
-        # the Original-Recipient (RFC 3464 section 2.3.1) is the address that was sent to.
-        addr = clean_address(orig)
+        # Sun ONE Messaging Server's LMTP hop), with its local part lost ("@mx.example.org")
+        # or to an internal host ("user@mailstore01.localdomain" after alias expansion): the
+        # Original-Recipient (RFC 3464 section 2.3.1) is the address that was sent to.
+        cleaned = clean_address(orig)
+        if usable_address(cleaned) and not internal_address(cleaned):
+            addr = cleaned
+    if internal_address(addr) and human:
+        # Postfix bounce(8) names the address before alias expansion in its explanation:
+        # "<user@internal.host> (expanded from <user@example.com>): ..."
+        before = expanded_from(human, addr)
+        if before is not None:
+            addr = before
     if not addr:
         return None
     action_raw = (_get(group, "action") or "").strip().lower().split(" ")[0]
@@ -260,6 +271,58 @@ def _squeezed_tail(text: str, end: int, n: int) -> str:
 def usable_address(addr: str) -> bool:
     local, at, domain = addr.rpartition("@")
     return bool(at and local and domain and not local.startswith(("@", "/", "|")))
+
+
+# Names that are not Internet mail domains: a single label, or a name under a suffix reserved
+# for local use (RFC 6761 section 6.3 "localhost", RFC 6762 ".local", RFC 8375 "home.arpa",
+# ICANN's 2024 reservation of ".internal") or the private suffixes MTAs are commonly given
+# (".localdomain", ".lan", ".intranet", ".corp"). A Final-Recipient there is the address after
+# an internal rewrite, not the one that was sent to.
+_INTERNAL_SUFFIXES: Final = (
+    ".localhost",
+    ".localdomain",
+    ".local",
+    ".internal",
+    ".home.arpa",
+    ".lan",
+    ".intranet",
+    ".corp",
+)
+
+
+def internal_address(addr: str) -> bool:
+    _, at, domain = addr.rpartition("@")
+    if not at or not domain:
+        return False
+    d = "." + domain.lower().rstrip(".")
+    return "." not in d[1:] or d.endswith(_INTERNAL_SUFFIXES)
+
+
+_EXPANDED_FROM_RE: Final = re.compile(r"\(expanded from:? *<?([^\s<>()]+@[^\s<>()]+?)>?\)", re.I)
+
+
+def expanded_from(human: str, addr: str) -> str | None:
+    """The "(expanded from <x>)" address right after ``addr`` in the explanation, if usable."""
+    idx = human.lower().find(addr.lower())
+    if idx < 0:
+        return None
+    m = _EXPANDED_FROM_RE.search(human, idx + len(addr), idx + len(addr) + 300)
+    if m is None:
+        return None
+    got = clean_address(m.group(1))
+    return got if usable_address(got) and not internal_address(got) else None
+
+
+def qualify_local_part(addr: str, domain: str | None) -> str:
+    """A bare local part ("Final-Recipient: rfc822; bob") is an address of the reporting
+    system: an MTA qualifies unqualified addresses with its own domain (RFC 5321 section
+    2.3.5 requires fully qualified names; Sendmail appends $j, Postfix $myorigin)."""
+    return f"{addr}@{domain}" if domain and local_part(addr) else addr
+
+
+def local_part(addr: str) -> bool:
+    """A bare local part: no "@", and not a file or pipe delivery ("/var/mail/x", "|prog")."""
+    return bool(addr) and "@" not in addr and not any(c in addr for c in ' /|"<>')
 
 
 def _near(human: str, addr: str) -> str | None:
@@ -392,6 +455,15 @@ def human_text(mail: Mail, dsn: Part | None) -> str:
     return ""
 
 
+def _reporting_domain(reporting: str | None, mail: Mail) -> str | None:
+    """The reporting MTA's name (Reporting-MTA, RFC 3464 section 2.2.2), else the domain of
+    the report's From: address."""
+    if reporting and " " not in reporting.strip() and "." in reporting:
+        return reporting.strip().lower().rstrip(".")
+    sender = find_address(mail.header("from") or "")
+    return sender.rpartition("@")[2].lower() or None if sender else None
+
+
 def decode(mail: Mail) -> BounceReport | None:
     dsn = dsn_part(mail)
     if dsn is None:
@@ -419,6 +491,15 @@ def decode(mail: Mail) -> BounceReport | None:
     )
     if not recipients:
         recipients = listed_in_text(human)
+    if not recipients and not rcpt_groups and human:
+        # Only per-message fields (RFC 3464 section 2.2): the explanation (section 2.1, the
+        # first part "describes the condition(s)") names the recipients; it is read like a
+        # prose bounce, up to the returned message.
+        head, _ = split_returned(human[:HUMAN_WINDOW])
+        action = (
+            Action.DELAYED if is_delay(mail.subject[:2000] + "\n" + head[:2000]) else Action.FAILED
+        )
+        recipients = prose_recipients(mail, head, [], action)
     merged = per_message + [f for g in rcpt_groups for f in g]
     _, reporting = split_typed(_get(merged, "reporting-mta"))
     _, received_from = split_typed(_get(merged, "received-from-mta"))
@@ -429,10 +510,17 @@ def decode(mail: Mail) -> BounceReport | None:
     if original is None or original.message_id is None:
         original = original_from_text(human) or original
     if len(recipients) == 1 and not usable_address(recipients[0].recipient):
-        # No local part and no Original-Recipient: the returned message's To: is the recipient.
+        # No local part and no Original-Recipient: the returned message's To: is the
+        # recipient; a bare local part only when the To: has the same one.
         to = find_address(original.to) if original and original.to else None
-        if to:
+        bare = recipients[0].recipient
+        if to and (not local_part(bare) or to.rpartition("@")[0].lower() == bare.lower()):
             recipients = (replace(recipients[0], recipient=to),)
+    domain = _reporting_domain(reporting, mail)
+    recipients = tuple(
+        r if "@" in r.recipient else replace(r, recipient=qualify_local_part(r.recipient, domain))
+        for r in recipients
+    )
     env = _get(merged, "original-envelope-id")
     return base_report(
         mail,
