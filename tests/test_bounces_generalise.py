@@ -7,15 +7,11 @@ taken from the development corpus.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mtalens.parsers.bounces import Action, ReportKind, decode
 from mtalens.parsers.bounces.diagnostic import clean_address, find_status
 from mtalens.pipeline.classify import classify
-
-FIX = Path(__file__).parent / "fixtures" / "bounces" / "generalise"
 
 
 def mail(headers: str, body: str) -> bytes:
