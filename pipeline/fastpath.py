@@ -62,6 +62,7 @@ from mtalens.pipeline.correlate import (
     ends_message,
     late_notification_target,
 )
+from mtalens.pipeline.store import next_seq
 
 if TYPE_CHECKING:
     from mtalens.pipeline.ingest import Checkpoint, LineCounts, LogIngestor
@@ -1005,6 +1006,12 @@ class FastIngest:
                 self._in_txn = True
             try:
                 for name, cols, tbl in tables:
+                    if name == "delivery_log":
+                        # numbered in line order (scanner rows and fallback rows come apart)
+                        tbl = tbl.sort_by("line_offset")
+                        first = next_seq(con, tbl.num_rows)
+                        seq = pa.array(range(first, first + tbl.num_rows), pa.int64())
+                        tbl, cols = tbl.append_column("seq", seq), (*cols, "seq")
                     buffers.append(con, name, cols, tbl)
                 if commit:
                     buffers.flush(con)

@@ -53,7 +53,7 @@ from mtalens.pipeline.correlate import (
     stale_horizon,
 )
 from mtalens.pipeline.exitcodes import InputError
-from mtalens.pipeline.store import Store
+from mtalens.pipeline.store import Store, next_seq
 
 log = logging.getLogger(__name__)
 
@@ -762,7 +762,10 @@ class LogIngestor:
         now = self.clock()
         messages = list(batch.touched.values())
         with self.store.transaction() as con:
-            _insert(con, "delivery_log", DELIVERY_COLUMNS, batch.deliveries)
+            if batch.deliveries:  # in line order: the correlator appends them as it reads
+                first = next_seq(con, len(batch.deliveries))
+                rows = [(*r, first + i) for i, r in enumerate(batch.deliveries)]
+                _insert(con, "delivery_log", (*DELIVERY_COLUMNS, "seq"), rows)
             _insert(con, "rejection_log", REJECTION_COLUMNS, batch.rejections)
             _insert(con, "auth_failure_log", AUTH_COLUMNS, batch.auth_failures)
             _insert(con, "event_log", EVENT_COLUMNS, batch.events)

@@ -410,3 +410,14 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     except duckdb.TransactionException as exc:
         if "no transaction is active" not in str(exc):
             raise
+
+
+def next_seq(con: duckdb.DuckDBPyConnection, n: int) -> int:
+    """The first of ``n`` consecutive new ``delivery_log.seq`` numbers (migration 0017: the
+    order attempts were read in), drawn from ``delivery_seq`` (one writer at a time: nothing
+    else draws meanwhile, so the ``n`` are consecutive)."""
+    rows = con.execute("SELECT max(nextval('delivery_seq')) FROM range(?)", [n]).fetchall()
+    row = rows[0] if rows else None
+    if row is None or row[0] is None:
+        raise StoreError("the store has no delivery sequence (migration 0017)")
+    return int(row[0]) - n + 1

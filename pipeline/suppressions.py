@@ -552,16 +552,12 @@ def rows_past_watermark(store: Store, state: SummaryState) -> bool:
 
 
 _DELIVERY_COLUMNS: Final = (
-    "message_key, recipient, logged_at, line_offset, status, dsn, reply_code, diagnostic,"
+    "message_key, recipient, logged_at, line_offset, seq, status, dsn, reply_code, diagnostic,"
     " reason, category, rule_id"
 )
 # an attempt l after attempt f of the same message and recipient (recipient_outcomes' order:
-# logged_at, then line_offset with NULL first)
-_LATER: Final = (
-    "l.message_key = f.message_key AND l.recipient = f.recipient"
-    " AND (l.logged_at > f.logged_at OR (l.logged_at = f.logged_at"
-    " AND coalesce(l.line_offset, -1) > coalesce(f.line_offset, -1)))"
-)
+# seq, the order they were read in; migration 0017)
+_LATER: Final = "l.message_key = f.message_key AND l.recipient = f.recipient AND l.seq > f.seq"
 
 
 def _stage_delta(

@@ -27,6 +27,7 @@ from mtalens.pipeline import fastpath
 from mtalens.pipeline.ingest import Checkpoint, LogIngestor
 from mtalens.pipeline.store import Store
 from tests.conftest import need
+from tests.test_watch import SEQ_ORDER
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_logs" / "postfix"
@@ -57,7 +58,8 @@ def _ingestor(store: Store, fast: bool, **kw: Any) -> LogIngestor:
 def _snapshot(store: Store) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for t in TABLES:
-        rows = store.con.execute(f"SELECT * FROM {t}").fetchall()
+        cols = SEQ_ORDER if t == "delivery_log" else "*"
+        rows = store.con.execute(f"SELECT {cols} FROM {t}").fetchall()
         out[t] = sorted(rows, key=repr)
     out["line_accounting"] = sorted(
         store.con.execute(

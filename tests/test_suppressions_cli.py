@@ -217,6 +217,14 @@ def test_migration_folds_stored_forms(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(
         store_module, "load_migrations", lambda: [m for m in every if m.version <= 11]
     )
+    # and the code of that time: the final attempt by (logged_at, line_offset), no seq (0017)
+    monkeypatch.setattr(S, "_DELIVERY_COLUMNS", S._DELIVERY_COLUMNS.replace(" seq,", ""))
+    monkeypatch.setattr(
+        S, "_LATER",
+        "l.message_key = f.message_key AND l.recipient = f.recipient"
+        " AND (l.logged_at > f.logged_at OR (l.logged_at = f.logged_at"
+        " AND coalesce(l.line_offset, -1) > coalesce(f.line_offset, -1)))",
+    )  # fmt: skip
     now = day(5)
     with Store.open(path) as old:
         assert old.con.execute("SELECT max(version) FROM schema_migrations").fetchone() == (11,)
