@@ -875,11 +875,14 @@ class FastIngest:
                     keys.append(st.key)
                 elif code == 3:
                     st.message_id = op[3]
+                    counts.cleanup_processed += 1
                 elif code == 4:
                     st.sender, st.size, st.nrcpt = op[3], op[4], op[5]
+                    counts.inserted(op[4], op[5])
                     if st.arrived_at is None:
                         st.arrived_at = at
                 elif code == 5:
+                    counts.removed += 1
                     st.removed_at = at
                     del open_[k]
                     cor.remember_closed(st)
@@ -891,6 +894,7 @@ class FastIngest:
                     )
             elif code == 1:
                 k = op[2]
+                counts.smtpd_processed[op[6] or ""] += 1
                 cor.client(k[0], k[1], op[1], sk, "smtpd", op[3], op[4], op[5], op[6], op[7],
                            op[8])  # fmt: skip
             elif code == 2:
@@ -925,6 +929,7 @@ class FastIngest:
                 env = v.envelope
                 self.cor.feed_record(v.record, env.logged_at, env.host, v.instance, v.service,
                                      cp.source_key, offset, rows)  # fmt: skip
+                counts.note(v.record)
                 counts.stored += 1
             elif type(v) is Skipped:
                 counts.ignore(v.rule)

@@ -36,6 +36,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from mtalens.parsers import formats
+from mtalens.parsers import postfix as pf
 from mtalens.parsers.formats import LineParser
 from mtalens.parsers.lines import Malformed, Parsed, Skipped
 from mtalens.parsers.syslog import SyslogClock, month_of_3164
@@ -720,6 +721,7 @@ class LogIngestor:
                         source_key=cp.source_key,
                         offset=offset,
                     )
+                    counts.note(rec)
                 counts.stored += 1
             elif type(v) is Skipped:
                 counts.ignore(v.rule)
@@ -819,8 +821,39 @@ class LineCounts:
     ignored: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
 
+    # what postfix_exporter counts of the queue manager and cleanup (pipeline/metrics.py
+    # record_queue): qmgr "from=... (queue active)" lines with their size and recipients,
+    # removals, expiries; cleanup "message-id=" lines
+    inserted_sizes: list[int] = field(default_factory=list)
+    inserted_rcpts: list[int] = field(default_factory=list)
+    removed: int = 0
+    expired: int = 0
+    cleanup_processed: int = 0
+    smtpd_processed: Counter[str] = field(default_factory=Counter)  # by SASL method ("" none)
+
     def ignore(self, rule: str) -> None:
         self.ignored[rule] += 1
+
+    def inserted(self, size: int, nrcpt: int | None) -> None:
+        self.inserted_sizes.append(size)
+        if nrcpt is not None:
+            self.inserted_rcpts.append(nrcpt)
+
+    def note(self, rec: object) -> None:
+        """Count one parsed record of the kinds above (both ingest paths call this)."""
+        t = type(rec)
+        if t is pf.QueueActive:
+            assert isinstance(rec, pf.QueueActive)
+            self.inserted(rec.size, rec.nrcpt)
+        elif t is pf.Removed:
+            self.removed += 1
+        elif t is pf.Expired:
+            self.expired += 1
+        elif t is pf.MessageId:
+            self.cleanup_processed += 1
+        elif t is pf.Client:
+            assert isinstance(rec, pf.Client)
+            self.smtpd_processed[rec.sasl_method or ""] += 1
 
     def quarantine(self, reason: str) -> None:
         self.quarantined[reason] += 1

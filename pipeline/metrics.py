@@ -40,6 +40,9 @@ import pyarrow.compute as pc
 # shape here (1 ms .. ~9 days is too wide for a text page; 1 ms .. ~524 s covers delivery stages).
 DELAY_BUCKETS: Final = tuple(1e-3 * 2**i for i in range(20))
 LAG_BUCKETS: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# postfix_exporter's qmgr histograms: recipients 1, 2, 4 ... 128; sizes 1 kB, 10 kB ... 1 GB
+RCPT_BUCKETS: Final = tuple(float(2**i) for i in range(8))
+SIZE_BUCKETS: Final = tuple(10.0 ** (3 + i) for i in range(7))
 DELAY_STAGES: Final = (
     ("delay_before_queue", "before_queue_manager"),
     ("delay_in_queue", "queue_manager"),
@@ -293,6 +296,12 @@ class Metrics:
             self.inc("postfix_smtpd_messages_rejected_total",
                      "Messages rejected by smtpd, by reply code.", float(vc["counts"]),
                      code=vc["values"])  # fmt: skip
+        cleanup = pc.and_(pc.equal(_label_column(tbl["service"], ""), "cleanup"),
+                          pc.is_in(_label_column(tbl["action"], ""),
+                                   pa.array(["reject", "milter-reject"])))  # fmt: skip
+        n_cleanup = pc.sum(pc.cast(cleanup, pa.int64())).as_py() or 0
+        self.inc("postfix_cleanup_messages_rejected_total",
+                 "Total number of messages rejected by cleanup.", float(n_cleanup))  # fmt: skip
 
     def record_event_table(self, tbl: pa.Table) -> None:
         """postfix_exporter's smtpd and TLS counters from an Arrow table of ``event_log`` rows:
@@ -330,6 +339,30 @@ class Metrics:
                          f"{direction} TLS connections.", trust=_TLS_TRUST[kind],
                          protocol=protocol, cipher=cipher, secret_bits=secret,
                          algorithm_bits=algorithm)  # fmt: skip
+
+    def record_queue(self, counts: Any) -> None:
+        """postfix_exporter's qmgr and cleanup series from one commit's line counts
+        (``ingest.LineCounts``): messages inserted into the active queue (one per qmgr
+        ``from=... (queue active)`` line, as the exporter counts them) with their recipients and
+        size, removed, expired; messages cleanup processed (``message-id=`` lines)."""
+        if counts.inserted_rcpts:
+            self.observe_many("postfix_qmgr_messages_inserted_receipients",
+                              "Number of recipients per message inserted into the mail queues.",
+                              [float(n) for n in counts.inserted_rcpts], RCPT_BUCKETS)  # fmt: skip
+        if counts.inserted_sizes:
+            self.observe_many("postfix_qmgr_messages_inserted_size_bytes",
+                              "Size of messages inserted into the mail queues in bytes.",
+                              [float(n) for n in counts.inserted_sizes], SIZE_BUCKETS)  # fmt: skip
+        self.inc("postfix_qmgr_messages_removed_total",
+                 "Total number of messages removed from mail queues.", float(counts.removed))  # fmt: skip
+        self.inc("postfix_qmgr_messages_expired_total",
+                 "Total number of messages expired from mail queues.", float(counts.expired))  # fmt: skip
+        self.inc("postfix_cleanup_messages_processed_total",
+                 "Total number of messages processed by cleanup.", float(counts.cleanup_processed))  # fmt: skip
+        for method, n in counts.smtpd_processed.items():
+            self.inc("postfix_smtpd_messages_processed_total",
+                     "Total number of messages processed by smtpd, by SASL method.", float(n),
+                     sasl_method=method)  # fmt: skip
 
     def record_bounce(self, source: str, reason: Any, category: Any, n: float = 1.0) -> None:
         self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",

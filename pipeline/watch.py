@@ -687,6 +687,7 @@ class Watcher:
         if events is not None:
             m.record_event_table(events)
         m.record_auth_failures(0 if auths is None else auths.num_rows)
+        m.record_queue(counts)
         source = self._source_of_key.get(source_key, "rotated")
         m.record_lines(source, counts.read, counts.stored, dict(counts.ignored),
                        dict(counts.quarantined))  # fmt: skip

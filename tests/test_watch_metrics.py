@@ -245,3 +245,50 @@ def _served_metrics(tmp: Path) -> str:
     w.window()
     w.close()
     return w.metrics.render()
+
+
+QUEUE_LOG = (
+    "Mar  2 06:00:00 mx1 postfix/smtpd[301]: 4A1B2C3D01: client=unknown[198.51.100.9]\n"
+    "Mar  2 06:00:00 mx1 postfix/smtpd[302]: 4A1B2C3D02: client=mail.example.org"
+    "[203.0.113.5]:40000, sasl_method=PLAIN, sasl_username=alice\n"
+    "Mar  2 06:00:01 mx1 postfix/cleanup[501]: 4A1B2C3D01: message-id=<q1@example.org>\n"
+    "Mar  2 06:00:01 mx1 postfix/qmgr[42]: 4A1B2C3D01: from=<a@example.org>, size=2500, "
+    "nrcpt=3 (queue active)\n"
+    "Mar  2 06:00:02 mx1 postfix/cleanup[501]: 4A1B2C3D02: message-id=<q2@example.org>\n"
+    "Mar  2 06:00:02 mx1 postfix/qmgr[42]: 4A1B2C3D02: from=<b@example.org>, size=150000, "
+    "nrcpt=1 (queue active)\n"
+    "Mar  2 06:00:03 mx1 postfix/cleanup[501]: 4A1B2C3D03: reject: header Subject: spam from "
+    "unknown[198.51.100.9]; from=<c@example.org> to=<d@example.net> proto=ESMTP "
+    "helo=<x>: 5.7.1 message content rejected\n"
+    "Mar  2 06:00:04 mx1 postfix/qmgr[42]: 4A1B2C3D01: removed\n"
+    "Mar  3 06:00:04 mx1 postfix/qmgr[42]: 4A1B2C3D02: from=<b@example.org>, status=expired, "
+    "returned to sender\n"
+    "Mar  3 06:00:04 mx1 postfix/qmgr[42]: 4A1B2C3D02: removed\n"
+)
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["fast", "pure"])
+def test_postfix_exporter_qmgr_and_cleanup_series(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pure: bool
+) -> None:
+    if pure:
+        monkeypatch.setenv("MTALENS_PURE_PYTHON", "1")
+    log = tmp_path / "mail.log"
+    log.write_text(QUEUE_LOG)
+    w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), logs=(str(log),), timezone="UTC",
+                            year=2026))  # fmt: skip
+    w.window()
+    w.close()
+    text = w.metrics.render()
+    assert "postfix_cleanup_messages_processed_total 2" in text
+    assert 'postfix_smtpd_messages_processed_total{sasl_method=""} 1' in text
+    assert 'postfix_smtpd_messages_processed_total{sasl_method="PLAIN"} 1' in text
+    assert "postfix_cleanup_messages_rejected_total 1" in text
+    assert "postfix_qmgr_messages_removed_total 2" in text
+    assert "postfix_qmgr_messages_expired_total 1" in text
+    assert "# TYPE postfix_qmgr_messages_inserted_receipients histogram" in text
+    assert 'postfix_qmgr_messages_inserted_receipients_bucket{le="1"} 1' in text
+    assert 'postfix_qmgr_messages_inserted_receipients_bucket{le="4"} 2' in text
+    assert "postfix_qmgr_messages_inserted_receipients_sum 4" in text
+    assert 'postfix_qmgr_messages_inserted_size_bytes_bucket{le="10000"} 1' in text
+    assert "postfix_qmgr_messages_inserted_size_bytes_count 2" in text
