@@ -20,7 +20,8 @@ Program names keep their instance prefix (``postfix-out/smtp``, ``postfix/submis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Final
 
 from mtalens.parsers.errors import ParseError
 
@@ -41,6 +42,11 @@ class LogLine:
     text: str  # the message after "program[pid]: "
 
 
+# An ambiguous local minute is taken as its second instance only when its first lies this far
+# before the minute read last: lines a little out of order in the first pass stay in it.
+AMBIGUOUS_SLACK: Final = timedelta(minutes=10)
+
+
 @dataclass(slots=True)
 class SyslogClock:
     """Supplies the year RFC 3164 lines leave out, and their zone.
@@ -57,6 +63,37 @@ class SyslogClock:
     tz: tzinfo = UTC
     month: int = 0
     _cache: dict[str, datetime] = field(default_factory=dict, repr=False)
+    # the local minute last resolved, its offset (seconds east of UTC) and its UTC start
+    _zone_minute: tuple[int, int, int, int, int] | None = field(default=None, repr=False)
+    _zone_offset: int = field(default=0, repr=False)
+    _zone_utc: datetime | None = field(default=None, repr=False)
+    ambiguous: bool = field(default=False, repr=False)  # the last minute resolved was
+
+    def zone_offset(self, y: int, mo: int, d: int, hh: int, mi: int) -> int:
+        """The zone's offset (seconds east of UTC) for a local minute, monotonic where the
+        local time is ambiguous: in the hour repeated when daylight saving time ends, a minute
+        whose first instance (fold=0, PEP 495) lies more than AMBIGUOUS_SLACK before the minute
+        resolved last is its second instance (fold=1), so the log's time goes on instead of
+        jumping back an hour. Both ingest paths ask this, the C scanner once per minute."""
+        key = (y, mo, d, hh, mi)
+        if key == self._zone_minute:
+            return self._zone_offset
+        local = datetime(y, mo, d, hh, mi, tzinfo=self.tz)
+        first, second = local.utcoffset(), local.replace(fold=1).utcoffset()
+        off = first or timedelta(0)
+        self.ambiguous = first != second
+        wall = datetime(y, mo, d, hh, mi, tzinfo=UTC)
+        if (
+            self.ambiguous
+            and second is not None
+            and self._zone_utc is not None
+            and wall - off < self._zone_utc - AMBIGUOUS_SLACK
+            and wall - second > wall - off
+        ):
+            off = second
+        self._zone_minute, self._zone_offset = key, int(off.total_seconds())
+        self._zone_utc = wall - off
+        return self._zone_offset
 
     def resolve(self, month: int, day: int, hh: int, mm: int, ss: int, us: int) -> datetime:
         if self.month and month < self.month and self.month - month > 6:
@@ -64,17 +101,19 @@ class SyslogClock:
             self._cache.clear()
         elif self.month == 1 and month == 12:
             # An out-of-order line from the old year right after the turn.
-            try:
-                local = datetime(self.year - 1, month, day, hh, mm, ss, us, tzinfo=self.tz)
-            except ValueError as exc:  # December 32 and the like
-                raise ParseError("bad-timestamp", str(exc)) from exc
-            return local.astimezone(UTC)
+            return self._utc(self.year - 1, month, day, hh, mm, ss, us)
         self.month = month
+        return self._utc(self.year, month, day, hh, mm, ss, us)
+
+    def _utc(self, y: int, mo: int, d: int, hh: int, mm: int, ss: int, us: int) -> datetime:
         try:
-            local = datetime(self.year, month, day, hh, mm, ss, us, tzinfo=self.tz)
-        except ValueError as exc:  # Feb 29 in a non-leap year, day 31 in a 30-day month
+            wall = datetime(y, mo, d, hh, mm, ss, us, tzinfo=UTC)
+        except ValueError as exc:  # Feb 29 in a non-leap year, December 32 and the like
             raise ParseError("bad-timestamp", str(exc)) from exc
-        return local.astimezone(UTC)
+        if self.tz is UTC:
+            self.ambiguous = False
+            return wall
+        return wall - timedelta(seconds=self.zone_offset(y, mo, d, hh, mm))
 
 
 def _parse_3164(line: str, clock: SyslogClock) -> tuple[datetime, int]:
@@ -108,7 +147,9 @@ def _parse_3164(line: str, clock: SyslogClock) -> tuple[datetime, int]:
     if not (0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61):
         raise ParseError("bad-timestamp", "time out of range")
     ts = clock.resolve(month, day, hh, mm, ss if ss < 60 else 59, us)
-    if clock.month == month:  # not an out-of-order line from the previous year
+    # not an out-of-order line from the previous year, nor a time the zone makes ambiguous (its
+    # second instance is another instant: SyslogClock.zone_offset)
+    if clock.month == month and not clock.ambiguous:
         if len(clock._cache) > 4096:
             clock._cache.clear()
         clock._cache[key] = ts

@@ -38,7 +38,7 @@ import traceback
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
@@ -94,19 +94,6 @@ def key_of(host: str, qid: str, at_us: int) -> str:
     # mtalens.pipeline.correlate.message_key: int(first_seen.timestamp() * 1_000_000), where
     # timestamp() is the correctly rounded microseconds / 10**6 (CPython datetime_timestamp)
     return f"{host}|{qid}|{int(at_us / 1_000_000 * 1_000_000)}"
-
-
-def tz_offset_fn(tz: tzinfo) -> fastscan.TzOffset | None:
-    """The callback the scanner asks, once per distinct local minute, for the zone's offset:
-    the same ``datetime(..., tzinfo=tz)`` Python's SyslogClock builds (fold=0)."""
-    if tz is UTC:
-        return None
-
-    def offset(y: int, mo: int, d: int, hh: int, mi: int) -> int:
-        off = datetime(y, mo, d, hh, mi, tzinfo=tz).utcoffset()
-        return 0 if off is None else int(off.total_seconds())
-
-    return offset
 
 
 # --- correlation on integer timestamps -----------------------------------------------------------
@@ -743,7 +730,9 @@ class FastIngest:
         # groups written in order by the commit (see _group_touched)
         self._groups: list[dict[str, tuple[Msg, bool]]] = []
         self._txn_lines = 0  # lines of the batches in that transaction
-        self._tzfn = tz_offset_fn(ing.tz)
+        # the source's own clock answers the scanner's zone questions (SyslogClock.zone_offset:
+        # the same choices as the pure path, repeated DST hour included)
+        self._utc = ing.tz is UTC
         # commit in the writer thread, overlapping the next batch's scan
         self.threaded = os.environ.get("MTALENS_FAST_SERIAL", "") != "1"
         # seconds spent per stage (bench/profile_ingest.py prints them); "write" is the writer
@@ -813,7 +802,8 @@ class FastIngest:
                     t0 = time.perf_counter()
                     sc = fastscan.scan(
                         data, pos, max_lines=batch_lines - in_batch, final=eof,
-                        clock_year=clock.year, clock_month=clock.month, tz_offset=self._tzfn,
+                        clock_year=clock.year, clock_month=clock.month,
+                        tz_offset=None if self._utc else clock.zone_offset,
                         base_offset=base,
                     )  # fmt: skip
                     t1 = time.perf_counter()

@@ -69,3 +69,29 @@ def test_both_ingest_paths_read_the_same_year(tmp_path: Path) -> None:
     assert {(t.year, t.month) for t in stamps_seen} == {(2025, 12), (2026, 1), (2026, 7)}
     # July is 2026's, not the old year's; the impossible December 32 is quarantined
     assert [r[3] for r in pure["quarantine"]] == ["bad-timestamp"]
+
+
+def test_the_hour_repeated_when_dst_ends_goes_on_monotonically(tmp_path: Path) -> None:
+    """Europe/Berlin, 2025-10-26: 02:00-02:59 CEST (UTC+2) is followed by 02:00-02:59 CET
+    (UTC+1). RFC 3164 lines say "02:30" twice; the second time is an hour later in UTC."""
+    from zoneinfo import ZoneInfo
+
+    clock = SyslogClock(year=2025, tz=ZoneInfo("Europe/Berlin"))
+    seen = []
+    for d in ("Oct 26 01:59:00", "Oct 26 02:30:00", "Oct 26 02:59:30", "Oct 26 02:55:10",
+              "Oct 26 02:05:00", "Oct 26 02:30:00", "Oct 26 02:59:59", "Oct 26 03:00:00"):  # fmt: skip
+        v = parse_line(LINE.format(d, len(seen)).encode(), clock)
+        assert isinstance(v, Parsed)
+        seen.append(v.envelope.logged_at.strftime("%H:%M:%S"))
+    # the first pass (one line a little out of order stays in it), then the second pass
+    assert seen == ["23:59:00", "00:30:00", "00:59:30", "00:55:10",
+                    "01:05:00", "01:30:00", "01:59:59", "02:00:00"]  # fmt: skip
+    # the C scanner asks the same clock: both ingest paths store the same times
+    lines = [LINE.format(d, i) for i, d in enumerate(
+        ("Oct 26 02:30:00", "Oct 26 02:59:00", "Oct 26 02:10:00", "Oct 26 02:40:00"))]  # fmt: skip
+    log = tmp_path / "dst.log"
+    log.write_text("\n".join(lines) + "\n")
+    tz = ZoneInfo("Europe/Berlin")
+    pure, _ = _run_paths([log], fast=False, year=2025, tz=tz)
+    fast, _ = _run_paths([log], fast=True, year=2025, tz=tz)
+    _assert_same(pure, fast)
