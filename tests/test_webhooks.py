@@ -181,6 +181,9 @@ def test_each_provider_signed_is_accepted_and_tampered_is_refused(keys: dict[str
     assert verify(v, "postmark", pm, basic("pm", "pm-secret")) == pm
     assert refused(v, "postmark", pm, basic("pm", "wrong")) == "bad_signature"
     assert refused(v, "sparkpost", pm) == "unsigned"
+    sp = json.dumps([{"msys": {"message_event": {"type": "bounce", "event_id": "sp-x"}}}]).encode()
+    assert verify(v, "sparkpost", sp, basic("sp", "sp-secret")) == sp
+    assert refused(v, "sparkpost", sp, basic("pm", "pm-secret")) == "bad_signature"
     form, sig = mandrill_request(MD_EVENTS[:2])
     assert json.loads(verify(v, "mandrill", form, {"x-mandrill-signature": sig})) == MD_EVENTS[:2]
     other_form, _ = mandrill_request(MD_EVENTS[2:3])
