@@ -23,18 +23,27 @@ The network side of ``mtalens.parsers.imapurl``, with the standard library's ``i
 
 Every failure (connection, TLS, login, a NO or BAD answer, a lost connection) is an
 :class:`ImapError`: one line naming the mailbox URL, never the password.
+
+``watch`` keeps a session per mailbox (:class:`MailboxWatcher`) and, between two looks, waits
+with IDLE (RFC 2177) where the server offers it after login: new mail is read as soon as the
+server reports it (an untagged EXISTS or RECENT), and ``imap_poll_interval`` is only the longest
+wait (capped at 25 minutes, RFC 2177 section 3). Without IDLE, or when the server refuses it,
+the watcher polls every ``imap_poll_interval`` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
 import imaplib
+import io
 import logging
 import re
+import select
 import socket
 import ssl
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,6 +69,13 @@ SEARCH_WINDOW: Final = 20_000  # UIDs per UID SEARCH: keeps each answer far belo
 # 1,000,000-byte line limit (imaplib._MAXLINE) on a mailbox of any size
 _FETCH_UID_RE: Final = re.compile(rb"\bUID (\d+)")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
+# RFC 2177 section 3: a server may log an idle client off when its inactivity timer runs out
+# (at least 30 minutes, RFC 3501 section 5.4), so clients re-issue IDLE at least every 29
+# minutes; 25 leaves a margin
+IDLE_REISSUE: Final = 25 * 60.0
+IDLE_TICK: Final = 1.0  # the longest wait inside IDLE before looking at the stop event again
+_GREW_RE: Final = re.compile(rb"\* (\d+) (EXISTS|RECENT)\b", re.IGNORECASE)
+_LITERAL_RE: Final = re.compile(rb"\{(\d+)\+?\}\r?\n?$")  # RFC 3501 section 4.3 (and LITERAL+)
 
 
 class ImapError(InputError):
@@ -304,8 +320,121 @@ class _Session:
             raise self.fail(f"{what} failed", data)
 
     def logout(self) -> None:
+        """LOGOUT, and the socket closed even when LOGOUT fails (imaplib then leaves it open)."""
         with contextlib.suppress(Exception):
             self.con.logout()
+        with contextlib.suppress(Exception):
+            self.con.shutdown()
+
+    # -- IDLE (RFC 2177) ------------------------------------------------------------------------
+
+    @property
+    def can_idle(self) -> bool:
+        """IDLE is offered after login, and imaplib reads through a buffered reader we can peek
+        at (Python 3.11 to 3.13; 3.14 has an idle() of its own and deprecates ``file``)."""
+        return "IDLE" in self.capabilities and isinstance(self.con.file, io.BufferedReader)
+
+    def changed_since_select(self) -> bool:
+        """The server reported a new size after the SELECT's own: mail came in while the last
+        commands ran (a server reports it in any command's response, RFC 3501 section 7.3.1),
+        and beyond the UIDNEXT those commands searched up to. imaplib collects such untagged
+        responses by name; SELECT starts the collection afresh."""
+        responses = self.con.untagged_responses
+        return len(responses.get("EXISTS", ())) > 1 or len(responses.get("RECENT", ())) > 1
+
+    def idle(self, stop: threading.Event, seconds: float) -> bool:
+        """IDLE until the server reports new mail (True), ``seconds`` pass or ``stop`` is set
+        (False), then DONE. Raises IdleRefused for a NO or BAD answer to IDLE (the session is
+        still usable), ImapError for a failed DONE, imaplib's abort for a BYE or a lost
+        connection. The wait is the only one that can be long: it looks at ``stop`` every
+        IDLE_TICK seconds; the continuation and DONE's answer come at once from a live server
+        and are read within the session's timeout like any other answer."""
+        con = self.con
+        tag: bytes = con._new_tag()  # registers it in con.tagged_commands: dropped below
+        try:
+            # RFC 2177 section 3: "+" (a continuation), then untagged updates until DONE
+            con.send(tag + b" IDLE\r\n")
+            grew = False
+            while not (line := self._idle_line()).startswith(b"+"):
+                if line.startswith(tag + b" "):
+                    if _status(line, tag) != b"OK":
+                        raise IdleRefused(self.server_text(line[len(tag) + 1 :]))
+                    return grew  # completed without ever idling: nothing to wait for
+                grew |= self._grew(line)
+            end = time.monotonic() + seconds
+            while not grew and not stop.is_set() and (left := end - time.monotonic()) > 0:
+                if self._readable(min(left, IDLE_TICK)):
+                    grew = self._grew(self._idle_line())
+            con.send(b"DONE\r\n")
+            while not (line := self._idle_line()).startswith(tag + b" "):
+                grew |= self._grew(line)
+            if _status(line, tag) != b"OK":
+                raise self.fail("IDLE ended with an error", line[len(tag) + 1 :])
+            return grew
+        finally:
+            con.tagged_commands.pop(tag, None)
+
+    def _grew(self, line: bytes) -> bool:
+        """An untagged line read while idle: True for EXISTS or a non-zero RECENT (RFC 3501
+        sections 7.3.1 and 7.3.2); a BYE ends the session (section 7.1.5)."""
+        if line[:5].upper() == b"* BYE":
+            raise imaplib.IMAP4.abort(f"the server said BYE: {self.server_text(line[5:])}")
+        m = _GREW_RE.match(line)
+        return m is not None and (m.group(2).upper() == b"EXISTS" or int(m.group(1)) > 0)
+
+    def _idle_line(self) -> bytes:
+        """The first line of the next response; a literal in it (``{n}``) and the lines after
+        it are read and dropped, so that the next read starts a response."""
+        first = line = self.con.readline()
+        while (m := _LITERAL_RE.search(line)) is not None:
+            left = int(m.group(1))
+            while left > 0:  # in pieces: a huge literal is never held whole
+                left -= len(self.con.read(min(left, 65536)))
+            line = self.con.readline()
+        return first
+
+    def _readable(self, wait: float) -> bool:
+        """Whether a response (or its start) can be read, waiting at most ``wait`` seconds.
+
+        select() sees only the kernel's buffer; two more can hold a response that has already
+        left it: the TLS layer's decrypted bytes (``SSLSocket.pending()``) and imaplib's own
+        buffered reader, which may have read past the last line it returned (an EXISTS sent
+        right behind "+ idling"). A peek at the reader with the socket non-blocking sees all
+        three and takes nothing: what the reader holds, else what one read from the TLS layer
+        or the kernel returns."""
+        if self._peek():
+            return True
+        ready, _, _ = select.select([self.con.sock], [], [], wait)
+        if not ready:
+            return False
+        data = self._peek()
+        if data == b"":  # readable, yet nothing to read: the server closed the connection
+            raise imaplib.IMAP4.abort("the server closed the connection")
+        return data is not None  # None: a TLS record has not arrived whole yet
+
+    def _peek(self) -> bytes | None:
+        """The reader's buffered bytes without blocking: b"" at the end of the stream (or, on
+        a plain socket, when there is nothing), None when a read would block."""
+        reader, sock = self.con.file, self.con.sock
+        assert isinstance(reader, io.BufferedReader)  # can_idle checked it
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return reader.peek(1)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        finally:
+            sock.settimeout(timeout)
+
+
+class IdleRefused(Exception):
+    """The server answered IDLE with NO or BAD: the session goes on, polling."""
+
+
+def _status(line: bytes, tag: bytes) -> bytes:
+    """``OK``, ``NO`` or ``BAD`` of a tagged response line."""
+    words = line[len(tag) + 1 :].split(None, 1)
+    return words[0].upper() if words else b""
 
 
 def _uid_set(uids: list[int]) -> str:
@@ -510,10 +639,13 @@ WATCH_BACKOFF_MAX: Final = 300.0
 
 class MailboxWatcher:
     """``watch``'s IMAP source: a daemon thread that logs in, stores what is new (through
-    ``run``: the watcher's write windows), waits ``poll_interval`` seconds and looks again,
-    keeping the session; a failure (server down, connection lost, login refused) is logged
-    once and retried after 1, 2, 4 ... up to 300 s. ``kill -9`` at any point is covered by the
-    checkpoint: the next start re-reads at most one batch and stores nothing twice."""
+    ``run``: the watcher's write windows), waits and looks again, keeping the session. The wait
+    is IDLE (RFC 2177) where the server offers it: it ends as soon as the server reports new
+    mail, else after ``poll_interval`` seconds (at most IDLE_REISSUE); without IDLE, or when the
+    server refuses it, a sleep of ``poll_interval`` seconds. A failure (server down, connection
+    lost, also while idle, login refused) is logged once and retried after 1, 2, 4 ... up to
+    300 s. ``stop()`` is seen within IDLE_TICK seconds. ``kill -9`` at any point is covered by
+    the checkpoint: the next start re-reads at most one batch and stores nothing twice."""
 
     def __init__(
         self,
@@ -533,6 +665,7 @@ class MailboxWatcher:
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"mtalens-imap-{url.host}")  # fmt: skip
         self.failures = 0
+        self._delay = 1.0  # the next back-off; 1 s again after each good look
 
     def start(self) -> MailboxWatcher:
         self._thread.start()
@@ -542,10 +675,37 @@ class MailboxWatcher:
         self._stop.set()
         self._thread.join(wait)
 
+    def _watch(self, session: _Session, classifier: bounces.Classifier | None) -> None:
+        """Look, wait, look again, in one session until ``stop``."""
+        idle = session.can_idle
+        log.info("imap mailbox waits with IDLE" if idle else "imap mailbox polls", extra={
+            "mailbox": self.url.display, "poll_interval": self.poll_interval})  # fmt: skip
+        again = False
+        while not self._stop.is_set():
+            result = bounces.IngestResult()
+            _ingest_selected(self.run, session, result, classifier,
+                             lambda: datetime.now(UTC), None)  # fmt: skip
+            if self.on_result is not None and result.read:
+                self.on_result(result)
+            self._delay = 1.0
+            if not again and session.changed_since_select():
+                again = True  # once: a server that reports sizes with every answer cannot spin us
+                continue
+            again = False
+            if idle:
+                try:
+                    session.idle(self._stop, min(self.poll_interval, IDLE_REISSUE))
+                    continue
+                except IdleRefused as exc:
+                    idle = False
+                    log.warning("imap IDLE refused, polling", extra={
+                        "mailbox": self.url.display, "error": exc.args[0]})  # fmt: skip
+            self._stop.wait(self.poll_interval)
+
     def _loop(self) -> None:
         ctx = tls_context(self.options.ca_file)
         classifier = bounces.default_classifier()
-        delay = 1.0
+        self._delay = 1.0
         while not self._stop.is_set():
             session = None
             try:
@@ -554,18 +714,11 @@ class MailboxWatcher:
                     session.login()
                     if self.options.move_to is not None:
                         session.check_folder(self.options.move_to)
-                    while not self._stop.is_set():
-                        result = bounces.IngestResult()
-                        _ingest_selected(self.run, session, result, classifier,
-                                         lambda: datetime.now(UTC), None)  # fmt: skip
-                        if self.on_result is not None and result.read:
-                            self.on_result(result)
-                        delay = 1.0
-                        self._stop.wait(self.poll_interval)
+                    self._watch(session, classifier)
             except ImapError as exc:
                 self.failures += 1
                 log.error("imap mailbox failed, retrying", extra={"mailbox": self.url.display,
-                          "error": exc.reason, "retry_in_seconds": delay})  # fmt: skip
+                          "error": exc.reason, "retry_in_seconds": self._delay})  # fmt: skip
             except StoreUnavailable:
                 return  # the daemon is stopping
             except Exception:  # the daemon never dies on a mailbox
@@ -575,8 +728,8 @@ class MailboxWatcher:
                 if session is not None:
                     with contextlib.suppress(Exception):
                         session.logout()
-            self._stop.wait(delay)
-            delay = min(delay * 2, WATCH_BACKOFF_MAX)
+            self._stop.wait(self._delay)
+            self._delay = min(self._delay * 2, WATCH_BACKOFF_MAX)
 
 
 class StoreUnavailable(Exception):
