@@ -534,7 +534,7 @@ class _SmallRows:
                          "quarantined_at")  # fmt: skip
     ACCOUNTING: Final = ("source_key", "outcome", "rule", "lines", "recorded_at")
     CHECKPOINT: Final = ("source_key", "path", "device", "inode", "fp_len", "fp_hash", "offset",
-                         "clock_year", "clock_month", "updated_at")  # fmt: skip
+                         "clock_year", "clock_month", "updated_at", "log_format")  # fmt: skip
 
     def __init__(self) -> None:
         self.quarantine: list[tuple[Any, ...]] = []
@@ -984,7 +984,7 @@ class FastIngest:
         ]
         acct = counts.rows(cp.source_key, now)
         ckpt = (cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
-                clock.year, clock.month or None, now)  # fmt: skip
+                clock.year, clock.month or None, now, cp.log_format)  # fmt: skip
         store = self.ing.store
         buffers = self._buffers
         small = self._small

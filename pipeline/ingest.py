@@ -792,10 +792,10 @@ class LogIngestor:
                                                  "recorded_at"), acct)  # fmt: skip
             con.execute(
                 'INSERT OR REPLACE INTO checkpoints (source_key, path, device, inode, fp_len,'
-                ' fp_hash, "offset", clock_year, clock_month, updated_at)'
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ' fp_hash, "offset", clock_year, clock_month, updated_at, log_format)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [cp.source_key, cp.path, cp.device, cp.inode, cp.fp_len, cp.fp_hash, offset,
-                 clock.year, clock.month or None, now],
+                 clock.year, clock.month or None, now, cp.log_format],
             )  # fmt: skip
         for m in messages:
             m.persisted = True
