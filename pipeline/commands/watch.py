@@ -143,11 +143,13 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Process what is there, then exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Tail logs and bounce mailboxes into the store; readers can query while it runs.
+    r"""Tail logs and bounce mailboxes into the store; readers can query while it runs.
 
     A source that is not there yet is logged and waited for; with --once it is an error.
+    --imap reads IMAP mailboxes of bounces (IDLE where offered); --webhook-port receives the
+    sending platforms' event webhooks (authenticated per provider, \[webhooks]).
 
-    With [checks] in the config or a --check-* option it also looks up our sending IPs on DNS
+    With \[checks] in the config or a --check-* option it also looks up our sending IPs on DNS
     blocklists and checks our domains' MX, SPF, DMARC, DKIM, MTA-STS and TLS-RPT records every
     --check-interval seconds: history in the check_history view, metrics, and the alerts
     dnsbl_listed, dns_broken and dns_changed.
