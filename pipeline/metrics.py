@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
@@ -218,35 +218,9 @@ class Metrics:
 
     # -- what the daemon feeds in -----------------------------------------------------------------
 
-    def record_deliveries(self, rows: Iterable[dict[str, Any]]) -> None:
-        for d in rows:
-            service = str(d.get("service") or "")
-            status = str(d.get("status") or "")
-            self.inc("mtalens_deliveries_total", "Delivery attempts by agent and status.",
-                     service=service, status=status)  # fmt: skip
-            if service in ("smtp", "lmtp"):
-                self.inc(f"postfix_{service}_messages_processed_total",
-                         f"Messages processed by the {service} client, by status.", status=status)  # fmt: skip
-                for col, stage in DELAY_STAGES:
-                    v = d.get(col)
-                    if v is not None:
-                        self.observe(f"postfix_{service}_delivery_delay_seconds",
-                                     f"{service} delivery delay by stage (delays=a/b/c/d).",
-                                     float(v), DELAY_BUCKETS, stage=stage)  # fmt: skip
-            dsn = str(d.get("dsn") or "")
-            if service == "smtp" and status == "deferred":
-                self.inc("postfix_smtp_deferred_messages_total", "Deferred deliveries.")
-                self.inc("postfix_smtp_deferred_messages_by_dsn_total",
-                         "Deferred deliveries by enhanced status code.", dsn=dsn)  # fmt: skip
-            if service == "smtp" and status == "bounced":
-                self.inc("postfix_smtp_bounced_messages_by_dsn_total",
-                         "Bounced deliveries by enhanced status code.", dsn=dsn)  # fmt: skip
-            if status == "bounced":
-                self.record_bounce("log", d.get("reason"), d.get("category"))
-
     def record_delivery_table(self, tbl: pa.Table) -> None:
-        """``record_deliveries`` for an Arrow table of ``delivery_log`` rows (columns by name,
-        rows in line order): the same series, counted per label set rather than per row."""
+        """The delivery series of an Arrow table of ``delivery_log`` rows (columns by name, rows
+        in line order), counted per label set."""
         if tbl.num_rows == 0:
             return
         service = _label_column(tbl["service"], "")
@@ -286,7 +260,7 @@ class Metrics:
                                   vals, DELAY_BUCKETS, stage=stage)  # fmt: skip
 
     def record_rejection_table(self, tbl: pa.Table) -> None:
-        """``record_rejections`` for an Arrow table of ``rejection_log`` rows."""
+        """The smtpd and cleanup reject series of an Arrow table of ``rejection_log`` rows."""
         if tbl.num_rows == 0:
             return
         mask = pc.and_(pc.equal(_label_column(tbl["service"], ""), "smtpd"),
@@ -368,13 +342,6 @@ class Metrics:
         self.inc("mtalens_bounces_total", "Bounces by origin (log or mailbox), reason and category.",
                  n, origin=source, reason=str(reason or "unclassified"),
                  category=str(category or "unclassified"))  # fmt: skip
-
-    def record_rejections(self, rows: Iterable[dict[str, Any]]) -> None:
-        for r in rows:
-            if r.get("service") == "smtpd" and r.get("action") == "reject":
-                code = "" if r.get("reply_code") is None else str(r["reply_code"])
-                self.inc("postfix_smtpd_messages_rejected_total",
-                         "Messages rejected by smtpd, by reply code.", code=code)  # fmt: skip
 
     def record_auth_failures(self, n: int) -> None:
         if n:
