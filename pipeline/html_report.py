@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from mtalens.pipeline import timeline
 from mtalens.pipeline.diagnose import Context, Finding, run_query, summarize
+from mtalens.pipeline.render import cell_text
 from mtalens.pipeline.reports import report
 from mtalens.pipeline.timeline import Axis, bucket_name, label_width, nice_max, ticks
 
@@ -288,8 +289,7 @@ def table_html(rows: Sequence[Mapping[str, Any]], empty: str) -> str:
     cols = list(rows[0])
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{esc('' if r[c] is None else r[c])}</td>" for c in cols) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{esc(cell_text(r[c]))}</td>" for c in cols) + "</tr>" for r in rows
     )
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
@@ -366,9 +366,7 @@ def build_report(
                                                     bucket=bucket))  # fmt: skip
         trend = chart_delay_trend(axis, timeline.delays(ctx.store, since=ctx.since,
                                                         until=ctx.until, bucket=bucket))  # fmt: skip
-    destinations = [
-        {c: _cell(r[c]) for c in DESTINATION_COLUMNS} for r in sections["domains"].records()
-    ]
+    destinations = [{c: r[c] for c in DESTINATION_COLUMNS} for r in sections["domains"].records()]
     if not findings:
         finding_block = "<p>No problems found in this time range.</p>"
     else:
@@ -392,8 +390,3 @@ def build_report(
             run_query(ctx, "recent_bounce_reports", extra), "No bounce reports in the store."
         ),
     )
-
-
-def _cell(v: object) -> object:
-    """Floats to two decimals, like the terminal tables."""
-    return round(v, 2) if isinstance(v, float) else v

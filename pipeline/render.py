@@ -36,7 +36,8 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
+    """One value as a table shows it (terminal tables and the HTML report's)."""
     if v is None:
         return ""
     if isinstance(v, float):
@@ -52,7 +53,7 @@ def text_table(t: Table, *, max_width: int = 60, fit: int | None = None) -> str:
     width) the widest columns are cut, with an ellipsis, until a line fits (not below 8)."""
     if not t.columns:
         return "(no result)\n"
-    cells = [[_cell(v)[:max_width] for v in row] for row in t.rows]
+    cells = [[cell_text(v)[:max_width] for v in row] for row in t.rows]
     columns = [terminal_text(c) for c in t.columns]  # `query` names them from the user's SQL
     widths = [len(c) for c in columns]
     for row in cells:
