@@ -436,7 +436,7 @@ class CheckScheduler:
 def make_client_factory(config: ChecksConfig) -> Callable[[], mdns.DnsClient]:
     """A fresh client per run: the configured resolvers (else /etc/resolv.conf's), no store
     cache (the thread has no store), paced."""
-    servers = list(config.resolvers) or mdns.system_nameservers()
+    servers = list(resolvers_in_use(config))
 
     def build() -> mdns.DnsClient:
         if not servers:
@@ -449,5 +449,6 @@ def make_client_factory(config: ChecksConfig) -> Callable[[], mdns.DnsClient]:
 
 
 def resolvers_in_use(config: ChecksConfig) -> tuple[str, ...]:
-    """For the Spamhaus rule: the configured resolvers, else the system's."""
+    """The resolvers the checks ask (and the Spamhaus rule looks at): the configured ones, else
+    the system's."""
     return config.resolvers or tuple(mdns.system_nameservers())
