@@ -12,7 +12,12 @@ One row per format, in an explicit ordered tuple (house style, section 2; the bo
   hexadecimal or base 52 without ``-``, Exim's have two), so that the messages left open by an
   earlier run go back to the format that made them;
 - ``fast``: the C scanner (:mod:`mtalens.parsers.fastscan`) reads this format. Only Postfix:
-  other formats go through ``parse`` line by line.
+  other formats go through ``parse`` line by line;
+- the lifecycle rules the correlator applies to the format's messages: ``unique_ids`` (a queue
+  id names one message only, as Exim's and Sendmail's encode the time and process: a record of
+  a message already seen, open or recently closed, belongs to it, even a creating one) and
+  ``ends_when_final`` (no line says a message was removed, as with Sendmail: it ends when as
+  many recipients as it was queued for have a final status, or its queue lifetime ran out).
 
 :func:`detect` picks the row whose sniffer claims most of the first lines; the first row wins a
 tie, and a source no row claims is read as the first row's (Postfix, as before the registry:
@@ -25,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from mtalens.parsers import eximlog, lines
+from mtalens.parsers import eximlog, lines, sendmaillog
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.syslog import SyslogClock, parse_envelope
 
@@ -39,6 +44,8 @@ class LogFormat:
     parse: LineParser
     owns_queue_id: Callable[[str], bool]
     fast: bool
+    unique_ids: bool = False
+    ends_when_final: bool = False
 
 
 def _sniff_postfix(sample: Sequence[str]) -> int:
@@ -68,7 +75,17 @@ EXIM: Final = LogFormat(
     fast=False,
 )
 
-FORMATS: Final[tuple[LogFormat, ...]] = (POSTFIX, EXIM)
+SENDMAIL: Final = LogFormat(
+    name=sendmaillog.NAME,
+    sniff=sendmaillog.sniff,
+    parse=sendmaillog.parse_line,
+    owns_queue_id=sendmaillog.is_queue_id,
+    fast=False,
+    unique_ids=True,
+    ends_when_final=True,
+)
+
+FORMATS: Final[tuple[LogFormat, ...]] = (POSTFIX, EXIM, SENDMAIL)
 NAMES: Final = tuple(f.name for f in FORMATS)
 
 
@@ -116,6 +133,7 @@ __all__ = [
     "FORMATS",
     "NAMES",
     "POSTFIX",
+    "SENDMAIL",
     "LogFormat",
     "by_name",
     "detect",

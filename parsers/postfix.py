@@ -115,7 +115,7 @@ class Removed:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Expired:
     queue_id: str
-    sender: str
+    sender: str | None  # None: not logged with it (Sendmail's "Cannot send message for" DSN)
     returned: bool
 
 

@@ -88,6 +88,8 @@ class MessageState:
     rejected: bool = False
     source_key: str | None = None
     persisted: bool = False  # a row for this key is already in the store
+    # the recipients with a final status, for a format that logs no removal (ends_when_final)
+    final_rcpts: set[str] | None = None
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -137,6 +139,8 @@ class Batch:
 
 
 _CREATING = (pf.Client, pf.Pickup)
+# the statuses after which an MTA makes no further attempt for a recipient
+FINAL_STATUSES: Final = frozenset({"sent", "bounced", "expired", "suppressed"})
 
 # Postfix keeps retrying a deferred message until it has been queued maximal_queue_lifetime
 # (default 5d; a bounce message bounce_queue_lifetime, default the same): postconf(5).
@@ -240,7 +244,15 @@ class Correlator:
         *,
         stale_after: timedelta = DEFAULT_STALE_AFTER,
         recent_size: int = 20_000,
+        unique_ids: bool = False,
+        ends_when_final: bool = False,
     ) -> None:
+        """``unique_ids`` and ``ends_when_final`` are a log format's lifecycle rules
+        (:class:`mtalens.parsers.formats.LogFormat`): a queue id names one message only, so a
+        record about a message already seen (open, or recently closed) belongs to it, also a
+        creating one; and a message ends once as many recipients as it was queued for
+        (``nrcpt``) have a final status, or its queue lifetime ran out, as no line says it
+        was removed."""
         self.open: dict[tuple[str, str], MessageState] = {}
         # the last recent_size messages closed, by (host, queue ID): for re-injected mail
         # (orig_queue_id), a line logged twice, and a notification logged late
@@ -249,6 +261,8 @@ class Correlator:
         self.classify = classify
         self.stale_after = stale_after
         self.recent_size = recent_size
+        self.unique_ids = unique_ids
+        self.ends_when_final = ends_when_final
         self.batch = Batch()
         self.latest: datetime | None = None
 
@@ -285,8 +299,22 @@ class Correlator:
         self.open[(host, qid)] = st
         return st
 
+    def _reopen(self, host: str, qid: str) -> MessageState | None:
+        """With unique ids: a recently closed message gets its late records back."""
+        st = self.recent.pop((host, qid), None)
+        if st is not None:
+            self.open[(host, qid)] = st
+        return st
+
+    def _close(self, st: MessageState, at: datetime) -> None:
+        st.removed_at = at
+        self.open.pop((st.host, st.queue_id), None)
+        self._remember_closed(st)
+
     def _get(self, host: str, qid: str, at: datetime, source_key: str) -> MessageState:
         st = self.open.get((host, qid))
+        if st is None and self.unique_ids:
+            st = self._reopen(host, qid)
         if st is None:
             st = self._new(host, qid, at, source_key, "unknown")
         st.last_seen = at
@@ -326,7 +354,15 @@ class Correlator:
         if isinstance(rec, pf.Delivery):
             self._delivery(rec, at, host, instance, service, source_key, offset)
         elif isinstance(rec, _CREATING):
-            st = self._new(host, rec.queue_id, at, source_key, "pickup")
+            seen = None
+            if self.unique_ids:
+                seen = self.open.get((host, rec.queue_id)) or self._reopen(host, rec.queue_id)
+            if seen is not None:
+                st = seen
+                st.last_seen = at
+                st.origin = "pickup"
+            else:
+                st = self._new(host, rec.queue_id, at, source_key, "pickup")
             self.batch.touched[st.message_key] = st
             if isinstance(rec, pf.Client):
                 st.origin = "qmqpd" if service == "qmqpd" else "smtpd"
@@ -355,16 +391,17 @@ class Correlator:
             st.nrcpt = rec.nrcpt
             if st.arrived_at is None:
                 st.arrived_at = at
+            if self.ends_when_final:
+                self._maybe_end(st, at)
         elif isinstance(rec, pf.Removed):
-            st = self._get(host, rec.queue_id, at, source_key)
-            st.removed_at = at
-            del self.open[(host, rec.queue_id)]
-            self._remember_closed(st)
+            self._close(self._get(host, rec.queue_id, at, source_key), at)
         elif isinstance(rec, pf.Expired):
             st = self._get(host, rec.queue_id, at, source_key)
             st.expired_at = at
             if st.sender is None:
                 st.sender = rec.sender
+            if self.ends_when_final:
+                self._close(st, at)
         elif isinstance(rec, pf.Notification):
             # the message the notification is about may be removed already (late line, see
             # LATE_LINK_WINDOW): then it is named, not reopened as a new instance
@@ -455,3 +492,17 @@ class Correlator:
              d.delay, a, b, c, e, d.dsn, d.status, d.reply_code, d.smtp_stage, d.detail,
              d.remote_host, reason, category, hard, rule_id, blocklist, source_key, offset)
         )  # fmt: skip
+        if self.ends_when_final and d.status in FINAL_STATUSES:
+            if st.final_rcpts is None:
+                st.final_rcpts = set()
+            st.final_rcpts.add(d.recipient)
+            self._maybe_end(st, at)
+
+    def _maybe_end(self, st: MessageState, at: datetime) -> None:
+        """``ends_when_final``: close ``st`` once it has as many final recipients as it was
+        queued for (``nrcpt``; none when none was accepted; one for a notification)."""
+        expected = st.nrcpt
+        if expected is None and st.bounce_of_key is not None:
+            expected = 1  # a notification the MTA made (logged with no from=) has one recipient
+        if expected is not None and len(st.final_rcpts or ()) >= expected:
+            self._close(st, at)

@@ -45,6 +45,7 @@ from mtalens.pipeline.correlate import (
     DEFAULT_QUEUE_LIFETIME,
     DELIVERY_COLUMNS,
     EVENT_COLUMNS,
+    FINAL_STATUSES,
     MESSAGE_COLUMNS,
     REJECTION_COLUMNS,
     Batch,
@@ -493,16 +494,31 @@ class LogIngestor:
         for st in states:  # the store keeps no format per message: the queue id's shape tells
             by_format.setdefault(formats.owner_of_queue_id(st.queue_id).name, []).append(st)
         for name, group in by_format.items():
-            self.correlator_for(name).load_open(group)
+            cor = self.correlator_for(name)
+            if cor.ends_when_final:  # its recipients with a final status, as it had them
+                self._load_final_recipients(group)
+            cor.load_open(group)
+
+    def _load_final_recipients(self, states: list[MessageState]) -> None:
+        by_key = {st.message_key: st for st in states}
+        rows = self.store.con.execute(
+            "SELECT message_key, list(DISTINCT recipient) FROM delivery_log "
+            "WHERE message_key IN (SELECT unnest(?)) AND status IN (SELECT unnest(?)) "
+            "GROUP BY message_key",
+            [list(by_key), sorted(FINAL_STATUSES)],
+        ).fetchall()
+        for key, recipients in rows:
+            by_key[key].final_rcpts = set(recipients)
 
     def correlator_for(self, log_format: str) -> Correlator:
         """The correlator of the messages of ``log_format`` (made on first use, with the
         Postfix one's settings)."""
         cor = self._correlators.get(log_format)
         if cor is None:
-            base = self.correlator
+            base, row = self.correlator, formats.by_name(log_format)
             cor = Correlator(base.classify, stale_after=base.stale_after,
-                             recent_size=base.recent_size)  # fmt: skip
+                             recent_size=base.recent_size, unique_ids=row.unique_ids,
+                             ends_when_final=row.ends_when_final)  # fmt: skip
             self._correlators[log_format] = cor
         return cor
 

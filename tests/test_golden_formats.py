@@ -5,9 +5,11 @@ mtalens.parsers.formats.FORMATS has at least one sample (house style, section 2)
 sample_logs/exim/real-exim-4.96.log is the main log of a real Exim 4.96 (Debian's
 exim4-daemon-light; tests/lab/exim_sample.py recorded it); handwritten-4.97.log is written by
 hand after the Exim specification's chapter "Log files" (4.97 message ids, the timezone,
-millisec and pid selectors, shapes the lab does not produce).
+millisec and pid selectors, shapes the lab does not produce). sample_logs/sendmail/
+handwritten-8.15.log is written after the sources cited in mtalens.parsers.sendmaillog.
+(Postfix's samples have their own golden test, tests/test_golden_postfix.py.)
 
-Regenerate with `pytest tests/test_golden_exim.py --update-golden` and review the diff.
+Regenerate with `pytest tests/test_golden_formats.py --update-golden` and review the diff.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from mtalens.parsers import formats
 from tests.golden import describe_file
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
-EXIM_CASES = sorted((SAMPLES / "exim").glob("*.log"))
+CASES = [
+    (fmt, case)
+    for fmt in formats.FORMATS
+    if fmt is not formats.POSTFIX
+    for case in sorted((SAMPLES / fmt.name).glob("*.log"))
+]
+
+
+def _case_id(c: tuple[formats.LogFormat, Path]) -> str:
+    return f"{c[0].name}-{c[1].stem}"
 
 
 @pytest.mark.parametrize("fmt", formats.FORMATS, ids=lambda f: f.name)
@@ -32,9 +43,10 @@ def test_every_format_has_a_sample_and_its_expected_file(fmt: formats.LogFormat)
     assert [p.name for p in cases if not p.with_suffix(".expected.jsonl").exists()] == []
 
 
-@pytest.mark.parametrize("case", EXIM_CASES, ids=lambda p: p.stem)
-def test_exim_golden(case: Path, update_golden: bool) -> None:
-    got = describe_file(case, year=2026, tz=UTC, parse=formats.EXIM.parse)
+@pytest.mark.parametrize("fmt_case", CASES, ids=_case_id)
+def test_golden(fmt_case: tuple[formats.LogFormat, Path], update_golden: bool) -> None:
+    fmt, case = fmt_case
+    got = describe_file(case, year=2026, tz=UTC, parse=fmt.parse)
     expected_path = case.with_suffix(".expected.jsonl")
     if update_golden:
         expected_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in got))
@@ -42,13 +54,14 @@ def test_exim_golden(case: Path, update_golden: bool) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("case", EXIM_CASES, ids=lambda p: p.stem)
-def test_exim_samples_are_sniffed_as_exim(case: Path) -> None:
-    assert formats.detect(case.read_bytes()[:1024]) is formats.EXIM
+@pytest.mark.parametrize("fmt_case", CASES, ids=_case_id)
+def test_samples_are_sniffed_as_their_format(fmt_case: tuple[formats.LogFormat, Path]) -> None:
+    fmt, case = fmt_case
+    assert formats.detect(case.read_bytes()[:1024]) is fmt
 
 
 @pytest.mark.parametrize("case", sorted((SAMPLES / "postfix").glob("*.log")), ids=lambda p: p.stem)
-def test_postfix_samples_are_not_taken_for_exim(case: Path) -> None:
+def test_postfix_samples_are_taken_for_postfix(case: Path) -> None:
     assert formats.detect(case.read_bytes()[:1024]) is formats.POSTFIX
 
 
