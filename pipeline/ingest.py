@@ -417,6 +417,8 @@ class LogIngestor:
         self._loaded_open = False
         # called after each commit with (batch, source_key, counts): metrics and alerts hook here
         self.on_commit: Callable[[Batch, str, LineCounts], None] | None = None
+        # the log format (the MTA) of each source opened, by source key, for the hook's metrics
+        self.format_of_key: dict[str, str] = {}
         # fast-path hook (pipeline/fastpath.py): the C scanner when built; None = automatic
         # (off with MTALENS_PURE_PYTHON=1), False = always the pure-Python loop below
         self.fast: bool | None = fast
@@ -654,6 +656,7 @@ class LogIngestor:
         cp.path = str(path)
         cp.device, cp.inode = st.st_dev, st.st_ino
         cp.log_format = self.log_format or formats.detect(head, complete=len(head) < FP_LEN).name
+        self.format_of_key[cp.source_key] = cp.log_format
         self._index_checkpoint(cp, before)
         year = cp.clock_year if cp.clock_year is not None else self._start_year(path, head)
         return cp, SyslogClock(year=year, tz=self.tz, month=cp.clock_month or 0)

@@ -102,6 +102,11 @@ class _Family:
 # smtpd(8)/smtp(8): "<Trust> TLS connection established from|to HOST: <protocol> with cipher
 # <cipher> (<secret>/<algorithm> bits)"; the correlator keeps the trust word as the event kind
 # and the rest as its detail. Labels as postfix_exporter's smtpd_tls_connections_total.
+# exim_exporter's exim_messages_total flags for a delivery row's status (its test/tail.metrics:
+# "delivered", "deferred", "failed"; "->" lines, its "additional", are counted as delivered here,
+# as the store does not tell them apart)
+_EXIM_FLAGS: Final = {"sent": "delivered", "deferred": "deferred", "bounced": "failed",
+                      "expired": "failed"}  # fmt: skip
 _TLS_TRUST: Final = {"tls-anonymous": "Anonymous", "tls-trusted": "Trusted",
                      "tls-untrusted": "Untrusted", "tls-verified": "Verified"}  # fmt: skip
 _TLS_DETAIL: Final = re.compile(r"(\S+) with cipher (\S+) \((\d+)/(\d+) bits\)")
@@ -218,9 +223,11 @@ class Metrics:
 
     # -- what the daemon feeds in -----------------------------------------------------------------
 
-    def record_delivery_table(self, tbl: pa.Table) -> None:
+    def record_delivery_table(self, tbl: pa.Table, mta: str = "postfix") -> None:
         """The delivery series of an Arrow table of ``delivery_log`` rows (columns by name, rows
-        in line order), counted per label set."""
+        in line order) that the MTA ``mta`` logged (a log format's name), counted per label set:
+        ``mtalens_deliveries_total`` for every MTA, postfix_exporter's series for Postfix and
+        exim_exporter's ``exim_messages_total`` for Exim."""
         if tbl.num_rows == 0:
             return
         service = _label_column(tbl["service"], "")
@@ -235,8 +242,14 @@ class Metrics:
         )
         for g in groups.to_pylist():
             n, svc, st, dsn = float(g["count_all"]), g["service"], g["status"], g["dsn"]
-            self.inc("mtalens_deliveries_total", "Delivery attempts by agent and status.", n,
-                     service=svc, status=st)  # fmt: skip
+            self.inc("mtalens_deliveries_total", "Delivery attempts by MTA, agent and status.",
+                     n, service=svc, status=st, mta=mta)  # fmt: skip
+            if st == "bounced":
+                self.record_bounce("log", g["reason"], g["category"], n)
+            if mta == "exim":
+                self._exim_flag(_EXIM_FLAGS.get(st), n)
+            if mta != "postfix":
+                continue
             if svc in ("smtp", "lmtp"):
                 self.inc(f"postfix_{svc}_messages_processed_total",
                          f"Messages processed by the {svc} client, by status.", n, status=st)  # fmt: skip
@@ -247,8 +260,8 @@ class Metrics:
             if svc == "smtp" and st == "bounced":
                 self.inc("postfix_smtp_bounced_messages_by_dsn_total",
                          "Bounced deliveries by enhanced status code.", n, dsn=dsn)  # fmt: skip
-            if st == "bounced":
-                self.record_bounce("log", g["reason"], g["category"], n)
+        if mta != "postfix":
+            return
         for svc in ("smtp", "lmtp"):
             mask = pc.equal(service, svc)
             if not pc.any(mask).as_py():
@@ -259,9 +272,24 @@ class Metrics:
                                   f"{svc} delivery delay by stage (delays=a/b/c/d).",
                                   vals, DELAY_BUCKETS, stage=stage)  # fmt: skip
 
-    def record_rejection_table(self, tbl: pa.Table) -> None:
-        """The smtpd and cleanup reject series of an Arrow table of ``rejection_log`` rows."""
+    def _exim_flag(self, flag: str | None, n: float) -> None:
+        if flag is not None and n:
+            self.inc("exim_messages_total", "Logged Exim messages by flag (exim_exporter's).", n,
+                     flag=flag)  # fmt: skip
+
+    def record_rejection_table(self, tbl: pa.Table, mta: str = "postfix") -> None:
+        """The reject series of an Arrow table of ``rejection_log`` rows that ``mta`` logged:
+        ``mtalens_rejections_total`` by action, postfix_exporter's smtpd and cleanup series,
+        exim_exporter's ``exim_reject_total``."""
         if tbl.num_rows == 0:
+            return
+        for vc in pc.value_counts(_label_column(tbl["action"], "")).to_pylist():
+            self.inc("mtalens_rejections_total", "Rejections by MTA and action.",
+                     float(vc["counts"]), action=vc["values"], mta=mta)  # fmt: skip
+        if mta == "exim":
+            self.inc("exim_reject_total", "Logged Exim rejections (exim_exporter's).",
+                     float(tbl.num_rows))  # fmt: skip
+        if mta != "postfix":
             return
         mask = pc.and_(pc.equal(_label_column(tbl["service"], ""), "smtpd"),
                        pc.equal(_label_column(tbl["action"], ""), "reject"))  # fmt: skip
@@ -277,11 +305,12 @@ class Metrics:
         self.inc("postfix_cleanup_messages_rejected_total",
                  "Total number of messages rejected by cleanup.", float(n_cleanup))  # fmt: skip
 
-    def record_event_table(self, tbl: pa.Table) -> None:
+    def record_event_table(self, tbl: pa.Table, mta: str = "postfix") -> None:
         """postfix_exporter's smtpd and TLS counters from an Arrow table of ``event_log`` rows:
         connects, disconnects, lost connections by stage, FCrDNS failures, TLS connections by
-        trust, protocol and cipher (smtpd and smtp), and smtp connection timeouts."""
-        if tbl.num_rows == 0:
+        trust, protocol and cipher (smtpd and smtp), and smtp connection timeouts (Postfix's
+        lines only)."""
+        if tbl.num_rows == 0 or mta != "postfix":
             return
         kinds = tbl["kind"].to_pylist()
         services = tbl["service"].to_pylist()
@@ -314,11 +343,17 @@ class Metrics:
                          protocol=protocol, cipher=cipher, secret_bits=secret,
                          algorithm_bits=algorithm)  # fmt: skip
 
-    def record_queue(self, counts: Any) -> None:
+    def record_queue(self, counts: Any, mta: str = "postfix") -> None:
         """postfix_exporter's qmgr and cleanup series from one commit's line counts
         (``ingest.LineCounts``): messages inserted into the active queue (one per qmgr
         ``from=... (queue active)`` line, as the exporter counts them) with their recipients and
-        size, removed, expired; messages cleanup processed (``message-id=`` lines)."""
+        size, removed, expired; messages cleanup processed (``message-id=`` lines). For Exim,
+        exim_exporter's ``arrived`` and ``completed`` flags."""
+        if mta == "exim":
+            self._exim_flag("arrived", float(len(counts.inserted_sizes)))
+            self._exim_flag("completed", float(counts.removed))
+        if mta != "postfix":
+            return
         if counts.inserted_rcpts:
             self.observe_many("postfix_qmgr_messages_inserted_receipients",
                               "Number of recipients per message inserted into the mail queues.",
@@ -343,21 +378,24 @@ class Metrics:
                  n, origin=source, reason=str(reason or "unclassified"),
                  category=str(category or "unclassified"))  # fmt: skip
 
-    def record_auth_failures(self, n: int) -> None:
+    def record_auth_failures(self, n: int, mta: str = "postfix") -> None:
         if n:
+            self.inc("mtalens_auth_failures_total", "SMTP AUTH failures by MTA.", float(n),
+                     mta=mta)  # fmt: skip
+        if n and mta == "postfix":
             self.inc("postfix_smtpd_sasl_authentication_failures_total",
                      "SASL authentication failures.", float(n))  # fmt: skip
 
     def record_lines(self, source: str, read: int, stored: int,
-                     ignored: dict[str, int], quarantined: dict[str, int]) -> None:  # fmt: skip
-        help_ = "Log lines by source (configured path) and outcome."
-        self.inc("mtalens_lines_total", help_, read, source=source, outcome="read")
-        self.inc("mtalens_lines_total", help_, stored, source=source, outcome="stored")
-        self.inc(
-            "mtalens_lines_total", help_, sum(ignored.values()), source=source, outcome="ignored"
-        )
+                     ignored: dict[str, int], quarantined: dict[str, int],
+                     mta: str = "postfix") -> None:  # fmt: skip
+        help_ = "Log lines by source (configured path), the MTA that wrote it, and outcome."
+        self.inc("mtalens_lines_total", help_, read, source=source, outcome="read", mta=mta)
+        self.inc("mtalens_lines_total", help_, stored, source=source, outcome="stored", mta=mta)
+        self.inc("mtalens_lines_total", help_, sum(ignored.values()), source=source,
+                 outcome="ignored", mta=mta)  # fmt: skip
         self.inc("mtalens_lines_total", help_, sum(quarantined.values()), source=source,
-                 outcome="quarantined")  # fmt: skip
+                 outcome="quarantined", mta=mta)  # fmt: skip
         for reason, n in quarantined.items():
             self.inc("mtalens_quarantined_lines_total", "Quarantined lines by reason.", n,
                      source=source, reason=reason)  # fmt: skip

@@ -63,6 +63,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mtalens.parsers.formats import POSTFIX as _POSTFIX_ROW
 from mtalens.parsers.syslog import SyslogClock
 from mtalens.pipeline import bounces, upkeep
 from mtalens.pipeline.alerts import AlertEngine
@@ -678,19 +679,21 @@ class Watcher:
         deliveries = tables.get("delivery_log")
         auths = tables.get("auth_failure_log")
         m = self.metrics
+        ing = self.ingestor
+        mta = ing.format_of_key.get(source_key, _POSTFIX_ROW.name) if ing else _POSTFIX_ROW.name
         if deliveries is not None:
-            m.record_delivery_table(deliveries)
+            m.record_delivery_table(deliveries, mta)
         rejections = tables.get("rejection_log")
         if rejections is not None:
-            m.record_rejection_table(rejections)
+            m.record_rejection_table(rejections, mta)
         events = tables.get("event_log")
         if events is not None:
-            m.record_event_table(events)
-        m.record_auth_failures(0 if auths is None else auths.num_rows)
-        m.record_queue(counts)
+            m.record_event_table(events, mta)
+        m.record_auth_failures(0 if auths is None else auths.num_rows, mta)
+        m.record_queue(counts, mta)
         source = self._source_of_key.get(source_key, "rotated")
         m.record_lines(source, counts.read, counts.stored, dict(counts.ignored),
-                       dict(counts.quarantined))  # fmt: skip
+                       dict(counts.quarantined), mta)  # fmt: skip
         if deliveries is not None and deliveries.num_rows:
             newest = pc.max(deliveries["logged_at"]).as_py()
             lag = max(0.0, time.time() - newest.timestamp())

@@ -87,7 +87,9 @@ def test_metrics_and_alerts_match_the_pure_path(
     pure = _watch(tmp_path, lines, pure=True, mp=monkeypatch)
 
     assert _log_metrics(fast) == _log_metrics(pure)
-    read = fast.metrics.value("mtalens_lines_total", source=fast.config.logs[0], outcome="read")
+    read = fast.metrics.value(
+        "mtalens_lines_total", source=fast.config.logs[0], outcome="read", mta="postfix"
+    )
     assert read == len(lines)
     assert fast.metrics.value("postfix_smtpd_sasl_authentication_failures_total") > 0
     assert any(line.startswith("postfix_smtp_deferred_messages_total ")

@@ -4,6 +4,7 @@ line, webhook to a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from mtalens.pipeline.alerts import AlertEngine
 from mtalens.pipeline.metrics import MetricsServer
+from mtalens.pipeline.store import Store
 from mtalens.pipeline.watch import Watcher
 from mtalens.pipeline.watch_config import AlertKind, AlertRule, WatchConfig
 
@@ -60,11 +62,53 @@ def test_metrics_from_a_real_log_over_http(tmp_path: Path) -> None:
     assert "postfix_smtpd_sasl_authentication_failures_total 1" in text
     assert 'postfix_smtp_delivery_delay_seconds_count{stage="transmission"} 2' in text
     assert 'postfix_smtp_delivery_delay_seconds_sum{stage="transmission"} 2.3' in text
-    assert f'mtalens_lines_total{{outcome="read",source="{log}"}} 5' in text
-    assert f'mtalens_lines_total{{outcome="quarantined",source="{log}"}} 1' in text
+    assert f'mtalens_lines_total{{mta="postfix",outcome="read",source="{log}"}} 5' in text
+    assert f'mtalens_lines_total{{mta="postfix",outcome="quarantined",source="{log}"}} 1' in text
     assert "mtalens_bounces_total{" in text
     assert "process_resident_memory_bytes " in text
     assert "example.com" not in text and "198.51.100.9" not in text  # no per-address labels
+
+
+def test_metrics_carry_the_mta_of_each_log(tmp_path: Path) -> None:
+    # one Exim main log and one Sendmail syslog file watched together: each series says which
+    # MTA logged it, exim_exporter's series come from the Exim log only, and postfix_exporter's
+    # from neither
+    exim = tmp_path / "mainlog"
+    shutil.copy(ROOT / "sample_logs/exim/real-exim-4.96.log", exim)
+    sendmail = tmp_path / "maillog"
+    shutil.copy(ROOT / "sample_logs/sendmail/handwritten-8.15.log", sendmail)
+    w = Watcher(WatchConfig(db=str(tmp_path / "w.duckdb"), logs=(str(exim), str(sendmail)),
+                            timezone="UTC", year=2026))  # fmt: skip
+    w.window()
+    w.close()
+    m = w.metrics
+    with Store.open(tmp_path / "w.duckdb", read_only=True) as s:
+        groups = s.con.execute(
+            "SELECT mta, service, status, count(*) FROM deliveries GROUP BY ALL"
+        ).fetchall()
+        exim_rejects = s.con.execute(
+            "SELECT count(*) FROM rejections WHERE mta = 'exim'"
+        ).fetchone()
+        completed = s.con.execute(
+            "SELECT count(*) FROM messages WHERE mta = 'exim' AND removed_at IS NOT NULL"
+        ).fetchone()
+    for mta, service, status, n in groups:
+        assert m.value("mtalens_deliveries_total", service=service, status=status, mta=mta) == n
+    assert {g[0] for g in groups} == {"exim", "sendmail"}
+    exim = {
+        st: sum(g[3] for g in groups if g[0] == "exim" and g[2] == st)
+        for st in ("sent", "deferred")
+    }
+    assert m.value("exim_messages_total", flag="delivered") == exim["sent"] > 0
+    assert m.value("exim_messages_total", flag="deferred") == exim["deferred"] > 0
+    assert exim_rejects is not None and m.value("exim_reject_total") == exim_rejects[0] > 0
+    assert (
+        completed is not None and m.value("exim_messages_total", flag="completed") == completed[0]
+    )
+    assert (
+        m.value("mtalens_lines_total", source=str(sendmail), outcome="read", mta="sendmail") == 28
+    )
+    assert "postfix_" not in m.render()
 
 
 class _Hook(BaseHTTPRequestHandler):
