@@ -28,6 +28,10 @@ selector, then a message id for lines about a message. Message ids: ``1rABCD-000
 start with the arrival time in base 62 (base 36 on case-insensitive systems, which this reader
 does not decode), used for the queue delay when ``QT=`` is not logged.
 
+An entry whose text has newlines continues on lines that start with a space or a tab and have
+no timestamp (seen from the 4.96 daemon's TLS warning at start-up); they are ignored
+(``exim-continuation``), the first line being the entry.
+
 Not read yet: Exim through syslog (``exim[pid]:`` and its ``[n/m]`` split lines), the reject
 log's header lines, and a ``>>`` cutthrough line that precedes its ``<=`` line.
 Samples: ``sample_logs/exim/*.log`` with ``*.expected.jsonl`` next to each.
@@ -566,6 +570,11 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
         return text
     m = _STAMP_RE.match(text)
     if m is None:
+        if text[0] in " \t":
+            # the second and later lines of an entry whose text has newlines: Exim writes them
+            # as they are (the daemon's "Warning: No server certificate defined ..." is followed
+            # by " Suggested action: ..."), and every entry's first line starts with its time
+            return Skipped("exim-continuation")
         return Malformed("exim-no-timestamp", text[:80])
     try:
         tz = _zone(m["off"]) if m["off"] else clock.tz

@@ -1,0 +1,44 @@
+"""Line-level facts of parsers/eximlog.py met in real Exim 4.96 output (tests/test_e2e_exim.py).
+
+Each case is a line the real daemon wrote in the lab (tests/lab/exim_lab.py); what the line
+means is Exim's (spec chapter "Log files"), what it must become is mtalens' accounting rule:
+stored, ignored with a named rule, or quarantined only when it is Exim's and malformed.
+"""
+
+from __future__ import annotations
+
+from mtalens.parsers import eximlog
+from mtalens.parsers import postfix as pf
+from mtalens.parsers.lines import Malformed, Parsed, Skipped
+from mtalens.parsers.syslog import SyslogClock
+
+CLOCK = SyslogClock(year=2026)
+
+
+def test_continuation_line_of_a_multi_line_entry_is_ignored() -> None:
+    # Exim writes a message with an embedded newline as it is: the daemon's start-up warning
+    # without a TLS certificate is two lines, the second indented and without a timestamp.
+    first = b"2026-12-04 18:40:38 Warning: No server certificate defined; will use a selfsigned one."
+    second = b" Suggested action: either install a certificate or change tls_advertise_hosts option"
+    assert isinstance(eximlog.parse_line(first, CLOCK), Skipped)
+    got = eximlog.parse_line(second, CLOCK)
+    assert got == Skipped("exim-continuation")
+    # a tab-indented continuation the same; a line that is neither stays malformed
+    assert eximlog.parse_line(b"\tmore text", CLOCK) == Skipped("exim-continuation")
+    assert isinstance(eximlog.parse_line(b"Suggested action: no stamp", CLOCK), Malformed)
+
+
+def test_retry_time_not_reached_is_a_deferral_without_reply() -> None:
+    # retry_defer (on by default): a queue run that skips an address before its retry time
+    # logs a deferral that tried nothing, so it carries no reply or remote host
+    line = (
+        b"2026-12-04 18:40:42 1xZYD2-0001AM-0D == defer@example.com routing defer (-52) DT=0s:"
+        b" retry time not reached"
+    )
+    got = eximlog.parse_line(line, CLOCK)
+    assert isinstance(got, Parsed) and isinstance(got.record, pf.Delivery)
+    d = got.record
+    assert (d.status, d.recipient, d.reply_code, d.dsn, d.remote_ip) == (
+        "deferred", "defer@example.com", None, None, None)  # fmt: skip
+    assert d.detail == "retry time not reached"
+    assert d.delivery_time == 0.0
