@@ -634,10 +634,11 @@ class LogIngestor:
             )
 
     def open_source(
-        self, path: Path, head: bytes, st: os.stat_result
+        self, path: Path, head: bytes, st: os.stat_result, *, log_format: str | None = None
     ) -> tuple[Checkpoint, SyslogClock]:
         """The checkpoint of the file whose first bytes are ``head`` (a new one at offset 0 if
-        none matches), with its device/inode set from ``st``, and the clock to read it with."""
+        none matches), with its device/inode set from ``st``, and the clock to read it with.
+        Its format is ``log_format``, else the ingestor's, else detected from ``head``."""
         cp = self.find_checkpoint(head, st)
         before = None if cp is None else replace(cp)
         if cp is None:
@@ -655,7 +656,9 @@ class LogIngestor:
             cp.fp_len, cp.fp_hash = len(head), fingerprint(head)
         cp.path = str(path)
         cp.device, cp.inode = st.st_dev, st.st_ino
-        cp.log_format = self.log_format or formats.detect(head, complete=len(head) < FP_LEN).name
+        cp.log_format = (
+            log_format or self.log_format or formats.detect(head, complete=len(head) < FP_LEN).name
+        )
         self.format_of_key[cp.source_key] = cp.log_format
         self._index_checkpoint(cp, before)
         year = cp.clock_year if cp.clock_year is not None else self._start_year(path, head)

@@ -633,7 +633,9 @@ class Watcher:
             head = os.pread(fd, FP_LEN, 0)
             if not head:
                 return
-            tail.cp, tail.clock = ing.open_source(tail.path, head, st)
+            tail.cp, tail.clock = ing.open_source(
+                tail.path, head, st, log_format=self.config.format_of(tail.source)
+            )
             self._source_of_key[tail.cp.source_key] = tail.source
             if tail.cp.offset > st.st_size:  # cannot happen for a matching head; be safe
                 tail.cp.offset = 0

@@ -5,6 +5,9 @@ Example (every key optional; command-line options win over the file)::
     [watch]
     db = "/var/lib/mtalens/mtalens.duckdb"
     logs = ["/var/log/mail.log", "/var/log/postfix/*.log"]   # files or globs
+    # a log's format (postfix, exim, sendmail) is detected from its first lines; to force it:
+    #   logs = [{path = "/var/log/exim4/mainlog", format = "exim"}, "/var/log/mail.log"]
+    # or log_format = "exim" for every log
     maildirs = ["/var/mail/bounces/Maildir"]                 # new/ is read, then moved to cur/
     report_maildirs = ["/var/mail/dmarc/Maildir"]            # DMARC/TLS-RPT report mail, the same way
     mboxes = []                                              # read by offset
@@ -109,6 +112,8 @@ class ChecksConfig:
 class WatchConfig:
     db: str | None = None
     logs: tuple[str, ...] = ()
+    log_format: str | None = None  # every log read as this format (parsers/formats.py)
+    log_formats: tuple[tuple[str, str], ...] = ()  # (log as configured, its format) overrides
     maildirs: tuple[str, ...] = ()
     mboxes: tuple[str, ...] = ()
     report_maildirs: tuple[str, ...] = ()  # `mtalens reports ingest`'s mail, read as maildirs are
@@ -158,8 +163,25 @@ class WatchConfig:
             raise WatchConfigError(f"metrics port {self.metrics_port} is not a TCP port")
         if not 1 <= self.decode_workers <= 64:
             raise WatchConfigError("decode_workers must be 1..64")
+        from mtalens.parsers.formats import NAMES
+
+        forced = [f for _, f in self.log_formats]
+        if self.log_format is not None:
+            forced.append(self.log_format)
+        for name in forced:
+            if name not in NAMES:
+                raise WatchConfigError(
+                    f"unknown log format {name!r}: expected one of {', '.join(NAMES)}"
+                )
         _check_checks(self.checks)
         return self
+
+    def format_of(self, source: str) -> str | None:
+        """The format forced for the log configured as ``source``, if any."""
+        for s, f in self.log_formats:
+            if s == source:
+                return f
+        return self.log_format
 
     def alert_rules(self) -> tuple[AlertRule, ...]:
         """The configured rules, plus one default rule per kind of the scheduled checks that
@@ -195,6 +217,7 @@ def _check_checks(c: ChecksConfig) -> None:
 _WATCH_KEYS: Final = {
     "db": str,
     "logs": list,
+    "log_format": str,
     "maildirs": list,
     "report_maildirs": list,
     "imap": list,
@@ -264,6 +287,27 @@ def parse_checks(raw: Any) -> ChecksConfig:
     return ChecksConfig(**values)
 
 
+def _logs(entries: list[Any]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``logs``: paths, or ``{path = "...", format = "exim"}`` tables."""
+    paths: list[str] = []
+    forced: list[tuple[str, str]] = []
+    for e in entries:
+        if isinstance(e, str):
+            paths.append(e)
+            continue
+        if not isinstance(e, dict) or not isinstance(e.get("path"), str):
+            raise WatchConfigError("[watch] logs: paths, or tables {path = ..., format = ...}")
+        unknown = set(e) - {"path", "format"}
+        if unknown:
+            raise WatchConfigError(f"[watch] logs: unknown key {sorted(unknown)[0]!r}")
+        paths.append(e["path"])
+        if "format" in e:
+            if not isinstance(e["format"], str):
+                raise WatchConfigError("[watch] logs: format must be a string")
+            forced.append((e["path"], e["format"]))
+    return tuple(paths), tuple(forced)
+
+
 def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
     """Build the config from parsed TOML (other sections are ignored: they belong to others)."""
     watch = data.get("watch", {})
@@ -272,7 +316,9 @@ def parse_watch_config(data: dict[str, Any]) -> WatchConfig:
         raise WatchConfigError("[watch] and [alerts] must be tables")
     _check("watch", watch, _WATCH_KEYS)
     values: dict[str, Any] = dict(watch)
-    for k in ("logs", "maildirs", "mboxes", "report_maildirs", "imap"):
+    if "logs" in values:
+        values["logs"], values["log_formats"] = _logs(values["logs"])
+    for k in ("maildirs", "mboxes", "report_maildirs", "imap"):
         if k in values:
             if not all(isinstance(x, str) for x in values[k]):
                 raise WatchConfigError(f"[watch] {k}: a list of paths")

@@ -25,6 +25,14 @@ def watch(
     log: Annotated[
         list[str] | None, typer.Option("--log", help="Log file or glob (repeatable).")
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Read every log as this format (postfix, exim, sendmail) instead of detecting"
+            " each from its first lines.",
+        ),
+    ] = None,
     maildir: Annotated[
         list[str] | None, typer.Option("--maildir", help="Bounce Maildir (repeatable).")
     ] = None,
@@ -163,7 +171,7 @@ def watch(
     setup_json_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         watcher = build_watcher(
-            config, db=db, logs=log, maildirs=maildir, mboxes=mbox,
+            config, db=db, logs=log, log_format=log_format, maildirs=maildir, mboxes=mbox,
             report_maildirs=reports_maildir, imap=imap, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
