@@ -55,6 +55,7 @@ it as a context manager.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import threading
@@ -289,6 +290,22 @@ class _Handler:
         return "250 2.0.0 Ok: accepted"
 
 
+# RFC 4954 section 5: a server that offers AUTH accepts an ``AUTH=<mailbox>`` (or ``AUTH=<>``)
+# parameter on MAIL FROM. aiosmtpd offers AUTH after STARTTLS but answers that parameter with
+# 555; Sendmail sends it (``AUTH=<>`` for mail whose author it does not trust).
+_AUTH_PARAM: Final = re.compile(r"\s+AUTH=\S+", re.IGNORECASE)
+
+
+class _SMTP(SMTP):
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(None if arg is None else _AUTH_PARAM.sub("", arg))
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _SMTP(self.handler, **self.SMTP_kwargs)
+
+
 class FakeMX:
     """The fake MX; ``port`` is chosen when constructed (or pass one)."""
 
@@ -307,7 +324,7 @@ class FakeMX:
         self._handler = _Handler(greylist_delay=greylist_delay, slow_data_seconds=slow_data_seconds)
         # server_hostname is given so aiosmtpd does not call socket.getfqdn() (a resolver call).
         # With a tls_context aiosmtpd offers STARTTLS in its EHLO reply (RFC 3207).
-        self._controller = Controller(
+        self._controller = _Controller(
             self._handler,
             hostname=self.host,
             port=self.port,
