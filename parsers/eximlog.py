@@ -52,21 +52,22 @@ from mtalens.parsers.syslog import LogLine, SyslogClock
 NAME: Final = "exim"
 INSTANCE: Final = "exim"
 
-_STAMP_RE: Final = re.compile(
-    r"(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d) (?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d)"
-    r"(?:\.(?P<ms>\d{1,6}))?(?: (?P<off>[+-]\d{4}))? (?:\[(?P<pid>\d{1,10})\] )?"
-)
 _B62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_B62_SET: Final = frozenset(_B62)
-_ID_SHAPES: Final = ((6, 6, 2), (6, 11, 4))  # 4.96 and earlier; 4.97 and later
+# 4.96 and earlier: 6-6-2 base-62 digits; 4.97 and later: 6-11-4
+_ID: Final = r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+_ID_RE: Final = re.compile(_ID)
+# The timestamp (its first 19 characters are the second), the millisec, timezone and pid
+# selectors' parts, then the message id when the text starts with one (followed by a space or
+# nothing): one match per line decides all of it.
+_HEAD_RE: Final = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.(\d{1,6}))?(?: ([+-]\d{4}))? (?:\[(\d{1,10})\] )?"
+    rf"(?:({_ID})(?: |\Z))?"
+)
 
 
 def is_message_id(s: str) -> bool:
     """``1rABCD-000123-XY`` or ``1rABCD-00000000123-XYZW``."""
-    parts = s.split("-")
-    if len(parts) != 3 or tuple(len(p) for p in parts) not in _ID_SHAPES:
-        return False
-    return all(_B62_SET.issuperset(p) for p in parts)
+    return _ID_RE.fullmatch(s) is not None
 
 
 def id_time(message_id: str) -> int:
@@ -93,13 +94,26 @@ _DURATION_RE: Final = re.compile(
 )
 
 
+# Small caches of pure functions of a field's text (the same QT=, DT= and H= values recur on
+# many lines); cleared when full, so they stay bounded.
+_CACHE_MAX: Final = 8192
+_DURATIONS: dict[str, float] = {}
+
+
 def parse_duration(text: str) -> float:
     """Exim's readconf time format as logged in QT=/DT= (``3m45s``, ``0s``, ``1.578s``)."""
+    seconds = _DURATIONS.get(text)
+    if seconds is not None:
+        return seconds
     m = _DURATION_RE.fullmatch(text)
     if m is None or not text:
         raise ParseError("exim-bad-time", text[:40])
     w, d, h, mi = (int(m[k] or 0) for k in "wdhm")
-    return ((w * 7 + d) * 24 + h) * 3600 + mi * 60 + float(m["s"] or 0)
+    seconds = ((w * 7 + d) * 24 + h) * 3600 + mi * 60 + float(m["s"] or 0)
+    if len(_DURATIONS) >= _CACHE_MAX:
+        _DURATIONS.clear()
+    _DURATIONS[text] = seconds
+    return seconds
 
 
 # --- fields after the address: KEY=value, quoted values, H= with its parts -------------------
@@ -122,7 +136,9 @@ _KEY_RE: Final = re.compile(r"([A-Za-z][A-Za-z0-9]*)=")
 
 def _read_fields(s: str, i: int) -> _Fields:
     out = _Fields()
+    items, words = out.items, out.words
     n = len(s)
+    find, key_at = s.find, _KEY_RE.match
     while i < n:
         while i < n and s[i] == " ":
             i += 1
@@ -131,21 +147,27 @@ def _read_fields(s: str, i: int) -> _Fields:
         if s[i] == ":" and (i + 1 == n or s[i + 1] == " "):
             out.error = s[i + 1 :].strip()
             break
-        m = _KEY_RE.match(s, i)
+        m = key_at(s, i)
         if m is None:
-            j = s.find(" ", i)
+            j = find(" ", i)
             j = n if j < 0 else j
             word = s[i:j]
             if word.endswith(":"):
-                out.words.append(word[:-1])
+                words.append(word[:-1])
                 out.error = s[j:].strip()
                 break
-            out.words.append(word)
+            words.append(word)
             i = j
             continue
         key = m.group(1)
         i = m.end()
         if i < n and s[i] == '"':  # C="250 OK id=..." with backslash escapes
+            j = find('"', i + 1)
+            plain = s[i + 1 :] if j < 0 else s[i + 1 : j]
+            if "\\" not in plain:  # no escapes: the first quote ends it (or the text does)
+                items[key] = plain
+                i = n + 1 if j < 0 else j + 1
+                continue
             j = i + 1
             buf: list[str] = []
             while j < n and s[j] != '"':
@@ -153,20 +175,20 @@ def _read_fields(s: str, i: int) -> _Fields:
                     j += 1
                 buf.append(s[j])
                 j += 1
-            out.items[key] = "".join(buf)
+            items[key] = "".join(buf)
             i = j + 1
             continue
         if key == "H":
             i = _read_host(s, i, out)
             continue
-        j = s.find(" ", i)
+        j = find(" ", i)
         j = n if j < 0 else j
         value = s[i:j]
         if value.endswith(":") and key != "F":
-            out.items[key] = value[:-1]
+            items[key] = value[:-1]
             out.error = s[j:].strip()
             break
-        out.items[key] = value
+        items[key] = value
         i = j
     return out
 
@@ -222,13 +244,24 @@ _HOST_RE: Final = re.compile(
 )
 
 
-def split_host(value: str) -> tuple[str | None, str | None, str | None, int | None]:
+_Host = tuple[str | None, str | None, str | None, int | None]
+_HOSTS: dict[str, _Host] = {}
+
+
+def split_host(value: str) -> _Host:
     """``name (helo) [ip]:port`` -> (verified name, helo, ip, port)."""
+    got = _HOSTS.get(value)
+    if got is not None:
+        return got
     m = _HOST_RE.match(value)
     if m is None:
         return value or None, None, None, None
     port = pf._bounded(m["port"], pf.INT32_MAX, "exim-bad-port") if m["port"] else None
-    return m["name"], m["helo"], m["ip"], port
+    got = (m["name"], m["helo"], m["ip"], port)
+    if len(_HOSTS) >= _CACHE_MAX:
+        _HOSTS.clear()
+    _HOSTS[value] = got
+    return got
 
 
 # --- reply codes in the error text -------------------------------------------------------------
@@ -563,12 +596,37 @@ def _zone(off: str) -> tzinfo:
     return timezone(sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5])))
 
 
+# (the stamp's first 19 characters, its offset, the clock's zone) -> that second in UTC: lines
+# come in time order, so one conversion serves every line of a second
+_SECONDS: dict[tuple[str, str | None, tzinfo], datetime] = {}
+
+
+def _second(stamp: str, off: str | None, tz_default: tzinfo) -> datetime:
+    key = (stamp, off, tz_default)
+    at = _SECONDS.get(key)
+    if at is None:
+        tz = _zone(off) if off else tz_default
+        try:
+            local = datetime(int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10]),
+                             int(stamp[11:13]), int(stamp[14:16]), int(stamp[17:19]),
+                             tzinfo=tz)  # fmt: skip
+        except ValueError as exc:
+            raise ParseError("bad-timestamp", str(exc)) from exc
+        # the offset is the same for the whole second (zone transitions fall on whole
+        # seconds), so the sub-second part is added to the UTC time as it is
+        at = local.astimezone(UTC)
+        if len(_SECONDS) >= _CACHE_MAX:
+            _SECONDS.clear()
+        _SECONDS[key] = at
+    return at
+
+
 def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
     """Decide one main log line (bytes without its newline)."""
     text = decode_line(raw)
     if not isinstance(text, str):
         return text
-    m = _STAMP_RE.match(text)
+    m = _HEAD_RE.match(text)
     if m is None:
         if text[0] in " \t":
             # the second and later lines of an entry whose text has newlines: Exim writes them
@@ -576,26 +634,18 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
             # by " Suggested action: ..."), and every entry's first line starts with its time
             return Skipped("exim-continuation")
         return Malformed("exim-no-timestamp", text[:80])
+    ms, off, pid_text, qid = m.groups()
     try:
-        tz = _zone(m["off"]) if m["off"] else clock.tz
-        try:
-            local = datetime(int(m["y"]), int(m["mo"]), int(m["d"]), int(m["h"]), int(m["mi"]),
-                             int(m["s"]), int((m["ms"] or "0").ljust(6, "0")), tzinfo=tz)  # fmt: skip
-        except ValueError as exc:
-            raise ParseError("bad-timestamp", str(exc)) from exc
-        at = local.astimezone(UTC)
+        at = _second(text[:19], off, clock.tz)
+        if ms is not None:
+            at = at.replace(microsecond=int(ms.ljust(6, "0")))
         body = text[m.end() :]
-        qid: str | None = None
-        sp = body.find(" ")
-        head = body if sp < 0 else body[:sp]
-        if is_message_id(head):
-            qid, body = head, ("" if sp < 0 else body[sp + 1 :])
         service, recs = parse_text(qid, body, at)
     except _Skip as skip:
         return Skipped(skip.rule)
     except ParseError as exc:
         return Malformed(exc.code, exc.detail)
-    pid = int(m["pid"]) if m["pid"] else None
+    pid = int(pid_text) if pid_text else None
     env = LogLine(logged_at=at, host="", program=NAME, pid=pid, text=body)
     return Parsed(env, INSTANCE, service, recs[0], recs[1:])
 
