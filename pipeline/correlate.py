@@ -263,6 +263,9 @@ class Correlator:
         self.recent_size = recent_size
         self.unique_ids = unique_ids
         self.ends_when_final = ends_when_final
+        # ends_when_final: (host, queue id) of transactions that ended before their envelope was
+        # logged (refused while the data was read, the client went): their envelope line ends them
+        self.aborted: set[tuple[str, str]] = set()
         self.batch = Batch()
         self.latest: datetime | None = None
 
@@ -392,7 +395,11 @@ class Correlator:
             if st.arrived_at is None:
                 st.arrived_at = at
             if self.ends_when_final:
-                self._maybe_end(st, at)
+                if (host, rec.queue_id) in self.aborted:
+                    self.aborted.discard((host, rec.queue_id))
+                    self._close(st, at)
+                else:
+                    self._maybe_end(st, at)
         elif isinstance(rec, pf.Removed):
             self._close(self._get(host, rec.queue_id, at, source_key), at)
         elif isinstance(rec, pf.Expired):
@@ -436,6 +443,8 @@ class Correlator:
                 if ends_message(service, rec):
                     self.open.pop((host, rec.queue_id), None)
                     self._remember_closed(st)
+                    if self.ends_when_final:
+                        self._abort(host, rec.queue_id)
             self.batch.rejections.append(
                 (at, host, service, instance, rec.queue_id, rec.action, rec.stage,
                  rec.client_name, rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender,
@@ -447,8 +456,17 @@ class Correlator:
                  rec.sasl_username, rec.reason, source_key, offset)
             )  # fmt: skip
         elif isinstance(rec, pf.Event):
+            if self.ends_when_final and rec.kind == "lost-connection" and rec.queue_id:
+                st_lost = self.open.get((host, rec.queue_id))
+                if st_lost is None or st_lost.arrived_at is None:  # before its envelope
+                    self._abort(host, rec.queue_id)
             self._event(at, host, service, instance, rec.kind, rec.queue_id, rec.remote_host,
                         rec.remote_ip, rec.detail, source_key, offset)  # fmt: skip
+
+    def _abort(self, host: str, qid: str) -> None:
+        if len(self.aborted) >= self.recent_size:  # envelopes that never came: forget them
+            self.aborted.clear()
+        self.aborted.add((host, qid))
 
     def _event(
         self,

@@ -147,3 +147,56 @@ def test_queue_ids() -> None:
     assert not sm.is_queue_id("3F2A41C0B7")  # Postfix
     assert not sm.is_queue_id("4VXq6Q0Lrqz9tB1")  # Postfix long id: "z" is not base 60
     assert not sm.is_queue_id("1xZIN1-0002xK-2s")  # Exim
+
+
+REAL = SAMPLE.parent / "real-sendmail-8.17.log"
+
+
+def test_real_sendmail_log_final_status_codes_and_delays(tmp_path: Path) -> None:
+    # the log tests/lab/sendmail_sample.py recorded from a real Sendmail 8.17 sending to
+    # tests/lab/fake_mx.py, which answers by the recipient's local part (its docstring's table)
+    db = tmp_path / "s.duckdb"
+    _ingest(db, REAL)
+    got = {
+        r[0]: r[1:]
+        for r in _rows(
+            db,
+            "SELECT recipient, status, dsn, reply_code, delay FROM recipient_outcomes "
+            "WHERE queue_id = '6B4Ins5Z019422' OR queue_id LIKE '6B4Ins5_019422'",
+        )
+    }
+    assert got == {
+        "ok1@example.com": ("sent", "2.0.0", 250, 0.0),
+        "ok2@example.org": ("sent", "2.0.0", 250, 0.0),
+        "unknown1@example.com": ("bounced", "5.1.1", 550, 0.0),
+        "full1@example.com": ("bounced", "5.2.2", 552, 0.0),
+        # the server's 5.7.1, not dsn=5.0.0 (Sendmail's own mapping of 554)
+        "listed1@example.com": ("bounced", "5.7.1", 554, 0.0),
+        # refused after the data: 552 5.3.4, not Sendmail's dsn=5.2.2
+        "bigdata1@example.com": ("bounced", "5.3.4", 552, 0.0),
+        # deferred until Timeout.queuereturn (40 s in the lab): "Cannot send message for"
+        "defer1@example.com": ("expired", "4.2.0", 450, 40.0),
+        "busy1@example.com": ("expired", "4.7.0", 421, 40.0),
+        "refused1@down.example.com": ("expired", "4.4.1", None, 40.0),
+    }
+    rows = _rows(
+        db,
+        "SELECT queue_id, origin, strftime(removed_at, '%H:%M:%S'), notification_kind, "
+        "(SELECT o.queue_id FROM messages o WHERE o.message_key = m.bounce_of_key) "
+        "FROM messages m ORDER BY first_seen, queue_id",
+    )
+    # every message ends (its "done" line, or refused before its envelope), none twice
+    assert [r for r in rows if r[2] is None] == []
+    assert len({r[0] for r in rows}) == len(rows)
+    notes = {(r[4], r[3]) for r in rows if r[1] == "bounce"}
+    assert notes == {
+        ("6B4Ins5Z019422", "non-delivery"),
+        ("6B4Ins5a019422", "non-delivery"),
+        ("6B4Ins5Z019422", "delay"),
+        ("6B4Ins5b019422", "delay"),
+        ("6B4Ins5b019422", "non-delivery"),  # "Cannot send message for 40 seconds"
+    }
+    refused = _rows(db, "SELECT stage, recipient, reason FROM rejections ORDER BY stage")
+    assert ("RCPT", "nosuch@example.net", "User unknown") in refused
+    assert ("DATA", None, "Bare linefeed (LF) not allowed") in refused
+    assert _rows(db, "SELECT count(*) FROM auth_failures") == [(4,)]
