@@ -500,6 +500,13 @@ class Correlator:
         a = b = c = e = None
         if d.delays is not None:
             a, b, c, e = d.delays
+        elif d.delivery_time is not None:
+            # Exim's DT= and Sendmail's xdelay= time the whole delivery attempt, connection
+            # setup and transmission together: stored as the transmission stage, and what the
+            # delay has beyond it as time in the queue (before the queue and connection: unknown)
+            e = d.delivery_time
+            if d.delay is not None and d.delay >= e:
+                b = d.delay - e
         reason, category, hard, rule_id, blocklist = classify_delivery(
             self.classify, d.status, d.dsn, d.reply_code, d.detail, d.remote_host, d.relay_host,
             d.smtp_stage,

@@ -18,7 +18,9 @@ CLOCK = SyslogClock(year=2026)
 def test_continuation_line_of_a_multi_line_entry_is_ignored() -> None:
     # Exim writes a message with an embedded newline as it is: the daemon's start-up warning
     # without a TLS certificate is two lines, the second indented and without a timestamp.
-    first = b"2026-12-04 18:40:38 Warning: No server certificate defined; will use a selfsigned one."
+    first = (
+        b"2026-12-04 18:40:38 Warning: No server certificate defined; will use a selfsigned one."
+    )
     second = b" Suggested action: either install a certificate or change tls_advertise_hosts option"
     assert isinstance(eximlog.parse_line(first, CLOCK), Skipped)
     got = eximlog.parse_line(second, CLOCK)

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from mtalens.pipeline.cli import app
@@ -58,9 +59,11 @@ def test_real_exim_log_final_status_codes_and_delays(tmp_path: Path) -> None:
         "ok2@remote.test": ("sent", "2.0.0", 250, None, 0.0),  # the "->" line
         "unknown1@remote.test": ("bounced", "5.1.1", 550, "RCPT TO", 0.0),
         "full1@remote.test": ("bounced", "5.2.2", 552, "RCPT TO", 0.0),
-        # deferred twice (450 4.2.0), then given up after the retry rule's 1 minute; the
-        # delay is the message's age then (no QT= on ** lines: from the message id)
-        "defer1@remote.test": ("expired", None, None, None, 71.0),
+        # deferred three times (450 4.2.0), then given up after the retry rule's 1 minute:
+        # the expiry line has no reply, the outcome keeps the last deferral's codes
+        # (migration 0019, as Postfix's expired outcomes); the delay is the message's age
+        # then (no QT= on ** lines: from the message id)
+        "defer1@remote.test": ("expired", "4.2.0", 450, "RCPT TO", 71.0),
         "alice@example.test": ("sent", None, None, None, 0.0),  # local delivery
     }
     for rcpt, (status, dsn, code, stage, delay) in want.items():
@@ -109,6 +112,16 @@ def test_handwritten_4_97_sample(tmp_path: Path) -> None:
     got = {rcpt: row for (_qid, rcpt), row in _outcomes(db).items()}
     assert got["carol@dest.example"]["status"] == "sent"
     assert got["carol@dest.example"]["delay"] == 1.2  # QT=1.200s
+    # DT=0.950s times the whole attempt (connection and transmission): the transmission stage,
+    # the rest of QT= the queue; Exim logs neither the time before the queue nor the connection
+    with Store.open(db, read_only=True) as s:
+        stages = s.con.execute(
+            "SELECT delay_before_queue, delay_in_queue, delay_connect, delay_transmit"
+            " FROM recipient_outcomes WHERE recipient = 'carol@dest.example'"
+        ).fetchone()
+    assert stages is not None
+    assert (stages[0], stages[2], stages[3]) == (None, None, 0.95)
+    assert stages[1] == pytest.approx(1.2 - 0.95)
     assert (got["dave@dest.example"]["status"], got["dave@dest.example"]["dsn"],
             got["dave@dest.example"]["reply_code"]) == ("bounced", "5.7.1", 554)  # fmt: skip
     assert got["dave@dest.example"]["reason"] not in (None, "delivered")
@@ -156,3 +169,73 @@ def test_log_format_option_overrides_detection(tmp_path: Path) -> None:
     assert stats["lines_stored"] == 0
     assert stats["lines_quarantined"] == stats["lines_read"] > 0
     assert stats["not_logs"] == [{"path": str(REAL), "lines": stats["lines_read"]}]
+
+
+# An Exim 4.96 bounce for the sample's defer1 as the lab's real Exim writes them
+# (tests/test_e2e_exim.py): multipart/report, Status 5.0.0 and the last reply in Diagnostic-Code.
+EXIM_DSN = """\
+Return-path: <>
+X-Failed-Recipients: defer1@remote.test
+Auto-Submitted: auto-replied
+From: Mail Delivery System <Mailer-Daemon@example.test>
+To: bob@example.test
+Content-Type: multipart/report; report-type=delivery-status; boundary=b1
+MIME-Version: 1.0
+Subject: Mail delivery failed: returning message to sender
+Message-Id: <E1xZIOA-0004DJ-09@mx1.example.test>
+Date: Fri, 04 Dec 2026 01:47:06 +0000
+
+--b1
+Content-type: text/plain; charset=us-ascii
+
+A message that you sent could not be delivered to one or more of its
+recipients. This is a permanent error. The following address(es) failed:
+
+  defer1@remote.test
+    host 127.0.0.1 [127.0.0.1]
+    SMTP error from remote mail server after RCPT TO:<defer1@remote.test>:
+    450 4.2.0 temporarily deferred: retry timeout exceeded
+
+--b1
+Content-type: message/delivery-status
+
+Reporting-MTA: dns; mx1.example.test
+
+Action: failed
+Final-Recipient: rfc822;defer1@remote.test
+Status: 5.0.0
+Remote-MTA: dns; 127.0.0.1
+Diagnostic-Code: smtp; 450 4.2.0 temporarily deferred: retry timeout exceeded
+
+--b1
+Content-type: message/rfc822
+
+From: bob@example.test
+Subject: lab 1
+Message-ID: <lab1@client.example>
+
+hello
+
+--b1--
+"""
+
+
+def test_bounce_of_an_expired_address_has_one_last_attempt(tmp_path: Path) -> None:
+    """Exim logs the last deferral and "** a@b: retry timeout exceeded" in the same second: the
+    one read last (the expiry) is the last attempt, not both (migration 0019)."""
+    db = tmp_path / "s.duckdb"
+    _ingest(db, str(REAL))
+    dsn = tmp_path / "bounce.eml"
+    dsn.write_text(EXIM_DSN)
+    r = runner.invoke(app, ["bounces", "ingest", "--db", str(db), str(dsn)])
+    assert r.exit_code == 0, r.output
+    with Store.open(db, read_only=True) as s:
+        rows = s.con.execute(
+            "SELECT delivery_status, delivery_dsn, delivery_logged_at, is_last_attempt, link_method"
+            " FROM bounce_deliveries WHERE recipient = 'defer1@remote.test'"
+            " ORDER BY delivery_line_offset"
+        ).fetchall()
+    assert [row[0] for row in rows] == ["deferred"] * 3 + ["expired"]
+    assert rows[-1][2] == rows[-2][2]  # the same second
+    assert [row[3] for row in rows] == [False, False, False, True]
+    assert {row[4] for row in rows} == {"message_id"}
