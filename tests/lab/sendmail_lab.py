@@ -272,10 +272,8 @@ class SendmailLab:
         self.smtp_port: Final = smtp_port if smtp_port is not None else free_loopback_port()
         self.timings: Final = timings
         self.log_level: Final = log_level
-        # AF_UNIX paths are limited to 108 bytes; pytest's directories can be longer.
-        self._sock_dir = Path(tempfile.mkdtemp(prefix="mtalens-syslog-"))
-        os.chmod(self._sock_dir, 0o755)  # the MSP logs as smmsp
-        self.syslog: Final = SyslogReceiver(self._sock_dir / "log", self.log_path)
+        self._sock_dir: Path | None = None
+        self.syslog: SyslogReceiver | None = None  # while the lab runs
         self.auth = shutil.which("saslpasswd2") is not None or os.path.exists(
             "/usr/sbin/saslpasswd2"
         )
@@ -431,6 +429,7 @@ FEATURE(`msp', `[127.0.0.1]')dnl
         upper.mkdir(parents=True, exist_ok=True)
         (self.root / "ns/dev-work").mkdir(exist_ok=True)
         (upper / "log").unlink(missing_ok=True)
+        assert self.syslog is not None
         (upper / "log").symlink_to(self.syslog.socket_path)
 
     def _write_tls(self) -> None:
@@ -536,8 +535,20 @@ FEATURE(`msp', `[127.0.0.1]')dnl
         reason = missing_reason(self.sm_root)
         if reason is not None:
             raise LabError(reason)
-        self.write_config()
-        self.syslog.start()
+        # AF_UNIX paths are limited to 108 bytes; pytest's directories can be longer.
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="mtalens-syslog-"))
+        os.chmod(self._sock_dir, 0o755)  # the MSP logs as smmsp
+        self.syslog = SyslogReceiver(self._sock_dir / "log", self.log_path)
+        try:
+            self.write_config()
+            self.syslog.start()
+            self._start_daemon()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_daemon(self) -> None:
         etc = self.ns(self.etc)
         makemap = self.sm_root / "root/usr/libexec/sendmail/makemap"
         t = self.timings
@@ -555,13 +566,11 @@ FEATURE(`msp', `[127.0.0.1]')dnl
             check=False,
         )
         if proc.returncode != 0:
-            self.syslog.stop()
             raise LabError(
                 f"sendmail did not start ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
             )
         self._pid = self._wait_pid(timeout=30.0)
         self._wait_listening(timeout=30.0)
-        return self
 
     def _wait_pid(self, timeout: float) -> int:
         pid_file = self.root / "run/sendmail.pid"
@@ -590,19 +599,23 @@ FEATURE(`msp', `[127.0.0.1]')dnl
         raise LabError(f"sendmail did not answer on {self.smtp_port}: {last}\n{self.log_text()}")
 
     def stop(self) -> None:
-        if self._pid is None:
-            return
+        """Stop the daemon, then the syslog receiver; safe to call twice or after a failed start."""
         pid, self._pid = self._pid, None
-        # The daemon leads its own process group (it calls setsid); queue runners and delivery
-        # children are in it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # the last datagrams
-        self.syslog.stop()
-        shutil.rmtree(self._sock_dir, ignore_errors=True)
+        if pid is not None:
+            # The daemon leads its own process group (it calls setsid); queue runners and
+            # delivery children are in it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)  # the last datagrams
+        if self.syslog is not None:
+            self.syslog.stop()
+            self.syslog = None
+        if self._sock_dir is not None:
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
+            self._sock_dir = None
 
     # -- mail ----------------------------------------------------------------------------
 
@@ -645,8 +658,8 @@ FEATURE(`msp', `[127.0.0.1]')dnl
         msg["To"] = ", ".join(rcpts)
         msg["Subject"] = subject
         msg["Date"] = formatdate(localtime=True)
-        msg["Message-ID"] = make_msgid(domain="client.example.net")
-        for name, value in (headers or {}).items():
+        headers = {"Message-ID": make_msgid(domain="client.example.net"), **(headers or {})}
+        for name, value in headers.items():
             msg[name] = value
         msg.set_content(body)
         code, reply = s.mail(sender)
