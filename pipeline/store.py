@@ -1,10 +1,19 @@
-"""The DuckDB store: opening, forward-only migrations, transactions.
+"""The DuckDB store: opening, forward-only migrations, the views, transactions.
 
-Migrations are the numbered files in ``pipeline/sql/`` (``0001_core.sql``, ...). Each is applied
-once, in order, inside one explicit transaction together with its row in ``schema_migrations``.
-A migration that was applied and whose text has changed since is refused at start-up: migrations
-are forward-only, so a change must be a new file. A store with a migration this code does not
-know (written by a newer mtalens) is refused too, read-only or not.
+Migrations are the numbered files in ``pipeline/sql/`` (``0001_core.sql``, ...): tables, and the
+statements that move data between them. Each is applied once, in order, inside one explicit
+transaction together with its row in ``schema_migrations``. A migration that was applied and
+whose text has changed since is refused at start-up: migrations are forward-only, so a change
+must be a new file. A store with a migration this code does not know (written by a newer
+mtalens) is refused too, read-only or not.
+
+The views and macros (the public views, the suppression policy) are not migrations: they are the
+files in ``pipeline/sql/views/``, run in name order after the migrations whenever their text
+differs from what the store last ran (``schema_views`` keeps its checksum), so each has one
+definition, the current one. A read-only open of a store whose views are older creates them as
+temporary views and macros for that connection (they shadow the stored ones; the file is not
+written). The view and macro statements the migrations up to 0019 held were moved there: their
+files' checksums before that move (:data:`LEGACY_CHECKSUMS`) are accepted and updated.
 
 The store holds SASL usernames and addresses: a new store file is created 0600 (the umask is
 narrowed around its creation only), and its ``.wal`` (which DuckDB deletes at each checkpoint
@@ -33,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Final
 
 import duckdb
 
@@ -126,6 +136,30 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+# sha256 of migrations 0001-0019 as released, with the view and macro definitions since moved to
+# pipeline/sql/views/: a store that applied them is up to date and gets the new checksums
+LEGACY_CHECKSUMS: Final = {
+    1: "f2a7e2de4ee026b9e0f2778b872165f30d8af957aa22442d47abea581cdd3375",
+    2: "fee98efb1647c9e8ccb6ac244d1349293dcd4c13ca184c0cb5035d47428108a5",
+    3: "33843c4d144570dee323b880952c2ed2ff4977fa083e59ff3135bfd80c0fd87f",
+    4: "0aa0ec1347d11fa912b69531b9e7b6be476fd64956ba4dd6496d650982e81497",
+    5: "acf51ac84484a1a9456d36f56db42e9b5810df01f1edb4a5dd797f1ce2125ba6",
+    6: "837f13555d6eec3a45561fa1a9bbb3bf3afb51e48ac7b37d136b34f679b5161f",
+    8: "b19182a7254a248c329653be664fe5a49c5a877c4398ef53d437a0fb70f04521",
+    9: "56ee1c4d07e52930a5584c5240e254f86691d71453ab39789068cb24001883a3",
+    10: "050faa21f67daf43087947848aeee2eefe1835adc10926df5fc9fa4f8de8f4e5",
+    11: "493675d3cd7f091a1e6e3b5c34349f4f001a9b6a8412364bc206f6cbad997310",
+    12: "3370d069a8bc104c9afeed432c30c3d085ede04ebd549bac78e9491020b86119",
+    13: "bb5f6b37f3966c24b59c53e37bc376eb8441d22da80e165e65fc12163410e8b8",
+    14: "bfdcd0acd2bf01d16f009d7ee1967034f7af75c84ff7defdf543f49e34246dc9",
+    15: "f0bb9f99359b900b5bea17dba5c114b4841fe9a9358d6fb0f9c858e0dc036ced",
+    16: "28edf0c383d6c7a332afb6bfdc48de2111e7ba9c9d5cfcfc8b558d980196b04e",
+    17: "bcb672612026b7f30e130ec45d6b3da3822bb8c1604908720448f0d97a535c5a",
+    18: "86093493bbc16c046a2b0aa82d6e4af038e6a94bd462f97f59b2816981bab872",
+    19: "d2ad6c72616dc8152179783996fa8f9c3d4d06b128d576152884e9ab292875bc",
+}
+
+
 def load_migrations() -> list[Migration]:
     found: list[Migration] = []
     for entry in resources.files("mtalens.pipeline").joinpath("sql").iterdir():
@@ -138,6 +172,39 @@ def load_migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise StoreError(f"two migrations share a number: {versions}")
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class ViewsFile:
+    name: str
+    sql: str
+
+
+def load_views() -> list[ViewsFile]:
+    """The files of ``pipeline/sql/views/`` in name order."""
+    folder = resources.files("mtalens.pipeline").joinpath("sql").joinpath("views")
+    found = [
+        ViewsFile(e.name, e.read_text(encoding="utf-8"))
+        for e in folder.iterdir()
+        if e.name.endswith(".sql")
+    ]
+    return sorted(found, key=lambda f: f.name)
+
+
+def views_checksum(files: list[ViewsFile]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.sql.encode() + b"\0")
+    return h.hexdigest()
+
+
+# every definition in the views files starts a line with one of these
+_DEFINITION_RE: Final = re.compile(r"^(CREATE OR REPLACE )(VIEW|MACRO) ", re.M)
+
+
+def as_temporary(sql: str) -> str:
+    """The views file ``sql`` with its views and macros made temporary (a read-only open)."""
+    return _DEFINITION_RE.sub(r"\1TEMP \2 ", sql)
 
 
 def lock_wait_seconds() -> float:
@@ -298,7 +365,13 @@ class Store:
             )
         for mig in migrations:
             if mig.version in applied:
-                if applied[mig.version] != mig.checksum:
+                legacy = LEGACY_CHECKSUMS.get(mig.version)
+                if applied[mig.version] == legacy and apply:
+                    con.execute(
+                        "UPDATE schema_migrations SET checksum = ? WHERE version = ?",
+                        [mig.checksum, mig.version],
+                    )
+                elif applied[mig.version] != mig.checksum and applied[mig.version] != legacy:
                     raise StoreError(
                         f"{self.path}: migration {mig.name} changed after it was applied; "
                         "migrations are forward-only, add a new one"
@@ -328,6 +401,44 @@ class Store:
                 if known := store_error(exc, self.path):
                     raise known from exc
                 raise StoreError(f"{self.path}: migration {mig.name} failed: {exc}") from exc
+        self._ensure_views(apply=apply)
+
+    def _ensure_views(self, *, apply: bool) -> None:
+        """Run the views files when the store last ran other ones (see the module's
+        docstring); read-only, as temporary views of this connection."""
+        con = self.con
+        has_table = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_views'"
+        ).fetchone()
+        if not has_table or not has_table[0]:
+            return  # a schema from before the views files (only a test builds one now)
+        files = load_views()
+        want = views_checksum(files)
+        row = con.execute("SELECT checksum FROM schema_views WHERE name = 'views'").fetchone()
+        if row is not None and row[0] == want:
+            return
+        if not apply:
+            for f in files:
+                con.execute(as_temporary(f.sql))
+            return
+        current = None
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for f in files:
+                current = f.name
+                con.execute(f.sql)
+            current = None
+            con.execute(
+                "INSERT OR REPLACE INTO schema_views (name, checksum, applied_at)"
+                " VALUES ('views', ?, now())",
+                [want],
+            )
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            _rollback(con)
+            if known := store_error(exc, self.path):
+                raise known from exc
+            raise StoreError(f"{self.path}: views file {current} failed: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

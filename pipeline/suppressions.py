@@ -1,14 +1,15 @@
 """Suppression lists: which addresses to stop mailing, and why.
 
-The policy is evaluated in the store by the table macros of ``pipeline/sql/0004_suppressions.sql``
-(``suppression_decisions``, ``sender_side_problems``, ``suppression_invalid``; since 0009 the
-decisions are computed in stages, see ``staged_decisions``; since 0010 from a per-address
-summary plus the rows not folded into it yet, see ``evaluated_decisions`` and
-``refresh_suppression_summary``), so the CLI, the exporters (pipeline/exports.py) and notebooks
-share one definition; this module passes them the parameters from ``[suppressions]``
-(pipeline/config.py) and a clock value, normalises the addresses SQL cannot, and records manual
-decisions. Every way of evaluating gives the rows of ``suppression_decisions_reference``
-(tests/test_suppressions_fast.py).
+The policy is evaluated in the store by the table macros of
+``pipeline/sql/views/30_suppressions.sql``, its one definition (``suppression_decisions``,
+``sender_side_problems``, ``suppression_invalid``; the decisions are computed in stages, see
+``staged_decisions``, from a per-address summary plus the rows not folded into it yet, see
+``evaluated_decisions`` and ``refresh_suppression_summary``), so the CLI, the exporters
+(pipeline/exports.py) and notebooks share it; this module passes them the parameters from
+``[suppressions]`` (pipeline/config.py) and a clock value, normalises the addresses SQL cannot,
+and records manual decisions. Every way of evaluating gives the rows of the straightforward
+one-query definition the tests keep (tests/sql/suppression_reference.sql,
+tests/test_suppressions_fast.py).
 
 Evidence is every final outcome of a recipient in the Postfix logs (``recipient_outcomes``),
 every failed recipient of a decoded DSN, every ARF complaint and every manual add or remove.
@@ -273,7 +274,7 @@ def prepare(store: Store, *, now: datetime, since: SummaryState | None = None) -
 # --- the policy ------------------------------------------------------------------------------
 
 
-def _args(policy: SuppressionsConfig) -> list[Any]:
+def policy_args(policy: SuppressionsConfig) -> list[Any]:
     return [
         policy.soft_threshold,
         policy.soft_window_days,
@@ -287,9 +288,6 @@ def _args(policy: SuppressionsConfig) -> list[Any]:
 
 # The decisions in one query (0009's suppression_decisions): what notebooks and `explain` use.
 DECISIONS_SQL: Final = "SELECT * FROM suppression_decisions(?, ?, ?, ?, ?, ?, ?, ?)"
-# The straightforward definition (0004), kept as the specification the fast one is checked
-# against (tests/test_suppressions_fast.py) and as the benchmark's baseline.
-REFERENCE_SQL: Final = "SELECT * FROM suppression_decisions_reference(?, ?, ?, ?, ?, ?, ?, ?)"
 
 # The staged evaluation (0009): each stage materialised in a temp table of this connection
 # (temp tables work on a read-only store too, and DuckDB spills them under memory pressure).
@@ -329,8 +327,8 @@ def staged_decisions(
     """Materialise the stages of the policy; yields ``STAGED_SQL`` and its parameters, which
     select the same rows as ``DECISIONS_SQL`` (valid inside the ``with`` block only)."""
     try:
-        _stage_evidence(store, now, _args(policy))
-        yield STAGED_SQL, [now, *_args(policy)[:4]]
+        _stage_evidence(store, now, policy_args(policy))
+        yield STAGED_SQL, [now, *policy_args(policy)[:4]]
     finally:
         _drop_staged(store)
 
@@ -476,7 +474,7 @@ class _Sources:
 
 
 def _policy_key(policy: SuppressionsConfig) -> str:
-    return json.dumps(_args(policy))
+    return json.dumps(policy_args(policy))
 
 
 def summary_state(store: Store) -> SummaryState | None:
@@ -1069,7 +1067,7 @@ def refresh_suppression_summary(store: Store, policy: SuppressionsConfig) -> Sum
     readers never need it to be current (see evaluated_decisions)."""
     if store.read_only:
         raise SuppressionError("the store is open read-only")
-    args = _args(policy)
+    args = policy_args(policy)
     key = _policy_key(policy)
     con = store.con
     with store.transaction():
@@ -1282,7 +1280,7 @@ def evaluated_decisions(
             yield staged
         return
     try:
-        _stage_delta(store, now, _args(policy), state=state)
+        _stage_delta(store, now, policy_args(policy), state=state)
         yield PICK_SQL, [now]
     finally:
         _drop_scope(store)
@@ -1302,7 +1300,7 @@ def address_decisions(
             "lower(address) AS key FROM (SELECT unnest(CAST(? AS VARCHAR[])) AS address)",
             [addresses],
         )
-        _stage_history(store, now, _args(policy))
+        _stage_history(store, now, policy_args(policy))
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {_CANDIDATES} AS SELECT * FROM {_SCOPE_CANDIDATES}"
         )
@@ -1362,18 +1360,7 @@ def one_query_decisions_frame(
 ) -> pl.DataFrame:
     """``decisions_frame`` by the one-query macro (what notebooks and ad hoc SQL use)."""
     sql = DECISIONS_SQL + (" WHERE suppressed" if suppressed_only else "") + " ORDER BY address"
-    table = store.con.sql(sql, params=[now, *_args(policy)]).to_arrow_table()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-def reference_decisions_frame(
-    store: Store, policy: SuppressionsConfig, *, now: datetime, suppressed_only: bool = True
-) -> pl.DataFrame:
-    """``decisions_frame`` by the straightforward definition (slow; for tests and the bench)."""
-    sql = REFERENCE_SQL + (" WHERE suppressed" if suppressed_only else "") + " ORDER BY address"
-    table = store.con.sql(sql, params=[now, *_args(policy)]).to_arrow_table()
+    table = store.con.sql(sql, params=[now, *policy_args(policy)]).to_arrow_table()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

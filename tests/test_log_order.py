@@ -15,6 +15,7 @@ from mtalens.pipeline import suppressions as S
 from mtalens.pipeline.config import SuppressionsConfig
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store
+from tests.suppression_reference import reference_decisions_frame
 
 NOW = datetime(2026, 3, 20, tzinfo=UTC)
 HEAD = "mx1 postfix/{}[{}]: 4BC0{:06X}: "
@@ -89,7 +90,7 @@ def test_the_suppression_policy_reads_the_log_order(tmp_path: Path) -> None:
         S.refresh_suppression_summary(s, policy)
         listed = {x.address for x in S.list_suppressions(s, policy, now=NOW)}
         staged = S.decisions_frame(s, policy, now=NOW)
-        ref = S.reference_decisions_frame(s, policy, now=NOW, suppressed_only=False)
+        ref = reference_decisions_frame(s, policy, now=NOW, suppressed_only=False)
     # three days whose last attempt (by the log) delivered: nothing to suppress
     assert "bob@dest.example" not in listed
     assert staged.filter(staged["address"] == "bob@dest.example")["suppressed"].to_list() in (

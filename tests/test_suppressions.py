@@ -15,6 +15,7 @@ from mtalens.pipeline.config import (
     load_config,
 )
 from mtalens.pipeline.store import Store
+from tests.suppression_reference import reference_decisions_frame
 from tests.test_suppressions_data import T0, complaint, day, dsn, log
 
 POLICY = SuppressionsConfig()
@@ -40,7 +41,7 @@ def decide(
         return mine[0] if mine else None
 
     as_is = found(S.list_suppressions(store, policy, now=now, include_all=True))
-    ref = S.reference_decisions_frame(store, policy, now=now, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=now, suppressed_only=False)
     assert as_is == found([S._to_suppression(r) for r in ref.to_dicts()])
     S.refresh_suppression_summary(store, policy)
     assert S.summary_usable(store, policy)

@@ -14,6 +14,7 @@ import pytest
 from mtalens.pipeline import suppressions as S
 from mtalens.pipeline.config import SuppressionsConfig
 from mtalens.pipeline.store import Store
+from tests.suppression_reference import reference_decisions_frame
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from bench_suppressions import synthesise
@@ -130,7 +131,7 @@ def assert_same(got: pl.DataFrame, ref: pl.DataFrame) -> None:
 )
 def test_fast_policy_equals_reference(store: Store, policy: SuppressionsConfig) -> None:
     fast = staged_frame(store, policy, now=NOW)
-    ref = S.reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
     assert fast.height == ref.height > 1_000
     assert fast["suppressed"].sum() > 1_000
     assert set(fast["kind"].drop_nulls()) == {"complaint", "hard", "manual", "soft"}
@@ -144,7 +145,7 @@ def test_fast_policy_before_the_end_of_the_evidence(store: Store) -> None:
     policy = SuppressionsConfig()
     when = datetime(2026, 4, 1, tzinfo=UTC)
     fast = staged_frame(store, policy, now=when)
-    ref = S.reference_decisions_frame(store, policy, now=when, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=when, suppressed_only=False)
     assert fast.height > 0 and fast.equals(ref)
 
 
@@ -155,7 +156,7 @@ def test_fast_policy_before_the_end_of_the_evidence(store: Store) -> None:
 )
 def test_one_query_macro_equals_reference(store: Store, policy: SuppressionsConfig) -> None:
     one = S.one_query_decisions_frame(store, policy, now=NOW, suppressed_only=False)
-    ref = S.reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
     assert one.height == ref.height > 1_000
     for col in ref.columns:
         differs = one.filter(pl.col(col).ne_missing(ref[col]))
@@ -184,7 +185,7 @@ def test_staged_on_a_read_only_store_leaves_no_trace(tmp_path: Path) -> None:
         before = ro.con.execute(settings).fetchall()
         policy = SuppressionsConfig()
         staged = S.decisions_frame(ro, policy, now=NOW, suppressed_only=False)
-        ref = S.reference_decisions_frame(ro, policy, now=NOW, suppressed_only=False)
+        ref = reference_decisions_frame(ro, policy, now=NOW, suppressed_only=False)
         assert staged.height > 100 and staged.equals(ref)
         assert ro.con.execute(settings).fetchall() == before
         temp = ro.con.execute(
@@ -210,7 +211,7 @@ def test_summary_equals_reference(store: Store, policy: SuppressionsConfig) -> N
     assert report.full and report.candidates > 1_000
     assert S.summary_usable(store, policy)
     for when in (NOW, datetime(2026, 4, 1, tzinfo=UTC)):
-        ref = S.reference_decisions_frame(store, policy, now=when, suppressed_only=False)
+        ref = reference_decisions_frame(store, policy, now=when, suppressed_only=False)
         assert ref.height > 1_000
         assert_same(evaluated_frame(store, policy, now=when), ref)
     again = S.refresh_suppression_summary(store, policy)
@@ -232,7 +233,7 @@ def test_summary_evidence_after_as_of_is_recomputed(store: Store) -> None:
 
 def test_address_decisions_equal_reference_rows(store: Store) -> None:
     policy = SuppressionsConfig()
-    ref = S.reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=NOW, suppressed_only=False)
     sample = ref.filter(
         pl.col("kind").is_null() | pl.col("suppressed") | (pl.col("evidence_count") > 2)
     ).gather_every(97)
@@ -332,13 +333,13 @@ def test_summary_with_several_ingests_equals_reference(
                 assert 0 < report.combined < report.addresses, report
         assert S.summary_usable(dst, policy) == (k >= min(refresh_after, default=PARTS))
         for when in (NOW, datetime(2026, 5, 15, tzinfo=UTC)):
-            ref = S.reference_decisions_frame(dst, policy, now=when, suppressed_only=False)
+            ref = reference_decisions_frame(dst, policy, now=when, suppressed_only=False)
             assert ref.height > 100
             assert_same(evaluated_frame(dst, policy, now=when), ref)
     assert S.prepare(dst, now=NOW) == 0
     # and the same rows as the source store, where everything arrived at once
     S.prepare(source, now=NOW)
-    final = S.reference_decisions_frame(source, policy, now=NOW, suppressed_only=False)
+    final = reference_decisions_frame(source, policy, now=NOW, suppressed_only=False)
     assert_same(evaluated_frame(dst, policy, now=NOW), final)
 
 
@@ -349,7 +350,7 @@ def test_summary_of_another_policy_is_not_used(source: Store) -> None:
     tuned, defaults = POLICIES[1], POLICIES[0]
     S.refresh_suppression_summary(dst, tuned)
     assert S.summary_usable(dst, tuned) and not S.summary_usable(dst, defaults)
-    ref = S.reference_decisions_frame(dst, defaults, now=NOW, suppressed_only=False)
+    ref = reference_decisions_frame(dst, defaults, now=NOW, suppressed_only=False)
     assert_same(evaluated_frame(dst, defaults, now=NOW), ref)
     # a refresh with the other policy rebuilds the summary for it
     assert S.refresh_suppression_summary(dst, defaults).full
@@ -374,7 +375,7 @@ def test_summary_read_only_with_unfolded_rows(source: Store, tmp_path: Path) -> 
         with pytest.raises(S.SuppressionError):
             S.refresh_suppression_summary(ro, policy)
         got = evaluated_frame(ro, policy, now=NOW)
-        ref = S.reference_decisions_frame(ro, policy, now=NOW, suppressed_only=False)
+        ref = reference_decisions_frame(ro, policy, now=NOW, suppressed_only=False)
         assert ref.height > 100
         assert_same(got, ref)
         temp = ro.con.execute(
@@ -392,7 +393,7 @@ def test_summary_falls_back_when_a_source_lost_rows(source: Store) -> None:
     S.refresh_suppression_summary(dst, policy)
     dst.con.execute("DELETE FROM delivery_log WHERE rowid % 5 = 0")
     assert not S.summary_usable(dst, policy)
-    ref = S.reference_decisions_frame(dst, policy, now=NOW, suppressed_only=False)
+    ref = reference_decisions_frame(dst, policy, now=NOW, suppressed_only=False)
     assert_same(evaluated_frame(dst, policy, now=NOW), ref)
     assert S.refresh_suppression_summary(dst, policy).full
 
@@ -411,7 +412,7 @@ def _attempt(
 
 
 def _check(store: Store, policy: SuppressionsConfig, when: datetime) -> pl.DataFrame:
-    ref = S.reference_decisions_frame(store, policy, now=when, suppressed_only=False)
+    ref = reference_decisions_frame(store, policy, now=when, suppressed_only=False)
     assert_same(evaluated_frame(store, policy, now=when), ref)
     return ref
 

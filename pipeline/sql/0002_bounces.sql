@@ -65,25 +65,3 @@ CREATE TABLE complaint_reports (
     arrival_date         TIMESTAMPTZ,
     incidents            INTEGER
 );
-
--- Delivery failures, one row per recipient: delay notices and successes are not failures.
-CREATE VIEW bounces AS
-SELECT r.report_hash, r.source, r.message_index, r.report_date, r.agent, r.reporting_mta,
-       c.recipient, coalesce(c.original_recipient, r.verp_recipient) AS original_recipient,
-       c.action, c.status, c.reply_code, c.diagnostic_type, c.diagnostic, c.remote_mta,
-       c.last_attempt_date, c.hint, c.reason, c.category, c.hard, c.rule_id, c.blocklist,
-       r.original_message_id, r.envelope_id, r.postfix_queue_id, r.postfix_sender,
-       r.verp_recipient
-FROM bounce_recipients c
-JOIN bounce_reports r USING (report_hash)
-WHERE r.kind = 'bounce' AND c.action = 'failed';
-
--- Complaints, one row per complained-about recipient (or one with NULL when none is given).
-CREATE VIEW complaints AS
-SELECT r.report_hash, r.source, r.message_index, r.report_date, q.feedback_type, q.user_agent,
-       rcpt.recipient, q.original_mail_from, q.source_ip, q.reporting_mta, q.reported_domain,
-       q.arrival_date, q.incidents, r.original_message_id, r.verp_recipient
-FROM complaint_reports q
-JOIN bounce_reports r USING (report_hash)
-LEFT JOIN (SELECT report_hash, unnest(original_rcpt_to) AS recipient FROM complaint_reports) rcpt
-       USING (report_hash);

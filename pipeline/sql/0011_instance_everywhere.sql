@@ -9,10 +9,3 @@
 ALTER TABLE rejection_log ADD COLUMN instance VARCHAR;
 ALTER TABLE auth_failure_log ADD COLUMN instance VARCHAR;
 ALTER TABLE event_log ADD COLUMN instance VARCHAR;
-
--- The views are SELECT * over their tables; recreated with the same text so that they expose
--- the new column whatever DuckDB does with a view bound before an ALTER.
-CREATE OR REPLACE VIEW rejections AS SELECT * EXCLUDE (source_key, line_offset) FROM rejection_log;
-CREATE OR REPLACE VIEW auth_failures AS
-SELECT * EXCLUDE (source_key, line_offset) FROM auth_failure_log;
-CREATE OR REPLACE VIEW events AS SELECT * EXCLUDE (source_key, line_offset) FROM event_log;

@@ -4,15 +4,6 @@
 -- (normalize_address and the module docstring) says why; this is its SQL fast path again and
 -- the stored forms brought into line with it.
 
--- 0004's macro with the local part folded too: for the ASCII addresses it accepts, lower() of
--- the whole text is what normalize_address() returns (tests/test_suppressions.py checks that).
-CREATE OR REPLACE MACRO suppression_simple_address(raw) AS
-    CASE WHEN length(raw) <= 254
-          AND regexp_full_match(raw,
-              '[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]{1,64}(\.[A-Za-z0-9!#$%&''*+/=?^_`{|}~-]{1,64})*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?')
-          AND strpos(raw, '@') <= 65
-         THEN lower(raw)
-    END;
 
 -- An address normalised before: the ASCII letters of its local part (everything before the last
 -- '@': a quoted local part may hold one) lower-cased, the domain (already normalised) kept.

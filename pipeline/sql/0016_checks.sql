@@ -19,12 +19,3 @@ CREATE TABLE check_log (
     detail      VARCHAR NOT NULL,
     records     VARCHAR[] NOT NULL
 );
-
-CREATE VIEW check_history AS
-SELECT run_at, checked_at, kind, subject, check_name, status, changed, detail, records
-FROM check_log;
-
-CREATE VIEW check_latest AS
-SELECT run_at, checked_at, kind, subject, check_name, status, changed, detail, records
-FROM check_log
-QUALIFY row_number() OVER (PARTITION BY kind, subject, check_name ORDER BY checked_at DESC) = 1;

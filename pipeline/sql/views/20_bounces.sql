@@ -1,0 +1,125 @@
+-- Views and macros are not migrations: pipeline/store.py runs the files of this folder, in
+-- name order, after the migrations whenever their text changed (schema_views keeps the
+-- checksum). Each object has this one definition; change it here. Every definition starts a
+-- line with CREATE OR REPLACE VIEW or CREATE OR REPLACE MACRO (a read-only open of an older
+-- store makes them TEMP).
+--
+-- The bounce views: failed recipients of decoded bounce mail and of sending platforms' events
+-- (bounces, complaints, provider_events, provider_deliveries), and bounce_deliveries, each
+-- failed recipient with the logged message and attempts it is about.
+
+-- Delivery failures, one row per recipient: delay notices and successes are not failures.
+CREATE OR REPLACE VIEW bounces AS
+SELECT r.report_hash, r.source, r.message_index, r.report_date, r.agent, r.reporting_mta,
+       c.recipient, coalesce(c.original_recipient, r.verp_recipient) AS original_recipient,
+       c.action, c.status, c.reply_code, c.diagnostic_type, c.diagnostic, c.remote_mta,
+       c.last_attempt_date, c.hint, c.reason, c.category, c.hard, c.rule_id, c.blocklist,
+       r.original_message_id, r.envelope_id, r.postfix_queue_id, r.postfix_sender,
+       r.verp_recipient, r.provider_event, c.provider_category, r.provider_event_id
+FROM bounce_recipients c
+JOIN bounce_reports r USING (report_hash)
+WHERE r.kind = 'bounce' AND c.action = 'failed';
+
+-- Complaints, one row per complained-about recipient (or one with NULL when none is given).
+CREATE OR REPLACE VIEW complaints AS
+SELECT r.report_hash, r.source, r.message_index, r.report_date, q.feedback_type, q.user_agent,
+       rcpt.recipient, q.original_mail_from, q.source_ip, q.reporting_mta, q.reported_domain,
+       q.arrival_date, q.incidents, r.original_message_id, r.verp_recipient, r.provider_event,
+       r.provider_event_id
+FROM complaint_reports q
+JOIN bounce_reports r USING (report_hash)
+LEFT JOIN (SELECT report_hash, unnest(original_rcpt_to) AS recipient FROM complaint_reports) rcpt
+       USING (report_hash);
+
+-- Every provider event, one row per recipient, whatever its kind (deliveries, deferrals,
+-- unsubscribes and the provider's own suppressions included).
+CREATE OR REPLACE VIEW provider_events AS
+SELECT r.source AS provider, r.provider_event, r.kind, r.provider_event_id, r.provider_message_id,
+       r.report_date AS occurred_at, c.recipient, c.action, c.status, c.reply_code, c.diagnostic,
+       c.remote_mta, c.provider_category, c.reason, c.category, c.hard, c.rule_id,
+       r.original_message_id, r.original_from AS sender, r.input_path, r.message_index,
+       r.report_hash
+FROM bounce_reports r
+JOIN bounce_recipients c USING (report_hash)
+WHERE r.provider_event_id IS NOT NULL;
+
+-- Deliveries and deferrals reported by providers (what the suppression policy reads as
+-- successes, and deferrals, which it does not count).
+CREATE OR REPLACE VIEW provider_deliveries AS
+SELECT * FROM provider_events WHERE kind IN ('delivered', 'delayed');
+
+-- Bounces linked to what the logs saw: each failed recipient of a bounce report (the rows of
+-- the `bounces` view, 0002) with the logged message it is about and that message's delivery
+-- attempt(s) for the same recipient.
+--
+-- Which message (first match wins, `link_method` says which):
+--   1. queue_id: X-Postfix-Queue-ID (Postfix bounce(8) adds it to the per-message DSN fields)
+--      equals messages.queue_id on the host named by Reporting-MTA (Postfix writes
+--      $myhostname there; syslog usually logs the short name, so the first DNS labels are
+--      compared), and the report's Arrival-Date (RFC 3464 section 2.2.5: when the message
+--      entered that MTA) falls in the message's lifetime: Postfix reuses short queue IDs.
+--   2. message_id: the returned message's Message-ID equals messages.message_id (angle
+--      brackets ignored: the log drops them); when several
+--      logged messages carry it (relayed through two hosts), the one with a delivery row for the
+--      recipient, then the latest, is taken.
+-- Which deliveries: every row of `deliveries` of that message whose recipient (or orig_to) is
+-- the bounced address or its Original-Recipient; one output row per attempt, the last attempt
+-- flagged `is_last_attempt`: the one read last (`seq`; Exim logs a deferral and the expiry
+-- after it in the same second). A bounce with no logged message keeps one row with NULL links.
+CREATE OR REPLACE VIEW bounce_deliveries AS
+WITH failed AS (
+    SELECT r.report_hash, c.position, r.source, r.message_index, r.report_date, r.agent,
+           r.reporting_mta, c.recipient,
+           coalesce(c.original_recipient, r.verp_recipient) AS original_recipient,
+           c.status, c.reply_code, c.diagnostic, c.reason, c.category, c.hard, c.rule_id,
+           r.original_message_id, r.postfix_queue_id, r.envelope_id, r.arrival_date
+    FROM bounce_recipients c
+    JOIN bounce_reports r USING (report_hash)
+    WHERE r.kind = 'bounce' AND c.action = 'failed'
+),
+candidates AS (
+    SELECT f.report_hash, f.position, m.message_key, m.first_seen, 'queue_id' AS link_method,
+           1 AS preference
+    FROM failed f
+    JOIN messages m
+      ON m.queue_id = f.postfix_queue_id
+     AND (f.reporting_mta IS NULL
+          OR lower(split_part(f.reporting_mta, '.', 1)) = lower(split_part(m.host, '.', 1)))
+     AND coalesce(f.arrival_date, f.report_date) IS NOT NULL
+     AND coalesce(f.arrival_date, f.report_date)
+         BETWEEN m.first_seen - INTERVAL 1 HOUR
+             AND coalesce(m.removed_at, m.last_seen) + INTERVAL 1 HOUR
+    UNION ALL
+    SELECT f.report_hash, f.position, m.message_key, m.first_seen, 'message_id', 2
+    FROM failed f
+    JOIN messages m ON trim(m.message_id, '<> ') = trim(f.original_message_id, '<> ')
+),
+scored AS (
+    SELECT c.*, EXISTS (
+        SELECT 1 FROM delivery_log d JOIN failed f
+          ON f.report_hash = c.report_hash AND f.position = c.position
+        WHERE d.message_key = c.message_key AND lower(d.recipient) = lower(f.recipient)
+    ) AS has_delivery
+    FROM candidates c
+),
+ranked AS (
+    SELECT *, row_number() OVER (
+        PARTITION BY report_hash, position
+        ORDER BY preference, has_delivery DESC, first_seen DESC) AS rn
+    FROM scored
+)
+SELECT f.*, k.link_method, k.message_key, m.host, m.queue_id, m.message_id, m.sender,
+       d.logged_at AS delivery_logged_at, d.status AS delivery_status, d.dsn AS delivery_dsn,
+       d.reply_code AS delivery_reply_code, d.relay_host AS delivery_relay_host,
+       d.diagnostic AS delivery_diagnostic, d.reason AS delivery_reason,
+       d.line_offset AS delivery_line_offset,
+       d.seq IS NOT NULL AND d.seq = max(d.seq) OVER (
+           PARTITION BY f.report_hash, f.position) AS is_last_attempt
+FROM failed f
+LEFT JOIN ranked k ON k.report_hash = f.report_hash AND k.position = f.position AND k.rn = 1
+LEFT JOIN messages m ON m.message_key = k.message_key
+LEFT JOIN deliveries d
+       ON d.message_key = k.message_key
+      AND (lower(d.recipient) = lower(f.recipient)
+           OR lower(d.orig_recipient) = lower(f.recipient)
+           OR lower(d.recipient) = lower(f.original_recipient));
