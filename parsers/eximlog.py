@@ -32,8 +32,12 @@ An entry whose text has newlines continues on lines that start with a space or a
 no timestamp (seen from the 4.96 daemon's TLS warning at start-up); they are ignored
 (``exim-continuation``), the first line being the entry.
 
-Not read yet: Exim through syslog (``exim[pid]:`` and its ``[n/m]`` split lines), the reject
-log's header lines, and a ``>>`` cutthrough line that precedes its ``<=`` line.
+Through syslog (``log_file_path = syslog``; section "Logging to syslog"): the same text after
+syslog's envelope (``exim[pid]:``, or ``exim4``), with or without Exim's timestamp
+(``syslog_timestamp``). An entry Exim split into ``[n/m]`` parts (over 870 characters, or with
+internal newlines) is not joined back: each part is quarantined as ``exim-syslog-split``.
+Not read yet: the reject log's header lines, and a ``>>`` cutthrough line that precedes its
+``<=`` line.
 Samples: ``sample_logs/exim/*.log`` with ``*.expected.jsonl`` next to each.
 """
 
@@ -47,7 +51,7 @@ from typing import Final
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.errors import ParseError
 from mtalens.parsers.lines import Malformed, Parsed, Skipped, decode_line
-from mtalens.parsers.syslog import LogLine, SyslogClock
+from mtalens.parsers.syslog import LogLine, SyslogClock, parse_envelope
 
 NAME: Final = "exim"
 INSTANCE: Final = "exim"
@@ -622,7 +626,8 @@ def _second(stamp: str, off: str | None, tz_default: tzinfo) -> datetime:
 
 
 def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
-    """Decide one main log line (bytes without its newline)."""
+    """Decide one main log line (bytes without its newline): Exim's own file, or Exim's lines
+    through syslog (``log_file_path = syslog``)."""
     text = decode_line(raw)
     if not isinstance(text, str):
         return text
@@ -633,7 +638,7 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
             # as they are (the daemon's "Warning: No server certificate defined ..." is followed
             # by " Suggested action: ..."), and every entry's first line starts with its time
             return Skipped("exim-continuation")
-        return Malformed("exim-no-timestamp", text[:80])
+        return _syslog_line(text, clock)
     ms, off, pid_text, qid = m.groups()
     try:
         at = _second(text[:19], off, clock.tz)
@@ -650,6 +655,58 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
     return Parsed(env, INSTANCE, service, recs[0], recs[1:])
 
 
+def is_program(program: str) -> bool:
+    """Exim's syslog ident: "exim" by default (``syslog_processname``), Debian's "exim4"."""
+    return program in ("exim", "exim4") or program.startswith("exim")
+
+
+# spec chapter "Log files", section "Logging to syslog": an entry longer than 870 characters,
+# or with internal newlines, goes out as several syslog() calls, each starting [n/m] or [n\m]
+_SPLIT_RE: Final = re.compile(r"\[(\d{1,4})[/\\](\d{1,4})\] ")
+
+
+def _syslog_line(text: str, clock: SyslogClock) -> Parsed | Skipped | Malformed:
+    """An Exim line through syslog: the same text as in the file after syslog's envelope (the
+    Exim timestamp left out when ``syslog_timestamp`` is false, the envelope's time then)."""
+    try:
+        env = parse_envelope(text, clock)
+    except ParseError:
+        return Malformed("exim-no-timestamp", text[:80])
+    if not is_program(env.program):
+        return Skipped("other-program")
+    body = env.text
+    split = _SPLIT_RE.match(body)
+    if split is not None:
+        # the parts of one entry are not joined back (each line is read on its own): the
+        # entry is kept in quarantine, part by part, with this reason
+        return Malformed(
+            "exim-syslog-split",
+            f"part {split[1]} of {split[2]} of a split entry (build Exim with "
+            "SYSLOG_LONG_LINES=yes or log to a file to keep long entries whole)",
+        )
+    m = _HEAD_RE.match(body)
+    try:
+        if m is not None:
+            ms, off, _pid, qid = m.groups()
+            at = _second(body[:19], off, clock.tz)
+            if ms is not None:
+                at = at.replace(microsecond=int(ms.ljust(6, "0")))
+            body = body[m.end() :]
+        else:  # syslog_timestamp = false: the message id, if any, comes first
+            at = env.logged_at
+            head = body.split(" ", 1)[0]
+            qid = head if is_message_id(head) else None
+            if qid is not None:
+                body = body[len(head) + 1 :]
+        service, recs = parse_text(qid, body, at)
+    except _Skip as skip:
+        return Skipped(skip.rule)
+    except ParseError as exc:
+        return Malformed(exc.code, exc.detail)
+    out = LogLine(logged_at=at, host=env.host, program=env.program, pid=env.pid, text=body)
+    return Parsed(out, INSTANCE, service, recs[0], recs[1:])
+
+
 _SNIFF_RE: Final = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [+-]\d{4})? (?:\[\d+\] )?"
     r"(?:[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) |"
@@ -658,8 +715,20 @@ _SNIFF_RE: Final = re.compile(
 
 
 def sniff(lines: Sequence[str]) -> int:
-    """How many of a source's first lines look like Exim main log lines."""
-    return sum(1 for line in lines if _SNIFF_RE.match(line))
+    """How many of a source's first lines look like Exim main log lines, in its own file or
+    through syslog."""
+    hits = 0
+    for line in lines:
+        if _SNIFF_RE.match(line):
+            hits += 1
+            continue
+        try:
+            env = parse_envelope(line, SyslogClock(year=2000))
+        except ParseError:
+            continue
+        if is_program(env.program):
+            hits += 1
+    return hits
 
 
 __all__ = [

@@ -109,15 +109,21 @@ def head_lines(head: bytes, *, complete: bool) -> list[str]:
     return [p.decode("utf-8", "replace").rstrip("\r") for p in parts[:SNIFF_LINES]]
 
 
-def detect(head: bytes, *, complete: bool = False) -> LogFormat:
-    """The format of a source from its first bytes (see the module's docstring)."""
+def detect_claimed(head: bytes, *, complete: bool = False) -> LogFormat | None:
+    """The row whose sniffer claims most of a source's first lines; None when no row claims
+    any (a log too young to tell, or no MTA's)."""
     sample = head_lines(head, complete=complete)
-    best, best_hits = FORMATS[0], 0
+    best, best_hits = None, 0
     for f in FORMATS:
         hits = f.sniff(sample)
         if hits > best_hits:
             best, best_hits = f, hits
     return best
+
+
+def detect(head: bytes, *, complete: bool = False) -> LogFormat:
+    """The format of a source from its first bytes (see the module's docstring)."""
+    return detect_claimed(head, complete=complete) or FORMATS[0]
 
 
 def owner_of_queue_id(qid: str) -> LogFormat:
@@ -137,6 +143,7 @@ __all__ = [
     "LogFormat",
     "by_name",
     "detect",
+    "detect_claimed",
     "head_lines",
     "owner_of_queue_id",
 ]

@@ -357,8 +357,10 @@ class Checkpoint:
     device: int | None = None
     inode: int | None = None
     # the registry row (mtalens.parsers.formats) its lines are read with: detected from its
-    # first bytes whenever it is opened (or the ingestor's log_format); not stored
+    # first bytes whenever it is opened (or the ingestor's log_format), stored as the mta
     log_format: str = formats.POSTFIX.name
+    # no row claimed any of its first lines (a young log): the first row's, until one does
+    format_guessed: bool = False
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -656,13 +658,24 @@ class LogIngestor:
             cp.fp_len, cp.fp_hash = len(head), fingerprint(head)
         cp.path = str(path)
         cp.device, cp.inode = st.st_dev, st.st_ino
-        cp.log_format = (
-            log_format or self.log_format or formats.detect(head, complete=len(head) < FP_LEN).name
-        )
+        forced = log_format or self.log_format
+        found = None if forced else formats.detect_claimed(head, complete=len(head) < FP_LEN)
+        cp.log_format = forced or (found or formats.FORMATS[0]).name
+        cp.format_guessed = forced is None and found is None
         self.format_of_key[cp.source_key] = cp.log_format
         self._index_checkpoint(cp, before)
         year = cp.clock_year if cp.clock_year is not None else self._start_year(path, head)
         return cp, SyslogClock(year=year, tz=self.tz, month=cp.clock_month or 0)
+
+    def redetect(self, cp: Checkpoint, head: bytes) -> None:
+        """A source whose format was guessed (no row claimed its first lines) is detected again
+        from more of its first bytes: the daemon's young log that began with lines of no MTA."""
+        if not cp.format_guessed:
+            return
+        found = formats.detect_claimed(head)
+        if found is not None:
+            cp.log_format, cp.format_guessed = found.name, False
+            self.format_of_key[cp.source_key] = found.name
 
     def consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
         """Read complete lines from ``fh`` (positioned at ``cp.offset``) to EOF, committing every

@@ -642,7 +642,10 @@ class Watcher:
         elif tail.cp.fp_len < FP_LEN and st.st_size > tail.cp.fp_len:
             head = os.pread(fd, FP_LEN, 0)  # identify the file by more of its bytes from now on
             tail.cp.fp_len, tail.cp.fp_hash = len(head), fingerprint(head)
+            ing.redetect(tail.cp, head)  # and tell its format, if its first lines could not
         assert tail.clock is not None
+        if tail.cp.format_guessed and tail.cp.fp_len < FP_LEN and not final:
+            return  # no format claims its first lines yet: wait for more of them (or 1 KiB)
         if st.st_size > tail.cp.offset or (final and st.st_size != tail.cp.offset):
             before = ing.stats.read
             tail.fh.seek(tail.cp.offset)

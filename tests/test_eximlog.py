@@ -7,7 +7,10 @@ stored, ignored with a named rule, or quarantined only when it is Exim's and mal
 
 from __future__ import annotations
 
-from mtalens.parsers import eximlog
+from datetime import UTC
+from pathlib import Path
+
+from mtalens.parsers import eximlog, formats
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.lines import Malformed, Parsed, Skipped
 from mtalens.parsers.syslog import SyslogClock
@@ -44,3 +47,26 @@ def test_retry_time_not_reached_is_a_deferral_without_reply() -> None:
         "deferred", "defer@example.com", None, None, None)  # fmt: skip
     assert d.detail == "retry time not reached"
     assert d.delivery_time == 0.0
+
+
+def test_lines_through_syslog_give_the_records_of_the_file() -> None:
+    # sample_logs/exim/syslog-4.96.log: the real main log's first 16 lines as rsyslog writes
+    # them with log_file_path = syslog, the first 12 with Exim's timestamp (syslog_timestamp,
+    # the default), the next 4 without it (the envelope's time, the same second)
+    samples = Path(__file__).resolve().parent.parent / "sample_logs" / "exim"
+    real = (samples / "real-exim-4.96.log").read_bytes().splitlines()[:16]
+    wrapped = (samples / "syslog-4.96.log").read_bytes().splitlines()
+    clock = SyslogClock(year=2026, tz=UTC)
+    for a, b in zip(real, wrapped[:16], strict=True):
+        pa, pb = eximlog.parse_line(a, clock), eximlog.parse_line(b, clock)
+        if isinstance(pa, Parsed):
+            assert isinstance(pb, Parsed), b
+            assert (pa.record, pa.extra, pa.service) == (pb.record, pb.extra, pb.service)
+            assert pa.envelope.logged_at == pb.envelope.logged_at
+            assert pb.envelope.host == "mx1" and pb.envelope.pid in (10112, 10113)
+        else:
+            assert pa == pb
+    rest = [eximlog.parse_line(x, clock) for x in wrapped[16:]]
+    assert rest[0] == Skipped("other-program")
+    assert [getattr(r, "code", None) for r in rest[1:]] == ["exim-syslog-split"] * 2
+    assert formats.detect(b"\n".join(wrapped) + b"\n", complete=True) is formats.EXIM

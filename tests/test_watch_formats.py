@@ -89,3 +89,29 @@ def test_bad_formats_are_config_errors(tmp_path: Path, text: str, error: str) ->
     cfg.write_text(f"[watch]\n{text}\n")
     with pytest.raises(WatchConfigError, match=error):
         load_watch_config(cfg).checked()
+
+
+def test_a_young_log_no_format_claims_is_detected_once_it_can_be(tmp_path: Path) -> None:
+    # Exim's daemon starts its main log with a warning no sniffer claims (the real 4.96 in
+    # tests/lab/exim_lab.py without a TLS certificate); the format follows from later lines
+    log = tmp_path / "mainlog"
+    log.write_bytes(
+        b"2026-12-04 01:45:54 Warning: No server certificate defined; will use a selfsigned one.\n"
+        b" Suggested action: either install a certificate or change tls_advertise_hosts option\n"
+    )
+    db = tmp_path / "w.duckdb"
+    w = Watcher(WatchConfig(db=str(db), logs=(str(log),), timezone="UTC", year=2026))
+    try:
+        w.window()
+        with log.open("ab") as fh:
+            fh.write((SAMPLES / "exim/real-exim-4.96.log").read_bytes())
+        w.window()
+    finally:
+        w.close()
+    got = _by_mta(db)
+    assert set(got) == {"exim"} and got["exim"] > 10
+    with Store.open(db, read_only=True) as s:
+        quarantined = s.con.execute(
+            "SELECT count(*) FROM line_accounting_log WHERE outcome = 'quarantined'"
+        ).fetchone()
+    assert quarantined == (0,)
