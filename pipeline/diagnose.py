@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Protocol
@@ -26,6 +26,7 @@ import dns.reversename
 
 from mtalens.pipeline.dns import DnsCache, DnsClient, FcrdnsResult, check_fcrdns
 from mtalens.pipeline.named_sql import named_queries
+from mtalens.pipeline.remedies_mta import template_for
 from mtalens.pipeline.store import Store
 
 QUERY_FILE: Final = "diagnose.sql"
@@ -130,6 +131,9 @@ class Context:
     dns: DnsClient | None = None  # for FCrDNS; None: read the store's DNS cache only
     our_ips: tuple[str, ...] = ()  # added to the addresses found in the logs
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # the MTA whose words the remedies use (a log format's name); "": the one that logged most
+    # of the range's deliveries (diagnose() decides)
+    mta: str = ""
 
 
 Row = Mapping[str, Any]
@@ -186,6 +190,33 @@ class _Fmt(dict[str, Any]):
 
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+def mta_remedy(ctx: Context, problem: str, row: Row) -> str | None:
+    """The remedy of ``problem`` for ``row`` in the terms of the context's MTA, where it has its
+    own (pipeline/remedies_mta.py); None: the detector's own remedy stands."""
+    template = template_for(ctx.mta, problem, row.get("subject"))
+    if template is None:
+        return None
+    values = dict(row)
+    values.setdefault(
+        "delisting",
+        DELISTING.get(
+            str(row.get("subject")),
+            "find the list operator's lookup page and follow its delisting steps",
+        ),
+    )
+    return _fmt(template, values)
+
+
+def dominant_mta(ctx: Context) -> str:
+    """The MTA (log format) that logged most of the range's deliveries; postfix for none."""
+    row = ctx.store.con.execute(
+        "SELECT mta FROM deliveries WHERE logged_at >= ? AND logged_at < ? "
+        "GROUP BY mta ORDER BY count(*) DESC, mta LIMIT 1",
+        [ctx.since, ctx.until],
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "postfix"
 
 
 def _fmt(template: str, row: Row) -> str:
@@ -273,7 +304,9 @@ class SqlDetector:
             sev = self.severity(row, ctx.thresholds) if callable(self.severity) else self.severity
             if sev is None:
                 continue
-            remedy = self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row)
+            remedy = mta_remedy(ctx, self.id, row) or (
+                self.remedy(row) if callable(self.remedy) else _fmt(self.remedy, row)
+            )
             kept.append(row)
             out.append(
                 Finding(
@@ -485,7 +518,7 @@ class _KeyedDetector:
                     title=title,
                     severity=sev,
                     evidence=evidence_of(row),
-                    remedy=_keyed(self.remedies)(row),
+                    remedy=mta_remedy(ctx, self.id, row) or _keyed(self.remedies)(row),
                 )
             )
         return out
@@ -551,6 +584,7 @@ class OwnReverseDnsDetector:
             "myhostname/smtp_helo_name (postconf(5)). Large providers refuse mail without it "
             "(https://support.google.com/mail/answer/81126)."
         )
+        remedy = mta_remedy(ctx, self.id, {**row, "names": names, "subject": None}) or remedy
         if unchecked:
             remedy += " Check with `mtalens dns fcrdns " + " ".join(unchecked) + "`."
         n = int(refusals[0]["count"]) if refusals else 0
@@ -938,6 +972,8 @@ ALL_DETECTORS: Final[tuple[Detector, ...]] = DETECTORS + REPORT_DETECTORS
 
 def diagnose(ctx: Context, *, detectors: Sequence[Detector] = ALL_DETECTORS) -> list[Finding]:
     """All findings for the context's range, the most severe first."""
+    if not ctx.mta:
+        ctx = replace(ctx, mta=dominant_mta(ctx))
     found: list[Finding] = []
     for det in detectors:
         found.extend(det.detect(ctx))
