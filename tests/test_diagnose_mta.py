@@ -57,3 +57,45 @@ def test_every_template_formats_and_speaks_its_mta(mta: str) -> None:
     assert template_for(mta, "throttling", "rate-limiting") is not None
     assert template_for(mta, "mail-loop", "example.com") is None
     assert template_for("postfix", "blocklisted", "spamhaus") is None
+
+
+def _timeouts_log(tmp_path: Path, mta: str) -> Path:
+    """Four unrelated destinations whose port 25 never answers, in ``mta``'s log lines."""
+    lines = []
+    for n in range(4):
+        if mta == "exim":
+            qid = f"1xZIN{n}-0002xK-2s"
+            lines.append(
+                f"2026-12-04 10:0{n}:00 {qid} <= s@ours.example H=(c) [192.0.2.9] P=esmtp S=300 "
+                f"for a@d{n}.example"
+            )
+            lines.append(
+                f"2026-12-04 10:0{n}:31 {qid} == a@d{n}.example R=dnslookup T=remote_smtp "
+                f"defer (110) H=mx.d{n}.example [198.51.100.{n + 1}]: Connection timed out"
+            )
+        else:
+            qid = f"6B4Ia{n}aa0194{n}0"
+            lines.append(
+                f"Dec  4 10:0{n}:00 mx1 sm-mta[1]: {qid}: from=<s@ours.example>, size=300, "
+                "class=0, nrcpts=1, msgid=<m@ours.example>, proto=ESMTP, daemon=MTA, "
+                "relay=c [192.0.2.9]"
+            )
+            lines.append(
+                f"Dec  4 10:0{n}:31 mx1 sm-mta[2]: {qid}: to=<a@d{n}.example>, delay=00:00:31, "
+                f"xdelay=00:00:31, mailer=esmtp, pri=30300, relay=mx.d{n}.example. "
+                f"[198.51.100.{n + 1}], dsn=4.0.0, stat=Deferred: Connection timed out with "
+                f"mx.d{n}.example."
+            )
+    log = tmp_path / f"{mta}.log"
+    log.write_text("\n".join(lines) + "\n")
+    return log
+
+
+@pytest.mark.parametrize("mta", ["exim", "sendmail"])
+def test_port25_blocked_is_found_in_exim_and_sendmail_texts(tmp_path: Path, mta: str) -> None:
+    found = _diagnose(tmp_path, _timeouts_log(tmp_path, mta))
+    blocked = [f for f in found if f["problem"] == "port25-blocked"]
+    assert len(blocked) == 1 and blocked[0]["severity"] == "critical"
+    remedy = str(blocked[0]["remedy"])
+    assert not POSTFIX_WORDS.search(remedy)
+    assert ("hosts_require_auth" if mta == "exim" else "RELAY_MAILER_ARGS") in remedy

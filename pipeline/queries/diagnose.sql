@@ -116,28 +116,35 @@ GROUP BY remote_ip
 ORDER BY successful_logins DESC, count DESC, subject;
 
 -- name: port25_blocked
--- smtp(8): "connect to mx.example[ip]:25: Connection timed out" (or refused, no route). The
--- same failure towards many unrelated destinations points at our side: outbound port 25 is
--- filtered by the network provider.
+-- smtp(8): "connect to mx.example[ip]:25: Connection timed out" (or refused, no route). Exim
+-- logs the error after the host ("== a@b R=... T=remote_smtp defer (110) H=mx [ip]: Connection
+-- timed out"), Sendmail in stat= ("Deferred: Connection timed out with mx.example.",
+-- "Connection refused by [ip]"); neither logs the port, which is 25 unless a transport or mailer
+-- sets another. The same failure towards many unrelated destinations points at our side:
+-- outbound port 25 is filtered by the network provider.
 WITH d AS (
   SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
          || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
          || ' (' || coalesce(diagnostic, '') || ')' AS ex,
-         regexp_extract(diagnostic, 'connect to \S+\[[^\]]*\]:25: (.+)$', 1) AS err
+         CASE WHEN mta = 'postfix'
+              THEN regexp_extract(diagnostic, 'connect to \S+\[[^\]]*\]:25: (.+)$', 1)
+              ELSE regexp_extract(diagnostic, '^((?:Connection (?:refused|timed out)|Network is unreachable|No route to host)\b.*)$', 1)
+         END AS err,
+         relay_port = 25 OR (mta <> 'postfix' AND relay_port IS NULL AND relay_ip IS NOT NULL) AS port25
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 ), f AS (SELECT * FROM d WHERE status <> 'sent' AND err <> ''),
 span AS (SELECT min(logged_at) AS a, max(logged_at) AS b FROM f),
 -- destinations delivered to over port 25 while the failures happened: if most are, port 25
 -- is open and the failing destinations are the problem (diagnose.py _port25_severity)
 ok AS (SELECT DISTINCT d.recipient_domain FROM d, span WHERE d.status = 'sent'
-         AND d.relay_port = 25 AND d.logged_at BETWEEN span.a AND span.b)
+         AND d.port25 AND d.logged_at BETWEEN span.a AND span.b)
 SELECT 'port-25' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen, list(ex ORDER BY logged_at, ex)[1:3] AS examples,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        count(DISTINCT recipient_domain) AS n_destinations,
        count(*) FILTER (err ILIKE '%timed out%') AS timeouts,
        count(*) FILTER (err ILIKE '%refused%') AS refusals,
-       (SELECT count(*) FROM d, span WHERE d.status = 'sent' AND d.relay_port = 25
+       (SELECT count(*) FROM d, span WHERE d.status = 'sent' AND d.port25
           AND d.logged_at BETWEEN span.a AND span.b) AS sent_via_port25_meanwhile,
        (SELECT count(*) FROM ok) AS destinations_ok,
        count(DISTINCT recipient_domain)
