@@ -166,6 +166,7 @@ class BounceRow:
     original_message_id: str | None
     envelope_id: str | None
     postfix_queue_id: str | None
+    mta_queue_id: str | None  # the reporting MTA's queue id (X-Postfix-Queue-ID or Received:)
     verp_recipient: str | None
     feedback_type: str | None
 
@@ -183,7 +184,7 @@ def failure_row(d: Decoded) -> BounceRow:
         diagnostic_type=None, diagnostic=d.error.detail if d.error else None, hint=None,
         reason=d.reason, category=None, hard=None, rule_id=None, blocklist=None,
         reporting_mta=None, remote_mta=None, original_message_id=None, envelope_id=None,
-        postfix_queue_id=None, verp_recipient=None, feedback_type=None,
+        postfix_queue_id=None, mta_queue_id=None, verp_recipient=None, feedback_type=None,
     )  # fmt: skip
 
 
@@ -273,6 +274,7 @@ def rows_of(decoded: Decoded, classifier: Classifier | None) -> list[BounceRow]:
         "original_message_id": report.original.message_id if report.original else None,
         "envelope_id": report.envelope_id,
         "postfix_queue_id": report.postfix_queue_id,
+        "mta_queue_id": report.mta_queue_id,
         "verp_recipient": verp,
         "feedback_type": report.complaint.feedback_type if report.complaint else None,
     }
@@ -339,7 +341,7 @@ _REPORT_COLS: Final = (
     "subject", "report_from", "report_to", "verp_recipient", "report_date", "reporting_mta",
     "received_from_mta", "arrival_date", "envelope_id", "postfix_queue_id", "postfix_sender",
     "original_message_id", "original_from", "original_to", "original_subject", "original_date",
-    "ingested_at",
+    "ingested_at", "mta_queue_id",
 )  # fmt: skip
 _RCPT_COLS: Final = (
     "report_hash", "position", "recipient", "original_recipient", "action", "status",
@@ -450,6 +452,7 @@ def _write_batch(
             r.received_from_mta, r.arrival_date, r.envelope_id, r.postfix_queue_id,
             r.postfix_sender, o.message_id if o else None, o.sender if o else None,
             o.to if o else None, o.subject if o else None, o.date if o else None, at,
+            r.mta_queue_id,
         ))  # fmt: skip
         for pos, rc in enumerate(r.recipients, start=1):
             why, category, hard, rule_id, blocklist = _classify(classifier, rc, r)

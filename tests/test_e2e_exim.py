@@ -109,7 +109,7 @@ Q_ATTEMPTS = (
 )
 Q_LINKS = (
     "SELECT recipient, status, reply_code, reason, link_method, message_key, queue_id,"
-    " original_message_id, delivery_status, delivery_dsn, delivery_reply_code,"
+    " mta_queue_id, original_message_id, delivery_status, delivery_dsn, delivery_reply_code,"
     " is_last_attempt, source FROM bounce_deliveries"
 )
 Q_REPORTS = "SELECT source, kind, reporting_mta, original_message_id FROM bounce_reports"
@@ -443,8 +443,10 @@ def test_each_bounce_is_linked_to_its_delivery(e2e: E2E) -> None:
             assert link["message_key"] == outcome["message_key"], link
             assert link["queue_id"] == e2e.sent[kind].queue_id
             assert link["original_message_id"] == msgid(kind)
-            # Exim's DSN carries no queue id field: the returned Message-ID links it
-            assert link["link_method"] == "message_id"
+            # Exim's DSN has no queue id field, but its returned message has the Received:
+            # Exim added, "id <its message id>": that links it (parsers/bounces/received.py)
+            assert link["link_method"] == "queue_id"
+            assert link["mta_queue_id"] == e2e.sent[kind].queue_id
         last = [link for link in rows if link["is_last_attempt"]]
         assert len(last) == 1, rows
         # the DSN's own word: Diagnostic-Code has the remote reply; an address given up is

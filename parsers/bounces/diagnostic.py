@@ -378,11 +378,17 @@ def original_from_headers(headers: list[tuple[str, str]]) -> OriginalMessage | N
     )
 
 
+def returned_headers(part: Part) -> list[tuple[str, str]]:
+    """The header fields of a returned message part, top first: message/rfc822 (those of the
+    child) or text/rfc822-headers (RFC 6522 section 4: the body is the header block)."""
+    if part.content_type in ("message/rfc822", "message/global") and part.children:
+        return part.children[0].headers
+    return parse_header_block(part.payload())
+
+
 def original_from_part(part: Part) -> OriginalMessage | None:
     """message/rfc822 (headers of the child) or text/rfc822-headers (the body is headers)."""
-    if part.content_type in ("message/rfc822", "message/global") and part.children:
-        return original_from_headers(part.children[0].headers)
-    return original_from_headers(parse_header_block(part.payload()))
+    return original_from_headers(returned_headers(part))
 
 
 _MID_RE: Final = re.compile(r"^message-id:[ \t]*(<[^>\n]+>)", re.IGNORECASE | re.MULTILINE)

@@ -106,7 +106,11 @@ class BounceReport:
     received_from_mta: str | None = None
     arrival_date: datetime | None = None
     envelope_id: str | None = None  # Original-Envelope-Id, RFC 3464 section 2.2.1
-    postfix_queue_id: str | None = None
+    postfix_queue_id: str | None = None  # X-Postfix-Queue-ID (Postfix bounce(8) only)
+    # The reporting MTA's queue id of the returned message: X-Postfix-Queue-ID, else the "id"
+    # of the returned message's topmost Received: by the Reporting-MTA (received.py; Exim's
+    # and Sendmail's DSNs name it there only)
+    mta_queue_id: str | None = None
     postfix_sender: str | None = None
     recipients: tuple[BounceRecipient, ...] = ()
     complaint: Complaint | None = None

@@ -27,10 +27,12 @@ from mtalens.parsers.bounces.diagnostic import (
     find_status,
     original_from_part,
     original_from_text,
+    returned_headers,
     squeeze,
 )
 from mtalens.parsers.bounces.mime import Mail, Part, decode_text, parse_date
 from mtalens.parsers.bounces.plaintext import prose_recipients
+from mtalens.parsers.bounces.received import reporting_queue_id
 from mtalens.parsers.bounces.records import (
     MAX_RECIPIENTS,
     Action,
@@ -522,6 +524,13 @@ def decode(mail: Mail) -> BounceReport | None:
         for r in recipients
     )
     env = _get(merged, "original-envelope-id")
+    postfix_qid = (_get(merged, "x-postfix-queue-id") or "").strip() or None
+    # The reporting MTA's own queue id: Postfix names it in a field of its own; Exim and
+    # Sendmail name it only in the Received: they added to the message they return
+    # (received.py); the id is one the MTA logged, so bounce_deliveries links by it.
+    mta_qid = postfix_qid
+    if mta_qid is None and returned is not None:
+        mta_qid = reporting_queue_id(returned_headers(returned), reporting)
     return base_report(
         mail,
         kind=kind_of(recipients),
@@ -530,7 +539,8 @@ def decode(mail: Mail) -> BounceReport | None:
         received_from_mta=received_from,
         arrival_date=parse_date(_get(merged, "arrival-date")),
         envelope_id=env.strip() if env else None,
-        postfix_queue_id=(_get(merged, "x-postfix-queue-id") or "").strip() or None,
+        postfix_queue_id=postfix_qid,
+        mta_queue_id=mta_qid,
         postfix_sender=clean_address(_get(merged, "x-postfix-sender") or "") or None,
         recipients=recipients,
         original=original,

@@ -15,7 +15,8 @@ SELECT r.report_hash, r.source, r.message_index, r.report_date, r.agent, r.repor
        c.action, c.status, c.reply_code, c.diagnostic_type, c.diagnostic, c.remote_mta,
        c.last_attempt_date, c.hint, c.reason, c.category, c.hard, c.rule_id, c.blocklist,
        r.original_message_id, r.envelope_id, r.postfix_queue_id, r.postfix_sender,
-       r.verp_recipient, r.provider_event, c.provider_category, r.provider_event_id
+       r.verp_recipient, r.provider_event, c.provider_category, r.provider_event_id,
+       r.mta_queue_id
 FROM bounce_recipients c
 JOIN bounce_reports r USING (report_hash)
 WHERE r.kind = 'bounce' AND c.action = 'failed';
@@ -53,11 +54,22 @@ SELECT * FROM provider_events WHERE kind IN ('delivered', 'delayed');
 -- attempt(s) for the same recipient.
 --
 -- Which message (first match wins, `link_method` says which):
---   1. queue_id: X-Postfix-Queue-ID (Postfix bounce(8) adds it to the per-message DSN fields)
---      equals messages.queue_id on the host named by Reporting-MTA (Postfix writes
---      $myhostname there; syslog usually logs the short name, so the first DNS labels are
---      compared), and the report's Arrival-Date (RFC 3464 section 2.2.5: when the message
---      entered that MTA) falls in the message's lifetime: Postfix reuses short queue IDs.
+--   1. queue_id: the reporting MTA's queue id (coalesce(postfix_queue_id, mta_queue_id):
+--      X-Postfix-Queue-ID, which Postfix bounce(8) adds to the per-message DSN fields, else the
+--      "id" of the returned message's topmost Received: by the Reporting-MTA, where Exim and
+--      Sendmail name theirs, migration 0021) equals messages.queue_id on the host named by
+--      Reporting-MTA (Postfix writes $myhostname there, Sendmail $j, Exim primary_hostname;
+--      syslog usually logs the short name, so the first DNS labels are compared; Exim's own
+--      main log names no host at all: its messages have host '' and match any), and the
+--      report's Arrival-Date (RFC 3464 section 2.2.5: when the message entered that MTA; else
+--      the report's Date, as in Exim's DSNs, which have no Arrival-Date) falls in the
+--      message's lifetime, within an hour: Postfix reuses short queue IDs. Exim's and
+--      Sendmail's ids are unique by construction (Exim's encodes the arrival's second, its
+--      fraction and the receiving process id: spec chapter "How Exim receives and delivers
+--      mail", section "Message identification"; Sendmail's, queue.c assign_queueid, the
+--      arrival's year (modulo 60) to second, a sequence number and the process id), so for
+--      their messages (messages.mta) the window is a day on either side: a log read with the
+--      wrong --timezone (zone offsets are at most 14 hours) still links.
 --   2. message_id: the returned message's Message-ID equals messages.message_id (angle
 --      brackets ignored: the log drops them); when several
 --      logged messages carry it (relayed through two hosts), the one with a delivery row for the
@@ -72,7 +84,8 @@ WITH failed AS (
            r.reporting_mta, c.recipient,
            coalesce(c.original_recipient, r.verp_recipient) AS original_recipient,
            c.status, c.reply_code, c.diagnostic, c.reason, c.category, c.hard, c.rule_id,
-           r.original_message_id, r.postfix_queue_id, r.envelope_id, r.arrival_date
+           r.original_message_id, r.postfix_queue_id, r.envelope_id, r.arrival_date,
+           r.mta_queue_id
     FROM bounce_recipients c
     JOIN bounce_reports r USING (report_hash)
     WHERE r.kind = 'bounce' AND c.action = 'failed'
@@ -82,13 +95,17 @@ candidates AS (
            1 AS preference
     FROM failed f
     JOIN messages m
-      ON m.queue_id = f.postfix_queue_id
+      ON m.queue_id = coalesce(f.postfix_queue_id, f.mta_queue_id)
      AND (f.reporting_mta IS NULL
+          OR (m.mta = 'exim' AND coalesce(m.host, '') = '')
           OR lower(split_part(f.reporting_mta, '.', 1)) = lower(split_part(m.host, '.', 1)))
      AND coalesce(f.arrival_date, f.report_date) IS NOT NULL
      AND coalesce(f.arrival_date, f.report_date)
-         BETWEEN m.first_seen - INTERVAL 1 HOUR
-             AND coalesce(m.removed_at, m.last_seen) + INTERVAL 1 HOUR
+         BETWEEN m.first_seen - CASE WHEN m.mta IN ('exim', 'sendmail')
+                                     THEN INTERVAL 1 DAY ELSE INTERVAL 1 HOUR END
+             AND coalesce(m.removed_at, m.last_seen)
+                 + CASE WHEN m.mta IN ('exim', 'sendmail')
+                        THEN INTERVAL 1 DAY ELSE INTERVAL 1 HOUR END
     UNION ALL
     SELECT f.report_hash, f.position, m.message_key, m.first_seen, 'message_id', 2
     FROM failed f
