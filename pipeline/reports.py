@@ -69,6 +69,7 @@ DELAY_GROUPS: Final = {
     "hour": "time_bucket(to_seconds($bucket), logged_at)",  # an hour, unless bucket= says
     "sender": "coalesce(nullif(sender, ''), '<>')",
     "status": "status",
+    "mta": "mta",  # the log format: postfix, exim, sendmail
     "all": "'all'",
 }
 

@@ -36,6 +36,23 @@ SELECT
   round(100.0 * (SELECT count(*) FROM d WHERE status = 'bounced')
         / nullif((SELECT count(*) FROM d WHERE status IN ('sent', 'bounced')), 0), 1) AS bounced_pct;
 
+-- name: mtas
+-- Per MTA (the log format each source was read as: postfix, exim, sendmail), for a store that
+-- holds the logs of several.
+WITH d AS (SELECT mta, status FROM deliveries WHERE logged_at >= $since AND logged_at < $until),
+     m AS (SELECT mta FROM messages WHERE arrived_at >= $since AND arrived_at < $until
+                                     AND origin <> 'bounce'),
+     r AS (SELECT mta FROM rejections WHERE logged_at >= $since AND logged_at < $until
+                                      AND action IN ('reject', 'milter-reject')),
+     names AS (SELECT mta FROM d UNION SELECT mta FROM m UNION SELECT mta FROM r)
+SELECT n.mta,
+       (SELECT count(*) FROM m WHERE m.mta = n.mta) AS received,
+       (SELECT count(*) FROM d WHERE d.mta = n.mta AND status = 'sent') AS delivered,
+       (SELECT count(*) FROM d WHERE d.mta = n.mta AND status = 'deferred') AS deferred,
+       (SELECT count(*) FROM d WHERE d.mta = n.mta AND status = 'bounced') AS bounced,
+       (SELECT count(*) FROM r WHERE r.mta = n.mta) AS rejected
+FROM names n ORDER BY delivered DESC, n.mta;
+
 -- name: per_day
 WITH days AS (
   SELECT CAST(logged_at AS DATE) AS day, status FROM deliveries
