@@ -36,8 +36,9 @@ Through syslog (``log_file_path = syslog``; section "Logging to syslog"): the sa
 syslog's envelope (``exim[pid]:``, or ``exim4``), with or without Exim's timestamp
 (``syslog_timestamp``). An entry Exim split into ``[n/m]`` parts (over 870 characters, or with
 internal newlines) is not joined back: each part is quarantined as ``exim-syslog-split``.
-Not read yet: the reject log's header lines, and a ``>>`` cutthrough line that precedes its
-``<=`` line.
+The reject log is its own registry row (``exim-rejectlog``, :func:`parse_rejectlog_line`): its
+lines repeat the main log's and add the rejected message's header, so nothing in it is stored.
+Not read yet: a ``>>`` cutthrough line that precedes its ``<=`` line.
 Samples: ``sample_logs/exim/*.log`` with ``*.expected.jsonl`` next to each.
 """
 
@@ -638,6 +639,8 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
             # as they are (the daemon's "Warning: No server certificate defined ..." is followed
             # by " Suggested action: ..."), and every entry's first line starts with its time
             return Skipped("exim-continuation")
+        if _REJECTLOG_HEADER_RE.match(text):
+            return Skipped("exim-rejectlog-header")
         return _syslog_line(text, clock)
     ms, off, pid_text, qid = m.groups()
     try:
@@ -653,6 +656,40 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
     pid = int(pid_text) if pid_text else None
     env = LogLine(logged_at=at, host="", program=NAME, pid=pid, text=body)
     return Parsed(env, INSTANCE, service, recs[0], recs[1:])
+
+
+# The reject log (spec chapter "Log files", section "Where Exim writes its logs"): the first line
+# of each rejection is a copy of the main log's, then, if the header was read, the envelope and
+# the message's header lines as Exim keeps them in its spool (chapter "Format of spool files":
+# a flag letter, or "*" for a deleted one, and a space before each; continuations indented).
+_REJECTLOG_HEADER_RE: Final = re.compile(
+    r"^(?:Envelope-(?:from|to): |Recipients: |[A-Z*] [!-9;-~]{1,76}:(?: |$))"
+)
+
+
+def parse_rejectlog_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
+    """Decide one reject log line. Every rejection is also in the main log, whose line the
+    reject log repeats: nothing here is stored twice (the ``exim`` row reads the main log), and
+    each line is ignored by a named rule, or quarantined when it is no reject log's."""
+    text = decode_line(raw)
+    if not isinstance(text, str):
+        return text
+    if _HEAD_RE.match(text):
+        return Skipped("exim-rejectlog-copy")
+    if text[0] in " \t":
+        return Skipped("exim-continuation")
+    if _REJECTLOG_HEADER_RE.match(text):
+        return Skipped("exim-rejectlog-header")
+    return Malformed("exim-no-timestamp", text[:80])
+
+
+def sniff_rejectlog(lines: Sequence[str]) -> int:
+    """A reject log claims its lines once one of them is a header line (else it reads as a main
+    log, which it then is as far as anyone can tell)."""
+    headers = sum(1 for line in lines if _REJECTLOG_HEADER_RE.match(line))
+    if not headers:
+        return 0
+    return headers + sum(1 for line in lines if _SNIFF_RE.match(line))
 
 
 def is_program(program: str) -> bool:
@@ -737,8 +774,10 @@ __all__ = [
     "is_message_id",
     "parse_duration",
     "parse_line",
+    "parse_rejectlog_line",
     "parse_text",
     "reply_of",
     "sniff",
+    "sniff_rejectlog",
     "split_host",
 ]

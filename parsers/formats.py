@@ -75,6 +75,13 @@ EXIM: Final = LogFormat(
     fast=False,
 )
 
+EXIM_REJECTLOG: Final = LogFormat(
+    name="exim-rejectlog",
+    sniff=eximlog.sniff_rejectlog,
+    parse=eximlog.parse_rejectlog_line,
+    owns_queue_id=eximlog.is_message_id,
+    fast=False,
+)
 SENDMAIL: Final = LogFormat(
     name=sendmaillog.NAME,
     sniff=sendmaillog.sniff,
@@ -85,7 +92,7 @@ SENDMAIL: Final = LogFormat(
     ends_when_final=True,
 )
 
-FORMATS: Final[tuple[LogFormat, ...]] = (POSTFIX, EXIM, SENDMAIL)
+FORMATS: Final[tuple[LogFormat, ...]] = (POSTFIX, EXIM, EXIM_REJECTLOG, SENDMAIL)
 NAMES: Final = tuple(f.name for f in FORMATS)
 
 
@@ -136,6 +143,7 @@ def owner_of_queue_id(qid: str) -> LogFormat:
 
 __all__ = [
     "EXIM",
+    "EXIM_REJECTLOG",
     "FORMATS",
     "NAMES",
     "POSTFIX",

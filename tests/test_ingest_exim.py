@@ -239,3 +239,21 @@ def test_bounce_of_an_expired_address_has_one_last_attempt(tmp_path: Path) -> No
     assert rows[-1][2] == rows[-2][2]  # the same second
     assert [row[3] for row in rows] == [False, False, False, True]
     assert {row[4] for row in rows} == {"message_id"}
+
+
+def test_main_and_reject_logs_together_store_each_rejection_once(tmp_path: Path) -> None:
+    # /var/log/exim4/ holds mainlog and rejectlog: the reject log repeats the main log's lines
+    # (spec chapter "Log files") and adds headers; ingesting the directory stores each once
+    reject = SAMPLES / "exim-rejectlog" / "handwritten-4.96.log"
+    copies = [x for x in reject.read_text().splitlines() if x[:4].isdigit()]
+    logs = tmp_path / "exim4"
+    logs.mkdir()
+    (logs / "mainlog").write_text("\n".join(copies) + "\n")
+    shutil.copy(reject, logs / "rejectlog")
+    stats = _ingest(tmp_path / "s.duckdb", str(logs))
+    assert stats["lines_read"] == len(copies) + len(reject.read_text().splitlines())
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as s:
+        got = s.con.execute("SELECT stage, client_ip FROM rejections ORDER BY logged_at").fetchall()
+        fmt = s.con.execute("SELECT path, log_format FROM checkpoints ORDER BY path").fetchall()
+    assert [ip for _, ip in got] == ["192.0.2.10", "198.51.100.66", "203.0.113.5"]
+    assert [f for _, f in fmt] == ["exim", "exim-rejectlog"]
