@@ -135,7 +135,7 @@ def ingest(
         str | None,
         typer.Option(
             "--log-format",
-            help="Read every file as this log format (postfix, exim, sendmail) instead of detecting each"
+            help="Read every file as this log format (postfix, exim, exim-rejectlog, sendmail) instead of detecting each"
             " file's from its first lines. (--format is the summary's.)",
         ),
     ] = None,

@@ -5,7 +5,7 @@ Example (every key optional; command-line options win over the file)::
     [watch]
     db = "/var/lib/mtalens/mtalens.duckdb"
     logs = ["/var/log/mail.log", "/var/log/postfix/*.log"]   # files or globs
-    # a log's format (postfix, exim, sendmail) is detected from its first lines; to force it:
+    # a log's format (postfix, exim, exim-rejectlog, sendmail) is detected from its first lines; to force it:
     #   logs = [{path = "/var/log/exim4/mainlog", format = "exim"}, "/var/log/mail.log"]
     # or log_format = "exim" for every log
     maildirs = ["/var/mail/bounces/Maildir"]                 # new/ is read, then moved to cur/

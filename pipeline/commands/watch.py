@@ -29,7 +29,7 @@ def watch(
         str | None,
         typer.Option(
             "--log-format",
-            help="Read every log as this format (postfix, exim, sendmail) instead of detecting"
+            help="Read every log as this format (postfix, exim, exim-rejectlog, sendmail) instead of detecting"
             " each from its first lines.",
         ),
     ] = None,
