@@ -265,7 +265,7 @@ class Correlator:
         self.ends_when_final = ends_when_final
         # ends_when_final: (host, queue id) of transactions that ended before their envelope was
         # logged (refused while the data was read, the client went): their envelope line ends them
-        self.aborted: set[tuple[str, str]] = set()
+        self.aborted: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.batch = Batch()
         self.latest: datetime | None = None
 
@@ -396,7 +396,7 @@ class Correlator:
                 st.arrived_at = at
             if self.ends_when_final:
                 if (host, rec.queue_id) in self.aborted:
-                    self.aborted.discard((host, rec.queue_id))
+                    del self.aborted[(host, rec.queue_id)]
                     self._close(st, at)
                 else:
                     self._maybe_end(st, at)
@@ -464,9 +464,9 @@ class Correlator:
                         rec.remote_ip, rec.detail, source_key, offset)  # fmt: skip
 
     def _abort(self, host: str, qid: str) -> None:
-        if len(self.aborted) >= self.recent_size:  # envelopes that never came: forget them
-            self.aborted.clear()
-        self.aborted.add((host, qid))
+        self.aborted[(host, qid)] = None
+        while len(self.aborted) > self.recent_size:  # the oldest, whose envelope never came
+            self.aborted.popitem(last=False)
 
     def _event(
         self,
