@@ -52,7 +52,7 @@ from typing import Final
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.errors import ParseError
 from mtalens.parsers.lines import Malformed, Parsed, Skipped, decode_line
-from mtalens.parsers.syslog import LogLine, SyslogClock, parse_envelope
+from mtalens.parsers.syslog import LogLine, SyslogClock, count_programs, parse_envelope
 
 NAME: Final = "exim"
 INSTANCE: Final = "exim"
@@ -754,18 +754,8 @@ _SNIFF_RE: Final = re.compile(
 def sniff(lines: Sequence[str]) -> int:
     """How many of a source's first lines look like Exim main log lines, in its own file or
     through syslog."""
-    hits = 0
-    for line in lines:
-        if _SNIFF_RE.match(line):
-            hits += 1
-            continue
-        try:
-            env = parse_envelope(line, SyslogClock(year=2000))
-        except ParseError:
-            continue
-        if is_program(env.program):
-            hits += 1
-    return hits
+    own = [line for line in lines if _SNIFF_RE.match(line)]
+    return len(own) + count_programs([x for x in lines if not _SNIFF_RE.match(x)], is_program)
 
 
 __all__ = [

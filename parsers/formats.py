@@ -32,7 +32,7 @@ from typing import Final
 
 from mtalens.parsers import eximlog, lines, sendmaillog
 from mtalens.parsers import postfix as pf
-from mtalens.parsers.syslog import SyslogClock, parse_envelope
+from mtalens.parsers.syslog import SyslogClock, count_programs
 
 LineParser = Callable[[bytes, SyslogClock], lines.Parsed | lines.Skipped | lines.Malformed]
 
@@ -49,15 +49,7 @@ class LogFormat:
 
 
 def _sniff_postfix(sample: Sequence[str]) -> int:
-    hits = 0
-    for line in sample:
-        try:
-            env = parse_envelope(line, SyslogClock(year=2000))
-        except pf.ParseError:
-            continue
-        if pf.is_postfix_program(env.program):
-            hits += 1
-    return hits
+    return count_programs(sample, pf.is_postfix_program)
 
 
 POSTFIX: Final = LogFormat(

@@ -54,7 +54,7 @@ from typing import Final
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.errors import ParseError
 from mtalens.parsers.lines import Malformed, Parsed, Skipped, decode_line
-from mtalens.parsers.syslog import SyslogClock, parse_envelope
+from mtalens.parsers.syslog import SyslogClock, count_programs, parse_envelope
 
 NAME: Final = "sendmail"
 
@@ -618,15 +618,7 @@ def parse_line(raw: bytes, clock: SyslogClock) -> Parsed | Skipped | Malformed:
 
 def sniff(sample: Sequence[str]) -> int:
     """How many of a source's first lines Sendmail logged."""
-    hits = 0
-    for line in sample:
-        try:
-            env = parse_envelope(line, SyslogClock(year=2000))
-        except ParseError:
-            continue
-        if is_program(env.program):
-            hits += 1
-    return hits
+    return count_programs(sample, is_program)
 
 
 __all__ = [

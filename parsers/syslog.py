@@ -19,6 +19,7 @@ Program names keep their instance prefix (``postfix-out/smtp``, ``postfix/submis
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final
@@ -277,6 +278,21 @@ def split_program(program: str) -> tuple[str, str]:
     return program[:slash], program[slash + 1 :]
 
 
+def count_programs(lines: Sequence[str], is_program: Callable[[str], bool]) -> int:
+    """How many of ``lines`` are syslog lines whose program ``is_program`` claims (the log
+    formats' sniffers, mtalens.parsers.formats)."""
+    clock = SyslogClock(year=2000)
+    hits = 0
+    for line in lines:
+        try:
+            env = parse_envelope(line, clock)
+        except ParseError:
+            continue
+        if is_program(env.program):
+            hits += 1
+    return hits
+
+
 def month_of_3164(line: str) -> int | None:
     """The month of an RFC 3164 line, or None (for choosing the starting year of a file)."""
     return _MONTHS.get(line[:3])
@@ -286,6 +302,7 @@ __all__ = [
     "LogLine",
     "ParseError",
     "SyslogClock",
+    "count_programs",
     "month_of_3164",
     "parse_envelope",
     "split_program",
