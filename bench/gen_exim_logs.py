@@ -76,6 +76,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from genio import write_chunked
+
 MY_NAME = "mx1.example.com"
 MY_IP = "198.51.100.25"
 LOCAL_DOMAINS = ("example.com", "example.net", "example.org")
@@ -746,21 +748,7 @@ def _lines(sim: _Sim, counts: Counter[str]) -> Iterator[str]:
 def write_log(cfg: GenConfig, out: IO[bytes]) -> GenStats:
     started = time.perf_counter()
     lines, counts = generate(cfg)
-    total = n = 0
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= 20000:
-            data = "".join(chunk).encode()
-            out.write(data)
-            total += len(data)
-            n += len(chunk)
-            chunk.clear()
-    if chunk:
-        data = "".join(chunk).encode()
-        out.write(data)
-        total += len(data)
-        n += len(chunk)
+    n, total = write_chunked(lines, out)
     return GenStats(
         lines=n,
         bytes=total,

@@ -59,6 +59,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from genio import write_chunked
+
 HOST = "mx1"
 MY_NAME = "mx1.example.com"
 MY_IP = "198.51.100.25"
@@ -1424,23 +1426,7 @@ def truth_records(sim: _Sim) -> Iterator[dict[str, Any]]:
 def write_log(cfg: GenConfig, out: IO[bytes], truth: IO[str] | None = None) -> GenStats:
     started = time.perf_counter()
     lines, sim = generate(cfg, want_truth=truth is not None)
-    total = 0
-    n = 0
-    chunk: list[str] = []
-    append = chunk.append
-    for line in lines:
-        append(line)
-        if len(chunk) >= 20000:
-            data = "".join(chunk).encode()
-            out.write(data)
-            total += len(data)
-            n += len(chunk)
-            chunk.clear()
-    if chunk:
-        data = "".join(chunk).encode()
-        out.write(data)
-        total += len(data)
-        n += len(chunk)
+    n, total = write_chunked(lines, out)
     rows = 0
     if truth is not None:
         for rec in truth_records(sim):

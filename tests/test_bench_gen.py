@@ -7,7 +7,6 @@ The regexes here are written independently of the generator, from the Postfix ma
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -16,26 +15,14 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.benchload import load_bench
 from tests.conftest import need_binary
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load("gen_postfix_logs")
+gen = load_bench("gen_postfix_logs")
 
 # ---- shapes ------------------------------------------------------------------------------------
 PREFIX_3164 = (
@@ -473,7 +460,7 @@ def test_bench_ingest_end_to_end_on_a_tiny_file(
     need_binary("pflogsumm")
     mtalens = Path(sys.executable).parent / "mtalens"
     assert mtalens.exists(), "the mtalens console script is installed in this venv"
-    bench = _load("bench_ingest")
+    bench = load_bench("bench_ingest")
     rc = bench.main(["--lines", "3000", "--seed", "2", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -494,7 +481,7 @@ def test_bench_ingest_end_to_end_on_a_tiny_file(
 
 
 def test_pflogsumm_totals_units() -> None:
-    bench = _load("bench_ingest")
+    bench = load_bench("bench_ingest")
     report = "messages\n\n   4262   received\n    870k  delivered\n      0   forwarded\n      1m  rejected\n"
     assert bench.pflogsumm_totals(report) == {
         "received": 4262,

@@ -8,15 +8,12 @@ deliveries", "Deferred deliveries", "Delivery failures", "Summary of Fields in L
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import re
-import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,20 +21,9 @@ import pytest
 from mtalens.parsers.eximlog import id_time, parse_duration
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store
+from tests.benchload import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load("gen_exim_logs")
+gen = load_bench("gen_exim_logs")
 
 B62 = "[0-9A-Za-z]"
 MID16 = rf"{B62}{{6}}-{B62}{{6}}-{B62}{{2}}"

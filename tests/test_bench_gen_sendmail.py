@@ -8,16 +8,13 @@ parsers/sendmaillog.py's docstring."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import itertools
 import re
-import sys
 from collections import Counter, defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,21 +22,12 @@ import pytest
 from mtalens.parsers.sendmaillog import is_queue_id, parse_delay
 from mtalens.pipeline.ingest import LogIngestor
 from mtalens.pipeline.store import Store
+from tests.benchload import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 REAL = Path(__file__).resolve().parents[1] / "sample_logs/sendmail/real-sendmail-8.17.log"
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gen = _load("gen_sendmail_logs")
+gen = load_bench("gen_sendmail_logs")
 
 QID = r"[0-9A-Za-x]{8}\d{6,}"
 IP = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,14 +39,13 @@ import pytest
 
 from mtalens.parsers.eximlog import parse_duration
 from tests.conftest import need, need_binary
+from tests.lab.e2e import CLI, CLI_ENV, msgid, query, rcpt
 from tests.lab.exim_lab import EximLab, exim_binary
 from tests.lab.fake_mx import FakeMX
 from tests.lab.postfix_lab import SendResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.exim]
 
-CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
-CLI_ENV = {**os.environ, "MTALENS_LOCK_WAIT": "20"}
 SENDER = "sender@example.net"
 RETRY_CUTOFF = 20  # seconds: the lab's retry rule F,20s,5s
 RETRY_INTERVAL = 5
@@ -73,25 +71,6 @@ FAILED = tuple(k for k, v in EXPECTED.items() if v[0] != "sent")
 # the recipient the lab's ACL refuses at RCPT, and the one accepted beside it
 REFUSED = "reject1@example.net"
 BESIDE = "ok2@example.com"
-
-
-def rcpt(kind: str) -> str:
-    return f"{kind}@example.com"
-
-
-def msgid(kind: str) -> str:
-    return f"<e2e-{kind}.1@client.example.net>"
-
-
-def query(db: Path, sql: str) -> list[dict[str, Any]]:
-    """One read-only `mtalens query` in its own process, as a user would run it."""
-    out = subprocess.run(
-        [*CLI, "query", "--db", str(db), "--format", "json", sql],
-        capture_output=True, text=True, env=CLI_ENV, timeout=120, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    rows: list[dict[str, Any]] = json.loads(out.stdout)
-    return rows
 
 
 Q_OUTCOMES = (

@@ -28,7 +28,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,13 +37,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import need, need_binary
+from tests.lab.e2e import CLI, CLI_ENV, msgid, query, rcpt
 from tests.lab.fake_mx import FakeMX
 from tests.lab.postfix_lab import LabTimings, PostfixLab, SendResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
 
-CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
-CLI_ENV = {**os.environ, "MTALENS_LOCK_WAIT": "20"}
 SENDER = "sender@example.net"
 
 # local part -> what the store must say about it in recipient_outcomes:
@@ -75,25 +73,6 @@ TIMINGS = LabTimings(
 # The address the loop suppresses (hard failure, RFC 3463 X.1.1) and one it must not touch.
 SUPPRESSED = "unknown@example.com"
 STILL_OK = "ok2@example.com"
-
-
-def rcpt(kind: str) -> str:
-    return f"{kind}@example.com"
-
-
-def msgid(kind: str) -> str:
-    return f"<e2e-{kind}.1@client.example.net>"
-
-
-def query(db: Path, sql: str) -> list[dict[str, Any]]:
-    """One read-only `mtalens query` in its own process, as a user would run it."""
-    out = subprocess.run(
-        [*CLI, "query", "--db", str(db), "--format", "json", sql],
-        capture_output=True, text=True, env=CLI_ENV, timeout=120, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    rows: list[dict[str, Any]] = json.loads(out.stdout)
-    return rows
 
 
 def mtalens(*args: str) -> subprocess.CompletedProcess[str]:

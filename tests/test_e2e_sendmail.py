@@ -24,11 +24,9 @@ Under CI (``CI=true``) a missing unpacked Sendmail fails the test (``need``). Ab
 from __future__ import annotations
 
 import json
-import os
 import signal
 import smtplib
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import need
+from tests.lab.e2e import CLI, CLI_ENV, msgid, query, rcpt
 from tests.lab.fake_mx import FakeMX
 from tests.lab.sendmail_lab import (
     SASL_USER,
@@ -49,8 +48,6 @@ from tests.lab.sendmail_lab import (
 
 pytestmark = [pytest.mark.slow]
 
-CLI = [sys.executable, "-c", "from mtalens.pipeline.cli import main; main()"]
-CLI_ENV = {**os.environ, "MTALENS_LOCK_WAIT": "20"}
 SENDER = "sender@example.net"
 TIMINGS = SendmailTimings(queue_interval=3, queue_warn=8, queue_return=20)
 
@@ -72,25 +69,6 @@ EXPECTED: dict[str, tuple[str, str, int, str]] = {
 EXPIRING = ("defer", "busy")
 # Every kind except "ok" gets a non-delivery DSN; the expiring ones also a delay warning first.
 FAILED = tuple(k for k in EXPECTED if k != "ok")
-
-
-def rcpt(kind: str) -> str:
-    return f"{kind}@example.com"
-
-
-def msgid(kind: str) -> str:
-    return f"<e2e-{kind}.1@client.example.net>"
-
-
-def query(db: Path, sql: str) -> list[dict[str, Any]]:
-    """One read-only `mtalens query` in its own process, as a user would run it."""
-    out = subprocess.run(
-        [*CLI, "query", "--db", str(db), "--format", "json", sql],
-        capture_output=True, text=True, env=CLI_ENV, timeout=120, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    rows: list[dict[str, Any]] = json.loads(out.stdout)
-    return rows
 
 
 Q_OUTCOMES = (
