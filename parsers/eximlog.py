@@ -35,7 +35,8 @@ no timestamp (seen from the 4.96 daemon's TLS warning at start-up); they are ign
 Through syslog (``log_file_path = syslog``; section "Logging to syslog"): the same text after
 syslog's envelope (``exim[pid]:``, or ``exim4``), with or without Exim's timestamp
 (``syslog_timestamp``). An entry Exim split into ``[n/m]`` parts (over 870 characters, or with
-internal newlines) is not joined back: each part is quarantined as ``exim-syslog-split``.
+internal newlines) is joined back by :class:`SyslogJoiner` (the registry row's ``joiner``) and
+read as the file's line; a part that cannot be joined is quarantined as ``exim-syslog-split``.
 The reject log is its own registry row (``exim-rejectlog``, :func:`parse_rejectlog_line`): its
 lines repeat the main log's and add the rejected message's header, so nothing in it is stored.
 Not read yet: a ``>>`` cutthrough line that precedes its ``<=`` line.
@@ -702,6 +703,139 @@ def is_program(program: str) -> bool:
 _SPLIT_RE: Final = re.compile(r"\[(\d{1,4})[/\\](\d{1,4})\] ")
 
 
+# SyslogJoiner: an entry still open after this many lines, or this many bytes, is given up
+JOIN_MAX_LINES: Final = 200
+JOIN_MAX_BYTES: Final = 256 * 1024
+_JOIN_CLOCK: Final = SyslogClock(year=2000)  # any year: only the envelope's fields are read
+
+# (raw line, its offset, the outcome already decided for it or None: parse it)
+Joined = tuple[bytes, int, Skipped | None]
+
+
+class _Entry:
+    __slots__ = ("body", "count", "index", "items", "line_done", "prefix", "size")
+
+    def __init__(self, prefix: str, count: int, index: int) -> None:
+        self.prefix, self.count, self.index = prefix, count, index
+        self.body: list[str] = []  # the parts of the entry's first line
+        self.items: list[int] = []  # positions in SyslogJoiner.pending
+        self.line_done = False  # a part ended with "\\": the first line is whole
+        self.size = 0
+
+
+class SyslogJoiner:
+    """Joins the ``[n/m]`` parts Exim splits a long entry into when it logs through syslog
+    (section "Logging to syslog": after 870 characters ``/``, at an internal newline ``\\``)
+    back into one line, so that it is read like the same entry in Exim's own file. Pure: lines
+    in, lines out, in file order, nothing read from anywhere.
+
+    :meth:`feed` takes each raw line with its offset and gives back the lines that can be read
+    now: the joined entry at its first part's offset, the other parts as ignored
+    (``exim-syslog-part``), the parts after an internal newline as continuations (as in the
+    file). A line after the first part of an entry still open waits with it (parts of one
+    entry are written one after the other, but other processes' lines may come between), so
+    :meth:`waiting_from` is the offset a checkpoint must not pass. Parts that cannot be joined
+    (no first part, out of order, longer than JOIN_MAX_LINES lines or JOIN_MAX_BYTES) are given
+    back as they are: :func:`parse_line` quarantines them as ``exim-syslog-split``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Joined] = []
+        self.open: dict[tuple[str, str, int | None], _Entry] = {}
+
+    def waiting_from(self) -> int | None:
+        return self.pending[0][1] if self.pending else None
+
+    def feed(self, raw: bytes, offset: int) -> list[Joined]:
+        part = self._part(raw)
+        if part is None:
+            if not self.pending:
+                return [(raw, offset, None)]
+            self.pending.append((raw, offset, None))
+            return self._release(len(raw))
+        key, n, m, sep, prefix, body = part
+        entry = self.open.get(key)
+        # a part's separator says how it ends: "/" the next part goes on with its line,
+        # "\\" the line ends there (the next part is a line of its own, as in the file)
+        if n == 1 and m > 1:
+            if entry is not None:  # a new entry while one was open: the old one is given up
+                self._give_up(key)
+            entry = self.open[key] = _Entry(prefix, m, 0)
+        elif entry is None or n != entry.index + 1 or m != entry.count:
+            self.pending.append((raw, offset, None))  # a part with no entry: as it is
+            return self._release(len(raw))
+        entry.index = n
+        if entry.line_done:
+            self.pending.append((raw, offset, Skipped("exim-continuation")))
+        else:
+            entry.body.append(body)
+            self.pending.append((raw, offset, Skipped("exim-syslog-part")))
+        entry.line_done = entry.line_done or sep == "\\"
+        entry.items.append(len(self.pending) - 1)
+        entry.size += len(raw)
+        return self._done_if_complete(key, entry)
+
+    def flush(self) -> list[Joined]:
+        """The end of the source: entries still open are given up, everything is given back."""
+        for key in list(self.open):
+            self._give_up(key)
+        out, self.pending = self.pending, []
+        return out
+
+    def _done_if_complete(self, key: tuple[str, str, int | None], entry: _Entry) -> list[Joined]:
+        if entry.index == entry.count:
+            del self.open[key]
+            first = entry.items[0]
+            off0 = self.pending[first][1]
+            self.pending[first] = ((entry.prefix + "".join(entry.body)).encode(), off0, None)
+        return self._release(0)
+
+    def _give_up(self, key: tuple[str, str, int | None]) -> None:
+        entry = self.open.pop(key)
+        for i in entry.items:  # back to the raw part: quarantined as exim-syslog-split
+            raw, off, _decided = self.pending[i]
+            self.pending[i] = (raw, off, None)
+
+    def _release(self, grew: int) -> list[Joined]:
+        for key, entry in list(self.open.items()):
+            entry.size += grew
+            if entry.size > JOIN_MAX_BYTES or len(self.pending) - entry.items[0] > JOIN_MAX_LINES:
+                self._give_up(key)
+        if not self.open:
+            out, self.pending = self.pending, []
+            return out
+        start = min(e.items[0] for e in self.open.values())
+        out = self.pending[:start]
+        if out:
+            self.pending = self.pending[start:]
+            for e in self.open.values():
+                e.items = [i - start for i in e.items]
+        return out
+
+    @staticmethod
+    def _part(raw: bytes) -> tuple[tuple[str, str, int | None], int, int, str, str, str] | None:
+        """(entry key, n, m, separator, the line up to the part's text, the text) of a part."""
+        if b"] " not in raw[:200]:
+            return None
+        text = raw.decode("utf-8", "replace")
+        try:
+            env = parse_envelope(text, _JOIN_CLOCK)
+        except ParseError:
+            return None
+        m = _SPLIT_RE.match(env.text) if is_program(env.program) else None
+        if m is None:
+            return None
+        prefix = text[: len(text) - len(env.text)]
+        sep = env.text[m.start(0) + 1 + len(m[1])]
+        return (
+            (env.host, env.program, env.pid),
+            int(m[1]),
+            int(m[2]),
+            sep,
+            prefix,
+            env.text[m.end() :],
+        )
+
+
 def _syslog_line(text: str, clock: SyslogClock) -> Parsed | Skipped | Malformed:
     """An Exim line through syslog: the same text as in the file after syslog's envelope (the
     Exim timestamp left out when ``syslog_timestamp`` is false, the envelope's time then)."""
@@ -714,12 +848,12 @@ def _syslog_line(text: str, clock: SyslogClock) -> Parsed | Skipped | Malformed:
     body = env.text
     split = _SPLIT_RE.match(body)
     if split is not None:
-        # the parts of one entry are not joined back (each line is read on its own): the
-        # entry is kept in quarantine, part by part, with this reason
+        # a part SyslogJoiner could not join (its entry incomplete, out of order, or too
+        # long): kept in quarantine, part by part, with this reason
         return Malformed(
             "exim-syslog-split",
-            f"part {split[1]} of {split[2]} of a split entry (build Exim with "
-            "SYSLOG_LONG_LINES=yes or log to a file to keep long entries whole)",
+            f"part {split[1]} of {split[2]} of a split entry that could not be joined (build "
+            "Exim with SYSLOG_LONG_LINES=yes or log to a file to keep long entries whole)",
         )
     m = _HEAD_RE.match(body)
     try:
@@ -760,6 +894,7 @@ def sniff(lines: Sequence[str]) -> int:
 
 __all__ = [
     "NAME",
+    "SyslogJoiner",
     "id_time",
     "is_message_id",
     "parse_duration",

@@ -17,7 +17,9 @@ One row per format, in an explicit ordered tuple (house style, section 2; the bo
   id names one message only, as Exim's and Sendmail's encode the time and process: a record of
   a message already seen, open or recently closed, belongs to it, even a creating one) and
   ``ends_when_final`` (no line says a message was removed, as with Sendmail: it ends when as
-  many recipients as it was queued for have a final status, or its queue lifetime ran out).
+  many recipients as it was queued for have a final status, or its queue lifetime ran out);
+- ``joiner``: for a format whose entries may span lines (Exim's ``[n/m]`` parts through syslog),
+  what joins them before ``parse`` (pure; a checkpoint never passes an entry still open).
 
 :func:`detect` picks the row whose sniffer claims most of the first lines; the first row wins a
 tie, and a source no row claims is read as the first row's (Postfix, as before the registry:
@@ -28,13 +30,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from mtalens.parsers import eximlog, lines, sendmaillog
 from mtalens.parsers import postfix as pf
 from mtalens.parsers.syslog import SyslogClock, count_programs
 
 LineParser = Callable[[bytes, SyslogClock], lines.Parsed | lines.Skipped | lines.Malformed]
+
+
+class Joiner(Protocol):
+    """Joins the lines of entries a format spreads over several (see LogFormat.joiner)."""
+
+    def feed(self, raw: bytes, offset: int) -> list[tuple[bytes, int, lines.Skipped | None]]: ...
+    def waiting_from(self) -> int | None: ...
+    def flush(self) -> list[tuple[bytes, int, lines.Skipped | None]]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +56,7 @@ class LogFormat:
     fast: bool
     unique_ids: bool = False
     ends_when_final: bool = False
+    joiner: Callable[[], Joiner] | None = None
 
 
 def _sniff_postfix(sample: Sequence[str]) -> int:
@@ -65,8 +76,8 @@ EXIM: Final = LogFormat(
     parse=eximlog.parse_line,
     owns_queue_id=eximlog.is_message_id,
     fast=False,
+    joiner=eximlog.SyslogJoiner,
 )
-
 EXIM_REJECTLOG: Final = LogFormat(
     name="exim-rejectlog",
     sniff=eximlog.sniff_rejectlog,

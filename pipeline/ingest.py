@@ -700,6 +700,9 @@ class LogIngestor:
             return
         # --- end of the fast-path hook ---
         parse, cor = fmt.parse, self.correlator_for(fmt.name)
+        # a format whose entries may span lines (Exim's [n/m] parts through syslog) joins them
+        # first; a checkpoint never passes the first line of an entry still open
+        joiner = fmt.joiner() if fmt.joiner is not None else None
         pending = b""
         offset = cp.offset
         counts = LineCounts()
@@ -716,17 +719,34 @@ class LogIngestor:
             lines = data.split(b"\n")
             pending = lines.pop()
             for raw in lines:
-                self._line(raw, offset, cp, clock, counts, quarantine, parse, cor)
+                if joiner is None:
+                    self._line(raw, offset, cp, clock, counts, quarantine, parse, cor)
+                else:
+                    for r, off, decided in joiner.feed(raw, offset):
+                        self._line(r, off, cp, clock, counts, quarantine, parse, cor, decided)
                 offset += len(raw) + 1
                 in_batch += 1
-                if in_batch >= self.batch_lines:
+                if in_batch >= self.batch_lines and (
+                    joiner is None or joiner.waiting_from() is None
+                ):
                     self._commit(cp, offset, clock, counts, quarantine, cor)
                     counts, quarantine, in_batch = LineCounts(), [], 0
         if pending and final:
             # a last line without its newline: the file is complete, so it is a (truncated) line
-            self._line(pending, offset, cp, clock, counts, quarantine, parse, cor)
+            if joiner is None:
+                self._line(pending, offset, cp, clock, counts, quarantine, parse, cor)
+            else:
+                for r, off, decided in joiner.feed(pending, offset):
+                    self._line(r, off, cp, clock, counts, quarantine, parse, cor, decided)
             offset += len(pending)
             in_batch += 1
+        if joiner is not None:
+            if final:  # the source is complete: entries still open are given up
+                for r, off, decided in joiner.flush():
+                    self._line(r, off, cp, clock, counts, quarantine, parse, cor, decided)
+            else:  # their lines are read again, whole, next time
+                held = joiner.waiting_from()
+                offset = offset if held is None else held
         if in_batch or cp.offset != offset or not cp.clock_year:
             self._commit(cp, offset, clock, counts, quarantine, cor)
 
@@ -740,8 +760,12 @@ class LogIngestor:
         quarantine: list[tuple[Any, ...]],
         parse: LineParser,
         cor: Correlator,
+        decided: Skipped | None = None,
     ) -> None:
         counts.read += 1
+        if decided is not None:  # a joiner's part of an entry read whole at its first line
+            counts.ignore(decided.rule)
+            return
         try:
             v = parse(raw, clock)
             if type(v) is Parsed:

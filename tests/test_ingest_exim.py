@@ -257,3 +257,53 @@ def test_main_and_reject_logs_together_store_each_rejection_once(tmp_path: Path)
         fmt = s.con.execute("SELECT path, log_format FROM checkpoints ORDER BY path").fetchall()
     assert [ip for _, ip in got] == ["192.0.2.10", "198.51.100.66", "203.0.113.5"]
     assert [f for _, f in fmt] == ["exim", "exim-rejectlog"]
+
+
+def _split_entry(pid: int, parts: list[str]) -> list[str]:
+    return [
+        f"Dec  4 01:46:01 mx1 exim[{pid}]: [{i}/{len(parts)}] {p}" for i, p in enumerate(parts, 1)
+    ]
+
+
+def test_split_syslog_entries_are_joined_across_reads(tmp_path: Path) -> None:
+    # spec chapter "Log files", "Logging to syslog": an entry over 870 characters goes out as
+    # [n/m] parts; another process's line may come between them, and a read may end between
+    # them (the daemon tails a growing file): the entry is stored once, whole, either way
+    reason = "relay not permitted " + "x" * 900
+    whole = (
+        "2026-12-04 01:46:01 H=(client.example) [192.0.2.10] F=<spam@example.org> "
+        f"rejected RCPT <a@example.test>: {reason}"
+    )
+    parts = _split_entry(10114, [whole[:870], whole[870:]])
+    other = "Dec  4 01:46:01 mx1 exim[10115]: 2026-12-04 01:46:01 SMTP connection from [192.0.2.11]"
+    orphan = _split_entry(10116, ["2026-12-04 01:46:02 first part", "second part"])[1]
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join([parts[0], other]) + "\n")
+    db = tmp_path / "s.duckdb"
+    from mtalens.pipeline.watch import Watcher
+    from mtalens.pipeline.watch_config import WatchConfig
+
+    w = Watcher(WatchConfig(db=str(db), logs=(str(log),), timezone="UTC", year=2026,
+                            log_format="exim"))  # fmt: skip
+    try:
+        w.window()  # ends between the parts: nothing of the open entry (nor after it) stored
+        with Store.open(db, read_only=True) as s:
+            assert s.con.execute("SELECT count(*) FROM rejections").fetchone() == (0,)
+        with log.open("a") as fh:
+            fh.write(parts[1] + "\n" + orphan + "\n")
+        w.window()
+    finally:
+        w.close()
+    with Store.open(db, read_only=True) as s:
+        got = s.con.execute("SELECT reason FROM rejections").fetchall()
+        events = s.con.execute("SELECT count(*) FROM events WHERE kind = 'connect'").fetchone()
+        acct = dict(
+            s.con.execute(
+                "SELECT outcome || ':' || rule, sum(lines) FROM line_accounting_log GROUP BY 1"
+            ).fetchall()
+        )
+    assert got == [(reason,)]
+    assert events == (1,)  # the line between the parts, once
+    assert acct["ignored:exim-syslog-part"] == 1
+    assert acct["quarantined:exim-syslog-split"] == 1  # the orphan part, kept as it is
+    assert sum(acct.values()) == 4
