@@ -518,10 +518,15 @@ def parse_text(qid: str | None, text: str) -> tuple[str, tuple[pf.Record, ...]]:
             return "queue", (pf.Removed(queue_id=qid, by_admin=False),)
         mn = _ADDRESS_NOTE_RE.match(text)
         if mn is not None:  # "<nosuch@example.net>... User unknown": a recipient refused
+            # the log names no reply; for an unknown local user Sendmail answers "550 5.1.1
+            # <addr>... User unknown" (seen from the real 8.17 in tests/test_e2e_sendmail.py)
+            unknown = mn["text"] == "User unknown"
             return "acl", (pf.Reject(queue_id=qid, action="reject", stage="RCPT",
-                                     client_name=None, client_ip=None, reply_code=None,
-                                     dsn=None, reason=mn["text"], sender=None,
-                                     recipient=mn["addr"], helo=None, proto=None),)  # fmt: skip
+                                     client_name=None, client_ip=None,
+                                     reply_code=550 if unknown else None,
+                                     dsn="5.1.1" if unknown else None, reason=mn["text"],
+                                     sender=None, recipient=mn["addr"], helo=None,
+                                     proto=None),)  # fmt: skip
         # "QID: NEWQID: DSN: ..." names the notification NEWQID made about QID
         colon = text.find(": ")
         if colon > 0 and is_queue_id(text[:colon]):

@@ -266,6 +266,9 @@ class Correlator:
         # ends_when_final: (host, queue id) of transactions that ended before their envelope was
         # logged (refused while the data was read, the client went): their envelope line ends them
         self.aborted: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # unique_ids: rejections of this batch logged before their message's client (Sendmail
+        # refuses a recipient before it logs the envelope), by (host, queue id): row positions
+        self.clientless: dict[tuple[str, str], list[int]] = {}
         self.batch = Batch()
         self.latest: datetime | None = None
 
@@ -337,6 +340,7 @@ class Correlator:
     def take_batch(self) -> Batch:
         b = self.batch
         self.batch = Batch()
+        self.clientless.clear()
         return b
 
     # -- records -------------------------------------------------------------------------------
@@ -368,6 +372,9 @@ class Correlator:
                 st = self._new(host, rec.queue_id, at, source_key, "pickup")
             self.batch.touched[st.message_key] = st
             if isinstance(rec, pf.Client):
+                for i in self.clientless.pop((host, rec.queue_id), ()):
+                    row = self.batch.rejections[i]  # the client it was refused for
+                    self.batch.rejections[i] = (*row[:7], rec.client_name, rec.client_ip, *row[9:])
                 st.origin = "qmqpd" if service == "qmqpd" else "smtpd"
                 st.client_name = rec.client_name
                 st.client_ip = rec.client_ip
@@ -445,6 +452,9 @@ class Correlator:
                     self._remember_closed(st)
                     if self.ends_when_final:
                         self._abort(host, rec.queue_id)
+            if self.unique_ids and rec.queue_id is not None and rec.client_ip is None:
+                key = (host, rec.queue_id)
+                self.clientless.setdefault(key, []).append(len(self.batch.rejections))
             self.batch.rejections.append(
                 (at, host, service, instance, rec.queue_id, rec.action, rec.stage,
                  rec.client_name, rec.client_ip, rec.reply_code, rec.dsn, rec.reason, rec.sender,

@@ -198,5 +198,11 @@ def test_real_sendmail_log_final_status_codes_and_delays(tmp_path: Path) -> None
     }
     refused = _rows(db, "SELECT stage, recipient, reason FROM rejections ORDER BY stage")
     assert ("RCPT", "nosuch@example.net", "User unknown") in refused
+    # refused before the session's from= line: the client comes from it, the code is
+    # Sendmail's fixed reply to an unknown local user
+    assert _rows(
+        db,
+        "SELECT client_ip, reply_code, dsn FROM rejections WHERE recipient = 'nosuch@example.net'",
+    ) == [("127.0.0.1", 550, "5.1.1")]
     assert ("DATA", None, "Bare linefeed (LF) not allowed") in refused
     assert _rows(db, "SELECT count(*) FROM auth_failures") == [(4,)]
