@@ -129,8 +129,15 @@ def test_kill_9_while_mail_arrives_loses_and_duplicates_nothing(
         time.sleep(rng.uniform(0.3, 2.5))  # somewhere between fetch, commit and flag
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    before = err.stat().st_size
     proc = start(dovecot, "killed", tmp_path, err)
     try:
+        # up, its signal handlers set, before anything is sent to it: everything may be stored
+        # and flagged already by the killed ones, and SIGTERM at start-up would kill it
+        deadline = time.monotonic() + 60
+        while b'"watch started"' not in err.read_bytes()[before:]:
+            assert time.monotonic() < deadline and proc.poll() is None, err.read_text()[-2000:]
+            time.sleep(0.1)
         on_server = _hashes(dovecot, "killed")
         wait_stored(tmp_path / "w.duckdb", set(on_server.values()))
         deadline = time.monotonic() + 30
