@@ -99,3 +99,14 @@ def test_port25_blocked_is_found_in_exim_and_sendmail_texts(tmp_path: Path, mta:
     remedy = str(blocked[0]["remedy"])
     assert not POSTFIX_WORDS.search(remedy)
     assert ("hosts_require_auth" if mta == "exim" else "RELAY_MAILER_ARGS") in remedy
+
+
+def test_sendmail_auth_without_tls_is_found(tmp_path: Path) -> None:
+    # the real 8.17 log: 127.0.0.3 logged in (AUTH=server, PLAIN) with no STARTTLS=server from it
+    found = _diagnose(tmp_path, SAMPLES / "sendmail/real-sendmail-8.17.log")
+    bare = [f for f in found if str(f["problem"]) == "auth-without-tls"]
+    assert len(bare) == 1 and "127.0.0.3" in json.dumps(bare[0])
+    assert "AUTH=server, relay=[127.0.0.3], authid=alice, mech=PLAIN" in json.dumps(bare[0])
+    assert bare[0]["severity"] == "critical"  # a login succeeded
+    remedy = str(bare[0]["remedy"])
+    assert "confAUTH_OPTIONS" in remedy and not POSTFIX_WORDS.search(remedy)

@@ -89,6 +89,9 @@ ORDER BY count DESC, subject;
 -- "auth=N" (or "auth=ok/tried") without "starttls=" and without a TLS handshake logged for that
 -- client means the password went over the wire in clear text (RFC 4954 section 4 and 14;
 -- RFC 4616 section 6). Wrapper-mode TLS (port 465) logs a handshake and no STARTTLS.
+-- Sendmail logs each successful AUTH ("AUTH=server, relay=..., authid=..., mech=PLAIN") and each
+-- TLS session ("STARTTLS=server, relay=..."): a login with no TLS session from that client
+-- just before it went in clear text.
 WITH disc AS (
   SELECT * FROM events
   WHERE kind = 'disconnect' AND logged_at >= $since AND logged_at < $until
@@ -112,6 +115,23 @@ SELECT remote_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
        sum(CAST(regexp_extract(detail, '(^| )auth=([0-9]+)', 2) AS INTEGER)) AS successful_logins,
        min(remote_host) AS client_name
 FROM bare
+GROUP BY remote_ip
+UNION ALL
+SELECT remote_ip AS subject, count(*) AS count, min(logged_at) AS first_seen,
+       max(logged_at) AS last_seen,
+       list(strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || instance || ': AUTH=server, relay='
+            || coalesce(remote_host || ' ', '') || '[' || remote_ip || '], ' || detail
+            ORDER BY logged_at)[1:3] AS examples,
+       []::VARCHAR[] AS destinations, count(*) AS successful_logins,
+       min(remote_host) AS client_name
+FROM events e
+WHERE e.mta = 'sendmail' AND e.kind = 'sasl-server' AND e.remote_ip IS NOT NULL
+  AND e.logged_at >= $since AND e.logged_at < $until
+  AND NOT EXISTS (
+    SELECT 1 FROM events t
+    WHERE t.kind LIKE 'tls-%' AND t.kind NOT IN ('tls-error', 'tls-warning')
+      AND t.host = e.host AND t.remote_ip = e.remote_ip
+      AND t.logged_at <= e.logged_at AND t.logged_at >= e.logged_at - INTERVAL 10 MINUTE)
 GROUP BY remote_ip
 ORDER BY successful_logins DESC, count DESC, subject;
 
