@@ -357,6 +357,15 @@ def _arrival(qid: str, flag: str, rest: str) -> tuple[pf.Record, ...]:
     mid = f.items.get("id")
     if mid:
         recs.append(pf.MessageId(queue_id=qid, message_id=mid.strip("<>"), resent=False))
+    tls = f.items.get("X")
+    if tls and host is not None:
+        # X= the TLS session the message came in over (log_selector tls_cipher, on by default),
+        # CV= whether the client's certificate was verified (tls_certificate_verified): Postfix's
+        # words for the same, as the TLS views read them
+        _name, _helo, ip_tls, _port = split_host(host)
+        verified = f.items.get("CV") == "yes"
+        recs.append(pf.Event(kind="tls-verified" if verified else "tls-anonymous", queue_id=qid,
+                             remote_host=_name, remote_ip=ip_tls, detail=tls))  # fmt: skip
     about = f.items.get("R")
     if sender == "" and about and is_message_id(about):
         recs.append(pf.Notification(queue_id=about, kind="non-delivery", new_queue_id=qid))

@@ -210,13 +210,17 @@ def mta_remedy(ctx: Context, problem: str, row: Row) -> str | None:
 
 
 def dominant_mta(ctx: Context) -> str:
-    """The MTA (log format) that logged most of the range's deliveries; postfix for none."""
-    row = ctx.store.con.execute(
-        "SELECT mta FROM deliveries WHERE logged_at >= ? AND logged_at < ? "
-        "GROUP BY mta ORDER BY count(*) DESC, mta LIMIT 1",
-        [ctx.since, ctx.until],
-    ).fetchone()
-    return str(row[0]) if row and row[0] else "postfix"
+    """The MTA (log format) that logged most of the range's deliveries, or else of its
+    messages; postfix for none."""
+    for view, when in (("deliveries", "logged_at"), ("messages", "first_seen")):
+        row = ctx.store.con.execute(
+            f"SELECT mta FROM {view} WHERE {when} >= ? AND {when} < ? "
+            "GROUP BY mta ORDER BY count(*) DESC, mta LIMIT 1",
+            [ctx.since, ctx.until],
+        ).fetchone()
+        if row and row[0]:
+            return str(row[0])
+    return "postfix"
 
 
 def _fmt(template: str, row: Row) -> str:

@@ -227,6 +227,11 @@ def test_ingest_quarantines_nothing_and_stores_what_was_written(
         "no-mail": c["no-mail"],
         "frozen": c["frozen"],
         "notification-non-delivery": c["bounce-arrival"],
+        # the TLS session of each arrival that logged one (X=; CV=yes a verified client)
+        "tls-anonymous": sum(
+            1 for x in data.splitlines() if " <= " in x and " X=" in x and " CV=yes" not in x
+        ),
+        "tls-verified": sum(1 for x in data.splitlines() if " <= " in x and " CV=yes" in x),
     }
     assert events == {k: v for k, v in want_events.items() if v}
     assert got == {

@@ -110,3 +110,22 @@ def test_sendmail_auth_without_tls_is_found(tmp_path: Path) -> None:
     assert bare[0]["severity"] == "critical"  # a login succeeded
     remedy = str(bare[0]["remedy"])
     assert "confAUTH_OPTIONS" in remedy and not POSTFIX_WORDS.search(remedy)
+
+
+def test_exim_auth_without_tls_is_found(tmp_path: Path) -> None:
+    # A= on an arrival is the login; X= the TLS session it came over (log_selector tls_cipher)
+    log = tmp_path / "mainlog"
+    log.write_text(
+        "2026-12-04 10:00:00 1xZIN1-0002xK-2s <= bob@ours.example H=(laptop) [198.51.100.20] "
+        "P=esmtpa A=plain:bob S=300 for a@dest.example\n"
+        "2026-12-04 10:00:05 1xZIN2-0002xK-2s <= carol@ours.example H=(phone) [198.51.100.21] "
+        "P=esmtpsa X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no A=plain:carol S=300 "
+        "for b@dest.example\n"
+    )
+    found = _diagnose(tmp_path, log)
+    bare = [f for f in found if str(f["problem"]) == "auth-without-tls"]
+    assert len(bare) == 1
+    text = json.dumps(bare[0])
+    assert "198.51.100.20" in text and "198.51.100.21" not in text
+    remedy = str(bare[0]["remedy"])
+    assert "auth_advertise_hosts" in remedy and not POSTFIX_WORDS.search(remedy)

@@ -89,7 +89,7 @@ ORDER BY count DESC, subject;
 -- "auth=N" (or "auth=ok/tried") without "starttls=" and without a TLS handshake logged for that
 -- client means the password went over the wire in clear text (RFC 4954 section 4 and 14;
 -- RFC 4616 section 6). Wrapper-mode TLS (port 465) logs a handshake and no STARTTLS.
--- Sendmail logs each successful AUTH ("AUTH=server, relay=..., authid=..., mech=PLAIN") and each
+-- Exim: an arrival with A= and no X= (below). Sendmail logs each successful AUTH ("AUTH=server, relay=..., authid=..., mech=PLAIN") and each
 -- TLS session ("STARTTLS=server, relay=..."): a login with no TLS session from that client
 -- just before it went in clear text.
 WITH disc AS (
@@ -133,6 +133,22 @@ WHERE e.mta = 'sendmail' AND e.kind = 'sasl-server' AND e.remote_ip IS NOT NULL
       AND t.host = e.host AND t.remote_ip = e.remote_ip
       AND t.logged_at <= e.logged_at AND t.logged_at >= e.logged_at - INTERVAL 10 MINUTE)
 GROUP BY remote_ip
+UNION ALL
+-- Exim logs the authenticator on the arrival (A=) and the TLS session (X=, an event of that
+-- message): an authenticated arrival without one came in clear text
+SELECT m.client_ip AS subject, count(*) AS count, min(m.first_seen) AS first_seen,
+       max(m.first_seen) AS last_seen,
+       list(strftime(m.first_seen, '%Y-%m-%d %H:%M:%S') || ' ' || m.queue_id || ' <= '
+            || coalesce(m.sender, '') || ' [' || m.client_ip || '] A=' || m.sasl_method || ':'
+            || m.sasl_username ORDER BY m.first_seen)[1:3] AS examples,
+       []::VARCHAR[] AS destinations, count(*) AS successful_logins,
+       min(m.client_name) AS client_name
+FROM messages m
+WHERE m.mta = 'exim' AND m.sasl_username IS NOT NULL AND m.client_ip <> ''
+  AND m.first_seen >= $since AND m.first_seen < $until
+  AND NOT EXISTS (SELECT 1 FROM events t WHERE t.kind LIKE 'tls-%' AND t.mta = 'exim'
+                  AND t.queue_id = m.queue_id AND t.host = m.host)
+GROUP BY m.client_ip
 ORDER BY successful_logins DESC, count DESC, subject;
 
 -- name: port25_blocked
