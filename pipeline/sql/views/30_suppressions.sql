@@ -47,6 +47,19 @@
 -- recipient with no later attempt (latest logged_at, then line_offset with NULL first, as
 -- recipient_outcomes orders them), up to as_of.
 
+-- An expiry that logged no code (Exim's "** a@b: retry timeout exceeded") reports its
+-- recipient's last deferral that had a reply, as recipient_outcomes does (10_log.sql): those
+-- replies, for the evidence macros below.
+CREATE OR REPLACE VIEW suppression_expiry_replies AS
+SELECT d.message_key, d.recipient,
+       arg_max({'dsn': d.dsn, 'reply_code': d.reply_code}, d.seq) AS r
+FROM delivery_log d
+SEMI JOIN (SELECT message_key, recipient FROM delivery_log
+           WHERE status = 'expired' AND dsn IS NULL AND reply_code IS NULL) x
+       ON x.message_key = d.message_key AND x.recipient = d.recipient
+WHERE d.status = 'deferred' AND d.reply_code IS NOT NULL
+GROUP BY d.message_key, d.recipient;
+
 -- Every piece of evidence about a recipient, one row per event, with a stable id:
 --   log:MESSAGE_KEY:LINE_OFFSET   the final outcome of a recipient of a message in the logs
 --                                 (recipient_outcomes: sent, bounced, or expired in the queue;
@@ -167,18 +180,6 @@ expired_attempts AS (
            ON x.message_key = dl.message_key
     WHERE dl.status = 'deferred'
 ),
-last_replies AS (
-    -- an expiry that logged no code (Exim's "** a@b: retry timeout exceeded") reports its
-    -- recipient's last deferral that had a reply, as recipient_outcomes does (10_log.sql)
-    SELECT d.message_key, d.recipient,
-           arg_max({'dsn': d.dsn, 'reply_code': d.reply_code}, d.seq) AS r
-    FROM delivery_log d
-    SEMI JOIN (SELECT message_key, recipient FROM log_failures
-               WHERE status = 'expired' AND dsn IS NULL AND reply_code IS NULL) x
-           ON x.message_key = d.message_key AND x.recipient = d.recipient
-    WHERE d.status = 'deferred' AND d.reply_code IS NOT NULL
-    GROUP BY d.message_key, d.recipient
-),
 log_events AS (
     SELECT 'log:' || f.message_key || ':' || coalesce(f.line_offset::VARCHAR, '') AS event_id,
            f.recipient AS raw_address, f.logged_at AS occurred_at, 'failure' AS outcome,
@@ -192,7 +193,7 @@ log_events AS (
            CAST(NULL AS TIMESTAMPTZ) AS expires_at, CAST(NULL AS VARCHAR) AS note,
            dl.reason AS attempt_reason
     FROM log_failures f
-    LEFT JOIN last_replies g
+    LEFT JOIN suppression_expiry_replies g
            ON f.status = 'expired' AND f.dsn IS NULL AND f.reply_code IS NULL
           AND g.message_key = f.message_key AND g.recipient = f.recipient
     LEFT JOIN expired_attempts dl
@@ -533,18 +534,6 @@ expired_attempts AS (
            ON x.message_key = dl.message_key AND x.line_offset = dl.line_offset
     WHERE dl.status = 'deferred'
 ),
-last_replies AS (
-    -- an expiry that logged no code (Exim's "** a@b: retry timeout exceeded") reports its
-    -- recipient's last deferral that had a reply, as recipient_outcomes does (10_log.sql)
-    SELECT d.message_key, d.recipient,
-           arg_max({'dsn': d.dsn, 'reply_code': d.reply_code}, d.seq) AS r
-    FROM delivery_log d
-    SEMI JOIN (SELECT message_key, recipient FROM log_failures
-               WHERE status = 'expired' AND dsn IS NULL AND reply_code IS NULL) x
-           ON x.message_key = d.message_key AND x.recipient = d.recipient
-    WHERE d.status = 'deferred' AND d.reply_code IS NOT NULL
-    GROUP BY d.message_key, d.recipient
-),
 log_events AS (
     SELECT 'log:' || f.message_key || ':' || coalesce(f.line_offset::VARCHAR, '') AS event_id,
            f.recipient AS raw_address, f.logged_at AS occurred_at, 'failure' AS outcome,
@@ -558,7 +547,7 @@ log_events AS (
            CAST(NULL AS TIMESTAMPTZ) AS expires_at, CAST(NULL AS VARCHAR) AS note,
            dl.reason AS attempt_reason
     FROM log_failures f
-    LEFT JOIN last_replies g
+    LEFT JOIN suppression_expiry_replies g
            ON f.status = 'expired' AND f.dsn IS NULL AND f.reply_code IS NULL
           AND g.message_key = f.message_key AND g.recipient = f.recipient
     LEFT JOIN expired_attempts dl
