@@ -74,7 +74,13 @@ app.command()(watch)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"),
+    typer.Option(
+        "--db",
+        "--lake",
+        envvar="MTALENS_DB",
+        help="DuckDB store file (default: ./mtalens.duckdb), or a lake directory that"
+        " `mtalens ingest --lake` writes.",
+    ),
 ]
 
 
@@ -139,6 +145,24 @@ def ingest(
             " file's from its first lines. (--format is the summary's.)",
         ),
     ] = None,
+    lake_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--lake",
+            help="Write a Parquet lake (a directory, created if new) instead of a store file:"
+            " immutable files by table, day and host, which many hosts can write at once"
+            " (one --writer each) and `--lake DIR` on the reading commands, DuckDB and Spark"
+            " read.",
+        ),
+    ] = None,
+    writer: Annotated[
+        str | None,
+        typer.Option(
+            "--writer",
+            help="With --lake: this writer's name (default: the host name). Writers that run"
+            " at the same time need different names; each resumes its own sources.",
+        ),
+    ] = None,
 ) -> None:
     """Read Postfix and Exim logs into the store. Re-reading what was already read adds nothing.
 
@@ -153,7 +177,7 @@ def ingest(
     from mtalens.parsers import formats
     from mtalens.pipeline import config, upkeep
     from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
-    from mtalens.pipeline.store import Store
+    from mtalens.pipeline.store import Store, StoreError
 
     if log_format is not None and log_format not in formats.NAMES:
         _fail(f"unknown --log-format {log_format!r}: expected one of {', '.join(formats.NAMES)}")
@@ -173,7 +197,18 @@ def ingest(
         _fail(str(exc))
     show = sys.stderr.isatty() if progress is None else progress
     total = sum(f.stat().st_size for f in files)
-    with Store.open(db) as store:
+    if lake_dir is not None and db is not None:
+        _fail("give --db or --lake, not both")
+    try:
+        if lake_dir is not None:
+            from mtalens.pipeline import lake
+
+            opened: Store = lake.open_writer(lake_dir, writer)
+        else:
+            opened = Store.open(db)
+    except StoreError as exc:
+        _fail(str(exc))
+    with opened as store:
         if show:
             from mtalens.pipeline.progress import Progress
 
@@ -184,7 +219,8 @@ def ingest(
         else:
             stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime,
                                 log_format=log_format).run(files)  # fmt: skip
-        upkeep.fold_new_rows(store, policy)
+        if lake_dir is None:  # a lake's readers keep the suppression summary themselves
+            upkeep.fold_new_rows(store, policy)
     out = stats.as_dict()
     if fmt is Format.json:
         typer.echo(json.dumps(out))

@@ -1028,6 +1028,8 @@ class FastIngest:
                 small.clear()
                 con.execute("ROLLBACK")
                 raise
+            if commit:
+                store.committed()  # a lake publishes the transaction's rows (pipeline/lake.py)
             w4 = time.perf_counter()
             timings["write"] += w4 - w0
             timings["insert"] += w1 - w0 + w3 - w2
@@ -1086,6 +1088,7 @@ class FastIngest:
                 raise
             finally:
                 self._in_txn = False
+            store.committed()
 
         if self.threaded:
             self._writer.submit(write).result()

@@ -506,7 +506,8 @@ class LogIngestor:
     def _load_final_recipients(self, states: list[MessageState]) -> None:
         by_key = {st.message_key: st for st in states}
         rows = self.store.con.execute(
-            "SELECT message_key, list(DISTINCT recipient) FROM delivery_log "
+            "SELECT message_key, list(DISTINCT recipient) FROM "
+            f"{self.store.history('delivery_log')} "
             "WHERE message_key IN (SELECT unnest(?)) AND status IN (SELECT unnest(?)) "
             "GROUP BY message_key",
             [list(by_key), sorted(FINAL_STATUSES)],

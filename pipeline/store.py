@@ -290,6 +290,12 @@ class Store:
         ``$MTALENS_LOCK_WAIT``, else 10; a caller with its own retry loop passes 0).
         ``external_access=False``: the connection is :meth:`restrict`-ed once open."""
         path = resolve_db_path(db)
+        if path.is_dir():
+            from mtalens.pipeline import lake
+
+            if lake.is_lake(path):  # `--lake DIR` (an alias of --db): its snapshot, read
+                return lake.open_view(path)
+            raise StoreError(f"{path}: a directory that is not a lake (give a store file)")
         if read_only and not path.exists():
             raise StoreError(f"{path}: no such store (run `mtalens ingest` first)")
         if not read_only and path.parent and not path.parent.exists():
@@ -454,6 +460,15 @@ class Store:
             if isinstance(exc, duckdb.Error) and (known := store_error(exc, self.path)):
                 raise known from exc
             raise
+
+    def committed(self) -> None:
+        """Called after each COMMIT of ingested rows by whoever issued it (a lake writer,
+        :class:`mtalens.pipeline.lake.LakeWriter`, publishes them here; a store file has them)."""
+
+    def history(self, table: str) -> str:
+        """The relation that holds ``table``'s rows written before this process (a lake writer
+        keeps only new rows in its tables)."""
+        return table
 
     def restrict(self, *, lock_configuration: bool = True) -> None:
         """From now on this connection cannot read or write files other than the store's own

@@ -48,7 +48,10 @@ def diagnose(
     db: Annotated[
         str | None,
         typer.Option(
-            "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
+            "--db",
+            "--lake",
+            envvar="MTALENS_DB",
+            help="DuckDB store file (default: ./mtalens.duckdb), or a lake directory.",
         ),
     ] = None,
     since: Annotated[

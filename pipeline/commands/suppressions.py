@@ -37,7 +37,10 @@ suppressions_app = typer.Typer(
 )
 
 DbOption = Annotated[
-    str | None, typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file")
+    str | None,
+    typer.Option(
+        "--db", "--lake", envvar="MTALENS_DB", help="DuckDB store file, or a lake directory."
+    ),
 ]
 ConfigOption = Annotated[
     str | None, typer.Option("--config", envvar="MTALENS_CONFIG", help="mtalens.toml")
