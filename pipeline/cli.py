@@ -26,6 +26,7 @@ from mtalens.pipeline.commands.bounces import bounces_app
 from mtalens.pipeline.commands.diagnose import diagnose
 from mtalens.pipeline.commands.dns import dns_app
 from mtalens.pipeline.commands.events import events_app
+from mtalens.pipeline.commands.lake import lake_app
 from mtalens.pipeline.commands.probe import probe
 from mtalens.pipeline.commands.reports import reports_app
 from mtalens.pipeline.commands.suppressions import suppressions_app
@@ -66,6 +67,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(bounces_app, name="bounces")
 app.add_typer(dns_app, name="dns")
 app.add_typer(events_app, name="events")
+app.add_typer(lake_app, name="lake")
 app.add_typer(reports_app, name="reports")
 app.command("diagnose")(diagnose)
 app.command("probe")(probe)

@@ -85,32 +85,44 @@ class LakeTable:
     ``key``: the columns naming one row whose versions succeed each other (None: rows are only
     ever added). ``per_writer``: each writer has its own versions of a key (checkpoints: two
     hosts may read files with the same first bytes). ``day_of``: the timestamp column whose UTC
-    day partitions the rows (None: the commit's day). ``keep``: never expired."""
+    day partitions the rows (None: the commit's day). ``keep``: never expired. ``read_back``:
+    the ingestors read its rows again (the writer keeps them in memory and publishes the
+    versions that changed); every other table's rows leave the writer's memory once published.
+    """
 
     name: str
     key: tuple[str, ...] | None = None
     per_writer: bool = False
     day_of: str | None = None
     keep: bool = False
+    read_back: bool = False
 
 
-# the tables the log and bounce ingestors write; the others (the suppression policy's caches
-# and state, the DNS cache, schema bookkeeping) are each reader's own, in memory
+# the tables the log, bounce and report ingestors and the daemon's checks write; the others (the
+# suppression policy's caches and state, the DNS cache, schema bookkeeping) are each process's
+# own, in memory. A keyed table that is not read back can hold a key twice (a bounce read again
+# after the writer restarted): its readers keep one version.
 TABLES: Final[dict[str, LakeTable]] = {
     t.name: t
     for t in (
-        LakeTable("message_log", key=("message_key",), day_of="first_seen"),
+        LakeTable("message_log", key=("message_key",), day_of="first_seen", read_back=True),
         LakeTable("delivery_log", day_of="logged_at"),
         LakeTable("rejection_log", day_of="logged_at"),
         LakeTable("auth_failure_log", day_of="logged_at"),
         LakeTable("event_log", day_of="logged_at"),
         LakeTable("quarantine", day_of="quarantined_at"),
         LakeTable("line_accounting_log", day_of="recorded_at", keep=True),
-        LakeTable("checkpoints", key=("source_key",), per_writer=True, keep=True),
+        LakeTable("checkpoints", key=("source_key",), per_writer=True, keep=True, read_back=True),
         LakeTable("bounce_reports", key=("report_hash",), day_of="ingested_at"),
         LakeTable("bounce_recipients", key=("report_hash", "position")),
         LakeTable("complaint_reports", key=("report_hash",)),
-        LakeTable("imap_checkpoints", key=("mailbox",), per_writer=True, keep=True),
+        LakeTable("imap_checkpoints", key=("mailbox",), per_writer=True, keep=True, read_back=True),
+        LakeTable("dmarc_report_log", key=("report_key",), day_of="ingested_at"),
+        LakeTable("dmarc_record_log", key=("report_key", "position")),
+        LakeTable("tlsrpt_report_log", key=("report_key",), day_of="ingested_at"),
+        LakeTable("tlsrpt_policy_log", key=("report_key", "position")),
+        LakeTable("tlsrpt_failure_log", key=("report_key", "policy_position", "position")),
+        LakeTable("check_log", day_of="run_at"),
     )
 }
 META_COLUMNS: Final = ("_writer", "_commit")
@@ -196,6 +208,10 @@ def init(root: Path) -> None:
 def _check_marker(root: Path) -> None:
     try:
         meta = json.loads((root / MARKER).read_text())
+    except FileNotFoundError as exc:
+        raise LakeError(
+            f"{root}: not a lake (no {MARKER}; `mtalens ingest --lake` makes one)"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise LakeError(f"{root}: unreadable {MARKER}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -430,7 +446,7 @@ class LakeWriter(Store):
         snap = open_snapshot(root)
         w = _sql_str(self.writer)
         for name, spec in TABLES.items():
-            if spec.key is None:
+            if not spec.read_back:
                 continue
             con.execute(f"CREATE TEMP TABLE _pub_{name} AS SELECT * FROM {name} LIMIT 0")
             if not snap.files.get(name):
@@ -443,8 +459,6 @@ class LakeWriter(Store):
                     f"SELECT * FROM ({resolved}) WHERE removed_at IS NULL OR last_seen = "
                     f"(SELECT max(last_seen) FROM ({resolved}))"
                 )
-            elif not spec.per_writer:
-                continue  # bounce rows are never read back by the ingestors
             con.execute(f"INSERT INTO {name} BY NAME {resolved}")
             con.execute(f"INSERT INTO _pub_{name} SELECT * FROM {name}")
         # delivery_log.seq numbers attempts in log order (migration 0017); this process's
@@ -501,7 +515,7 @@ class LakeWriter(Store):
         con = self.con
         out: list[tuple[str, pa.Table]] = []
         for name, spec in TABLES.items():
-            if spec.key is None:
+            if not spec.read_back:
                 tbl = self._arrow(f"SELECT * FROM {name}")
                 if tbl.num_rows:
                     con.execute(f"DELETE FROM {name}")
@@ -601,6 +615,7 @@ def open_writer(
 
 @contextmanager
 def _maint_lock(root: Path) -> Iterator[None]:
+    _check_marker(root)
     d = root / "_log" / "_maint"
     d.mkdir(parents=True, exist_ok=True)
     with open(d / ".lock", "a+b") as fh:

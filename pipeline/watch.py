@@ -238,11 +238,13 @@ class Watcher:
         self._stop = False
         self._migrated = False  # migrations are checked at the first window only
         self._reload = False
+        self._lake_writer: Store | None = None  # with [watch] lake: the writer, kept open
         self._reset_state()
 
     def _reset_state(self) -> None:
         """Forget everything in memory; the store's checkpoints say where to resume."""
         self.ingestor: LogIngestor | None = None
+        self._close_lake()
         self.tails: dict[tuple[int, int], _Tail] = {}
         self._source_of_key: dict[str, str] = {}
         self._started = False
@@ -298,6 +300,9 @@ class Watcher:
 
     @contextlib.contextmanager
     def _open_store(self) -> Iterator[Store]:
+        if self.config.lake is not None:
+            yield from self._open_lake()
+            return
         delay = 0.05
         while True:
             try:
@@ -323,6 +328,30 @@ class Watcher:
                 store.close()
             except StoreError as exc:  # the checkpoint at close failed; the WAL keeps the commit
                 log.error("closing the store failed", extra={"error": str(exc)})
+
+    def _open_lake(self) -> Iterator[Store]:
+        """The lake writer (pipeline/lake.py), opened once for the daemon's life: a lake has no
+        lock for readers to wait on, so there is no window to close. A window that fails drops
+        it: the next one opens it again from what it published (``_reset_state`` forgets the
+        rest)."""
+        from mtalens.pipeline import lake
+
+        if self._lake_writer is None:
+            assert self.config.lake is not None
+            self._lake_writer = lake.open_writer(self.config.lake, self.config.writer)
+        try:
+            yield self._lake_writer
+        except BaseException:
+            self._close_lake()
+            raise
+
+    def _close_lake(self) -> None:
+        w, self._lake_writer = self._lake_writer, None
+        if w is not None:
+            try:
+                w.close()
+            except StoreError as exc:
+                log.error("closing the lake writer failed", extra={"error": str(exc)})
 
     def window(self, *, final: bool = False) -> None:
         """Open the store, commit everything new from every source, close the store; skipped
@@ -523,6 +552,8 @@ class Watcher:
         """Fold new rows into the suppression summary (if the store has one) at most every
         SUMMARY_FOLD_INTERVAL seconds and at shutdown: readers are right without it (they
         evaluate unfolded rows on the fly), only slower the more rows wait."""
+        if self.config.lake is not None:
+            return  # a lake's readers keep the summary themselves (pipeline/lake.py)
         now = time.monotonic()
         recent = self._folded_at is not None and now - self._folded_at < SUMMARY_FOLD_INTERVAL
         if recent and not final:
@@ -1060,6 +1091,7 @@ class Watcher:
                 self._pool.close()
             self.alerts.close(wait=1.0)  # a moment for queued webhooks; the log has every alert
             self._close_tails()
+            self._close_lake()
             log.info("watch stopped", extra={"windows": self.stats.windows,
                      "lines": self.stats.lines, "maildir_messages": self.stats.maildir_messages,
                      "mbox_messages": self.stats.mbox_messages})  # fmt: skip

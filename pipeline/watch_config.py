@@ -4,6 +4,8 @@ Example (every key optional; command-line options win over the file)::
 
     [watch]
     db = "/var/lib/mtalens/mtalens.duckdb"
+    # or a Parquet lake that many hosts write (pipeline/lake.py), instead of db:
+    #   lake = "/srv/mtalens-lake"   writer = "mx1"   (writer: default the host name)
     logs = ["/var/log/mail.log", "/var/log/postfix/*.log"]   # files or globs
     # a log's format (postfix, exim, exim-rejectlog, sendmail) is detected from its first lines; to force it:
     #   logs = [{path = "/var/log/exim4/mainlog", format = "exim"}, "/var/log/mail.log"]
@@ -111,6 +113,8 @@ class ChecksConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WatchConfig:
     db: str | None = None
+    lake: str | None = None  # a lake directory instead of the store file (pipeline/lake.py)
+    writer: str | None = None  # this daemon's writer name in the lake (default: the host's)
     logs: tuple[str, ...] = ()
     log_format: str | None = None  # every log read as this format (parsers/formats.py)
     log_formats: tuple[tuple[str, str], ...] = ()  # (log as configured, its format) overrides
@@ -163,6 +167,8 @@ class WatchConfig:
             raise WatchConfigError(f"metrics port {self.metrics_port} is not a TCP port")
         if not 1 <= self.decode_workers <= 64:
             raise WatchConfigError("decode_workers must be 1..64")
+        if self.lake is not None and self.db is not None:
+            raise WatchConfigError("give db or lake, not both")
         from mtalens.parsers.formats import NAMES
 
         forced = [f for _, f in self.log_formats]
@@ -216,6 +222,8 @@ def _check_checks(c: ChecksConfig) -> None:
 
 _WATCH_KEYS: Final = {
     "db": str,
+    "lake": str,
+    "writer": str,
     "logs": list,
     "log_format": str,
     "maildirs": list,

@@ -18,6 +18,18 @@ def watch(
             "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
         ),
     ] = None,
+    lake: Annotated[
+        str | None,
+        typer.Option(
+            "--lake",
+            help="Write a Parquet lake (directory) instead of the store file; see"
+            " `mtalens ingest --lake`.",
+        ),
+    ] = None,
+    writer: Annotated[
+        str | None,
+        typer.Option("--writer", help="With --lake: this daemon's writer name (default: host)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="mtalens.toml with \\[watch] and \\[alerts] sections."),
@@ -171,7 +183,7 @@ def watch(
     setup_json_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         watcher = build_watcher(
-            config, db=db, logs=log, log_format=log_format, maildirs=maildir, mboxes=mbox,
+            config, db=db, lake=lake, writer=writer, logs=log, log_format=log_format, maildirs=maildir, mboxes=mbox,
             report_maildirs=reports_maildir, imap=imap, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,
