@@ -15,6 +15,7 @@ run goes on (STYLE.md section 4).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -257,20 +258,29 @@ def ingest(
     def unreadable(path: str, why: str) -> None:
         result.unreadable.append((path, why))
 
-    for path in iter_files(paths, unreadable):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            unreadable(str(path), exc.strerror or str(exc))
-            continue
-        result.files += 1
-        for d in decode_frames(str(path), data, provider=provider, max_bytes=max_bytes):
-            batch.append(d)
-            if len(batch) >= batch_size:
-                _write_batch(store, batch, classify, now(), result)
-                batch = []
-    if batch:
-        _write_batch(store, batch, classify, now(), result)
+    # A batch keeps tens of thousands of decoded JSON objects alive: with the cyclic GC on, its
+    # collections walk all of them again and again (measured: ~15% of the run). Decoding makes
+    # no cycles; whatever else does is collected once the GC is back on, when this returns.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        for path in iter_files(paths, unreadable):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                unreadable(str(path), exc.strerror or str(exc))
+                continue
+            result.files += 1
+            for d in decode_frames(str(path), data, provider=provider, max_bytes=max_bytes):
+                batch.append(d)
+                if len(batch) >= batch_size:
+                    _write_batch(store, batch, classify, now(), result)
+                    batch = []
+        if batch:
+            _write_batch(store, batch, classify, now(), result)
+    finally:
+        if gc_was_on:
+            gc.enable()
     return result
 
 
@@ -288,8 +298,8 @@ def _known_keys(store: Store, keys: set[str]) -> set[str]:
 def _write_batch(
     store: Store, batch: list[Decoded], classify: _Classify, at: datetime, result: EventsResult
 ) -> None:
-    keys = {event_key(d.event.provider, d.event.event_id) for d in batch if d.event}
-    known = _known_keys(store, keys)
+    keys = [event_key(d.event.provider, d.event.event_id) if d.event else "" for d in batch]
+    known = _known_keys(store, set(keys) - {""})
     bad_paths = list({d.path for d in batch if d.reason})
     quarantined = {
         (str(src), int(off), str(why))
@@ -303,7 +313,7 @@ def _write_batch(
     rcpts: list[tuple[Any, ...]] = []
     complaints: list[tuple[Any, ...]] = []
     quarantine: list[tuple[Any, ...]] = []
-    for d in batch:
+    for d, key in zip(batch, keys, strict=True):
         result.events += 1
         if d.ignored is not None:
             result.ignored += 1
@@ -323,7 +333,6 @@ def _write_batch(
                 quarantined.add(qkey)
                 quarantine.append((d.path, "event", d.frame.index, reason, d.detail, d.raw(), at))
             continue
-        key = event_key(e.provider, e.event_id)
         if key in known:
             result.duplicates += 1
             continue
