@@ -672,10 +672,10 @@ def compact(
             if len(files) < 2:
                 continue
             table = part.split("/", 1)[0]
-            merged = pa.concat_tables([pq.read_table(p) for p in files],
+            merged = pa.concat_tables([_utc(pq.read_table(p)) for p in files],
                                       promote_options="default")  # fmt: skip
             stats.rows_in += merged.num_rows
-            merged = _drop_superseded(TABLES[table], merged)
+            merged = _utc(_drop_superseded(TABLES[table], merged))
             rel = f"{part}/compact-{stamp}-{i}.parquet"
             path = root / rel
             tmp = path.with_name(f".{path.name}.tmp")
@@ -695,6 +695,19 @@ def compact(
     return stats
 
 
+def _utc(tbl: pa.Table) -> pa.Table:
+    """``tbl`` with every zoned timestamp in zone "UTC" (DuckDB names its session's zone, which
+    may be "Etc/UTC"): files merged must agree on their types."""
+    fields = [
+        pa.field(f.name, pa.timestamp(f.type.unit, tz="UTC"), f.nullable)
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None
+        else f
+        for f in tbl.schema
+    ]
+    schema = pa.schema(fields)
+    return tbl if schema.equals(tbl.schema) else tbl.cast(schema)
+
+
 def _drop_superseded(spec: LakeTable, tbl: pa.Table) -> pa.Table:
     """A keyed table's rows that some later row of the same key in ``tbl`` does not replace
     (what resolve_sql would keep of them anyway, plus every version it would not see)."""
@@ -702,6 +715,7 @@ def _drop_superseded(spec: LakeTable, tbl: pa.Table) -> pa.Table:
         return tbl
     con = duckdb.connect(":memory:")
     try:
+        con.execute("SET TimeZone = 'UTC'")
         con.register("_t", tbl)
         part = ", ".join((*(("_writer",) if spec.per_writer else ()), *spec.key))
         return con.sql(
