@@ -44,7 +44,6 @@ import json
 import os
 import re
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -250,12 +249,50 @@ def _read_entry(path: Path, writer: str) -> Entry:
     return Entry(writer, number, add, remove, at, doc.get("meta") or {})
 
 
-def _entries(root: Path, writer: str) -> list[Entry]:
+def _entries(root: Path, writer: str, after: int = 0) -> list[Entry]:
+    """``writer``'s entries numbered above ``after`` (what its manifest does not cover)."""
     d = root / "_log" / writer
     if not d.is_dir():
         return []
-    names = sorted(p for p in d.iterdir() if p.suffix == ".json" and p.stem.isdigit())
+    names = sorted(
+        p for p in d.iterdir() if p.suffix == ".json" and p.stem.isdigit() and int(p.stem) > after
+    )
     return [_read_entry(p, writer) for p in names]
+
+
+@dataclass(slots=True)
+class Manifest:
+    """``_log/_manifest/<n>.json``, written by ``lake compact``: the live files as of the
+    entries it covers (each writer's up to a number), so that readers do not read every entry
+    since the lake began; the entries it covers are deleted once it is older than the grace."""
+
+    number: int
+    at: datetime
+    live: list[str]
+    covers: dict[str, int]  # writer (and "_maint") -> last entry number covered
+    meta: dict[str, dict[str, Any]]  # writer -> the meta of its last covered entry
+
+
+def _manifests(root: Path) -> list[Path]:
+    d = root / "_log" / "_manifest"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix == ".json" and p.stem.isdigit())
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        doc = json.loads(path.read_bytes())
+        m = Manifest(int(path.stem), datetime.fromisoformat(doc["at"]),
+                     [str(p) for p in doc["live"]],
+                     {str(k): int(v) for k, v in doc["covers"].items()},
+                     {str(k): dict(v) for k, v in doc.get("meta", {}).items()})  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LakeError(f"{path}: damaged manifest: {exc}") from exc
+    for rel in m.live:
+        if not _DATA_RE.match(rel) or "/../" in f"/{rel}/":
+            raise LakeError(f"{path}: manifest names a file outside the lake: {rel[:200]!r}")
+    return m
 
 
 @dataclass(slots=True)
@@ -264,38 +301,57 @@ class Snapshot:
 
     root: Path
     files: dict[str, list[Path]] = field(default_factory=dict)
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)  # those the manifest does not cover
+    manifest: Manifest | None = None
 
     def schema_file(self, table: str) -> Path:
         return self.root / "_schema" / f"{table}.parquet"
 
+    def last(self, writer: str) -> tuple[int, dict[str, Any]]:
+        """``writer``'s last commit number and that entry's meta (0, {} before its first)."""
+        own = [e for e in self.entries if e.writer == writer]
+        if own:
+            return own[-1].number, own[-1].meta
+        m = self.manifest
+        if m is not None and writer in m.covers:
+            return m.covers[writer], m.meta.get(writer, {})
+        return 0, {}
+
     def writers(self) -> list[str]:
-        return sorted({e.writer for e in self.entries if e.writer != "_maint"})
+        names = {e.writer for e in self.entries}
+        if self.manifest is not None:
+            names |= set(self.manifest.covers)
+        return sorted(n for n in names if n != "_maint")
 
 
 def open_snapshot(root: str | os.PathLike[str]) -> Snapshot:
+    """The manifest first, then the maintenance entries, then the writers' (each listing
+    happens after the previous one: a compaction seen refers only to writer entries published
+    before it, a manifest seen to entries still there for the grace period)."""
     root = Path(root)
     _check_marker(root)
     log_dir = root / "_log"
-    # maintenance first: a compaction seen refers only to writer entries published before it
-    entries = _entries(root, "_maint")
+    manifests = _manifests(root)
+    manifest = _read_manifest(manifests[-1]) if manifests else None
+    covers = manifest.covers if manifest is not None else {}
+    entries = _entries(root, "_maint", covers.get("_maint", 0))
     writers = sorted(
         p.name for p in log_dir.iterdir() if p.is_dir() and not p.name.startswith("_")
     ) if log_dir.is_dir() else []  # fmt: skip
     for w in writers:
-        entries += _entries(root, w)
+        entries += _entries(root, w, covers.get(w, 0))
     removed = {rel for e in entries for rel in e.remove}
     live: dict[str, list[Path]] = {name: [] for name in TABLES}
     seen: set[str] = set()
-    for e in entries:
-        for rel in e.add:
-            if rel in removed or rel in seen:
-                continue
-            seen.add(rel)
-            table = rel.split("/", 1)[0]
-            if table in live:
-                live[table].append(root / rel)
-    return Snapshot(root, live, entries)
+    for rel in [*(manifest.live if manifest is not None else []),
+                *(rel for e in entries for rel in e.add)]:  # fmt: skip
+        if rel in removed or rel in seen:
+            continue
+        seen.add(rel)
+        table = rel.split("/", 1)[0]
+        if table in live:
+            live[table].append(root / rel)
+    return Snapshot(root, live, entries, manifest)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -440,10 +496,9 @@ class LakeWriter(Store):
     def _load_state(self) -> None:
         """This writer's checkpoints, open messages and numbering, from its published rows."""
         root, con = self.lake_root, self.con
-        own = _entries(root, self.writer)
-        self.number = own[-1].number if own else 0
-        self.seq_next = int(own[-1].meta.get("seq_next", 1)) if own else 1
         snap = open_snapshot(root)
+        self.number, meta = snap.last(self.writer)
+        self.seq_next = int(meta.get("seq_next", 1))
         w = _sql_str(self.writer)
         for name, spec in TABLES.items():
             if not spec.read_back:
@@ -628,7 +683,7 @@ def _maint_lock(root: Path) -> Iterator[None]:
 
 def _publish_maint(root: Path, snap: Snapshot, add: list[str], remove: list[str],
                    meta: dict[str, Any]) -> int:  # fmt: skip
-    number = max((e.number for e in snap.entries if e.writer == "_maint"), default=0) + 1
+    number = snap.last("_maint")[0] + 1
     doc = {"writer": "_maint", "at": datetime.now(UTC).isoformat(), "add": add,
            "remove": remove, "meta": meta}  # fmt: skip
     _write_atomic(root / "_log" / "_maint" / f"{number:012d}.json", json.dumps(doc).encode(),
@@ -643,7 +698,8 @@ class CompactStats:
     files_out: int = 0
     rows_in: int = 0
     rows_out: int = 0
-    deleted: int = 0
+    deleted: int = 0  # data files and folded entries deleted
+    entries_folded: int = 0  # entries the new manifest covers
 
 
 def compact(
@@ -691,8 +747,50 @@ def compact(
             stats.rows_out += merged.num_rows
         if add:
             _publish_maint(root, snap, add, remove, {"op": "compact"})
-        stats.deleted = _sweep(root, open_snapshot(root), now - grace)
+        snap = open_snapshot(root)
+        stats.deleted = _sweep(root, snap, now - grace)
+        stats.entries_folded = _write_manifest(root, snap, now)
+        stats.deleted += _drop_covered(root, now - grace)
     return stats
+
+
+def _write_manifest(root: Path, snap: Snapshot, now: datetime) -> int:
+    """Fold the entries ``snap`` read into a new manifest (none if it read none); returns how
+    many it folded."""
+    if not snap.entries:
+        return 0
+    covers = dict(snap.manifest.covers) if snap.manifest is not None else {}
+    meta = dict(snap.manifest.meta) if snap.manifest is not None else {}
+    for e in snap.entries:
+        covers[e.writer] = max(covers.get(e.writer, 0), e.number)
+        meta[e.writer] = e.meta
+    number = (snap.manifest.number if snap.manifest is not None else 0) + 1
+    live = [str(p.relative_to(root)) for files in snap.files.values() for p in files]
+    d = root / "_log" / "_manifest"
+    d.mkdir(parents=True, exist_ok=True)
+    doc = {"at": now.isoformat(), "live": live, "covers": covers, "meta": meta}
+    _write_atomic(d / f"{number:012d}.json", json.dumps(doc).encode(), exclusive=True)
+    return len(snap.entries)
+
+
+def _drop_covered(root: Path, before: datetime) -> int:
+    """Delete the entries (and older manifests) that a manifest written before ``before``
+    covers: a reader still on them started longer than the grace ago."""
+    old = [m for m in map(_read_manifest, _manifests(root)) if m.at < before]
+    if not old:
+        return 0
+    base = old[-1]
+    n = 0
+    for writer, upto in base.covers.items():
+        for e in _entries(root, writer):
+            if e.number <= upto:
+                with contextlib.suppress(FileNotFoundError):
+                    (root / "_log" / writer / f"{e.number:012d}.json").unlink()
+                    n += 1
+    for m in old[:-1]:
+        with contextlib.suppress(FileNotFoundError):
+            (root / "_log" / "_manifest" / f"{m.number:012d}.json").unlink()
+    return n
 
 
 def _utc(tbl: pa.Table) -> pa.Table:
@@ -731,7 +829,7 @@ def _sweep(root: Path, snap: Snapshot, before: datetime) -> int:
     removal, unpublished ones (a writer killed mid-commit) once older than ``before``."""
     live = {str(p.relative_to(root)) for files in snap.files.values() for p in files}
     removed_at: dict[str, datetime] = {}
-    for e in snap.entries:
+    for e in _entries(root, "_maint"):  # a manifest's too: they stay for the grace period
         for rel in e.remove:
             removed_at[rel] = e.at
     cutoff = before.timestamp()
@@ -787,16 +885,6 @@ def expire(
             _publish_maint(root, snap, [], remove, {"op": "expire", "before": cutoff.isoformat()})
         stats.files, stats.partitions = len(remove), len(parts)
     return stats
-
-
-def wait_for_entries(root: Path, writer: str, count: int, timeout: float = 30.0) -> bool:
-    """Whether ``writer`` has published ``count`` entries within ``timeout`` s (tests, tools)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(_entries(root, writer)) >= count:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 __all__ = [

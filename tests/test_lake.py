@@ -254,12 +254,24 @@ def test_compaction_keeps_removed_files_for_readers_until_the_grace_has_passed(
     # keyed tables keep one version per key after a merge, as the readers resolve them
     msg = pq.read_table(new.files["message_log"][0]) if new.files["message_log"] else None
     assert msg is not None
-    # the grace passes: the removed files go, the live ones stay
+    # the entries read so far are folded into a manifest; readers start from it
+    assert st.entries_folded == len(old.entries) + 1  # the writer's and the compaction's
+    assert lake.open_snapshot(root).entries == []
+    # the grace passes: the removed files and the folded entries go, the live files stay
     later = lake.compact(root, now=datetime.now(UTC) + timedelta(hours=2))
-    assert later.deleted == st.files_in
+    assert later.deleted == st.files_in + st.entries_folded
+    assert [p.parent.name for p in (root / "_log").glob("*/0*.json")] == ["_manifest"]
     for files in lake.open_snapshot(root).files.values():
         assert all(p.exists() for p in files)
     assert _report(root) == before
+    # the writer resumes from the manifest: nothing read again, its numbering goes on
+    number = lake.open_snapshot(root).last(lake.default_writer())[0]
+    assert number > 0
+    r = mtalens("ingest", "--lake", str(root), "--year", "2026", "--timezone", "UTC", "-f",
+                "json", str(SAMPLES / "postfix"), str(SAMPLES / "exim"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped_sources"] == len(list((SAMPLES / "postfix").glob("*.log")))
+    assert lake.open_snapshot(root).last(lake.default_writer())[0] > number
 
 
 def test_readers_during_writes_and_compactions_never_see_a_row_twice_or_lose_one(

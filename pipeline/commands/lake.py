@@ -53,11 +53,9 @@ def info_cmd(root: LakeArg, fmt: FormatOption = Format.table) -> None:
         rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
         size = sum(p.stat().st_size for p in files)
         tables.append({"table": name, "files": len(files), "rows": rows, "bytes": size})
-    writers = {}
-    for e in snap.entries:
-        if e.writer != "_maint":
-            writers[e.writer] = {"writer": e.writer, "commits": e.number, "last": e.at.isoformat()}
-    out = {"tables": tables, "writers": list(writers.values())}
+    writers = {w: {"writer": w, "commits": snap.last(w)[0]} for w in snap.writers()}
+    out = {"tables": tables, "writers": list(writers.values()),
+           "unfolded_entries": len(snap.entries)}  # fmt: skip
     if fmt is Format.json:
         typer.echo(json.dumps(out))
         return
@@ -65,7 +63,8 @@ def info_cmd(root: LakeArg, fmt: FormatOption = Format.table) -> None:
         typer.echo(f"{t['table']:<22} {t['files']:>6} files {t['rows']:>12,} rows "
                    f"{t['bytes']:>14,} bytes")  # fmt: skip
     for w in writers.values():
-        typer.echo(f"writer {w['writer']}: {w['commits']} commits, last {w['last']}")
+        typer.echo(f"writer {w['writer']}: {w['commits']} commits")
+    typer.echo(f"{len(snap.entries)} entries not yet folded into a manifest (`lake compact`)")
 
 
 @lake_app.command("compact")
@@ -91,13 +90,14 @@ def compact_cmd(
     except lake.LakeError as exc:
         raise _fail(str(exc)) from exc
     out = {"partitions": st.partitions, "files_in": st.files_in, "files_out": st.files_out,
-           "rows_in": st.rows_in, "rows_out": st.rows_out, "deleted": st.deleted}  # fmt: skip
+           "rows_in": st.rows_in, "rows_out": st.rows_out, "deleted": st.deleted,
+           "entries_folded": st.entries_folded}  # fmt: skip
     if fmt is Format.json:
         typer.echo(json.dumps(out))
     else:
         typer.echo(f"compacted {st.files_in} files into {st.files_out} in {st.partitions}"
-                   f" partitions ({st.rows_in:,} rows, {st.rows_out:,} kept); deleted"
-                   f" {st.deleted} files")  # fmt: skip
+                   f" partitions ({st.rows_in:,} rows, {st.rows_out:,} kept); folded"
+                   f" {st.entries_folded} entries into a manifest; deleted {st.deleted} files")  # fmt: skip
 
 
 @lake_app.command("expire")
