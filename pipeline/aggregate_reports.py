@@ -504,8 +504,8 @@ class ReportIngestor:
         if not sources:
             return set()
         rows = self.store.con.execute(
-            "SELECT source, source_kind, \"offset\", reason, coalesce(detail, '') FROM quarantine "
-            "WHERE source IN (SELECT unnest(?))",
+            "SELECT source, source_kind, \"offset\", reason, coalesce(detail, '') FROM "
+            f"{self.store.history('quarantine')} WHERE source IN (SELECT unnest(?))",
             [sources],
         ).fetchall()
         return {(str(s), str(k), o, str(r), str(d)) for s, k, o, r, d in rows}

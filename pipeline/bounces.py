@@ -411,7 +411,8 @@ def _write_batch(
     known = {
         str(h)
         for (h,) in store.con.execute(
-            "SELECT report_hash FROM bounce_reports WHERE report_hash IN (SELECT unnest(?))",
+            f"SELECT report_hash FROM {store.history('bounce_reports')} "
+            "WHERE report_hash IN (SELECT unnest(?))",
             [hashes],
         ).fetchall()
     }
@@ -419,7 +420,8 @@ def _write_batch(
     quarantined = {
         (str(src), int(off))
         for src, off in store.con.execute(
-            "SELECT source, \"offset\" FROM quarantine WHERE source_kind = 'mail' "
+            f'SELECT source, "offset" FROM {store.history("quarantine")} '
+            "WHERE source_kind = 'mail' "
             "AND source IN (SELECT unnest(?))",
             [list({d.message.source for d in batch if d.report is None})],
         ).fetchall()

@@ -31,6 +31,7 @@ from mtalens.pipeline.commands.probe import probe
 from mtalens.pipeline.commands.reports import reports_app
 from mtalens.pipeline.commands.suppressions import suppressions_app
 from mtalens.pipeline.commands.watch import watch
+from mtalens.pipeline.commands.writing import LakeOption, WriterOption, open_for_writing
 from mtalens.pipeline.exitcodes import EXIT_CODES_HELP, ExitCode, InputError
 from mtalens.pipeline.render import Format, render_tables
 
@@ -147,24 +148,8 @@ def ingest(
             " file's from its first lines. (--format is the summary's.)",
         ),
     ] = None,
-    lake_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--lake",
-            help="Write a Parquet lake (a directory, created if new) instead of a store file:"
-            " immutable files by table, day and host, which many hosts can write at once"
-            " (one --writer each) and `--lake DIR` on the reading commands, DuckDB and Spark"
-            " read.",
-        ),
-    ] = None,
-    writer: Annotated[
-        str | None,
-        typer.Option(
-            "--writer",
-            help="With --lake: this writer's name (default: the host name). Writers that run"
-            " at the same time need different names; each resumes its own sources.",
-        ),
-    ] = None,
+    lake_dir: LakeOption = None,
+    writer: WriterOption = None,
 ) -> None:
     """Read Postfix and Exim logs into the store. Re-reading what was already read adds nothing.
 
@@ -179,7 +164,7 @@ def ingest(
     from mtalens.parsers import formats
     from mtalens.pipeline import config, upkeep
     from mtalens.pipeline.ingest import IngestError, LogIngestor, expand_paths
-    from mtalens.pipeline.store import Store, StoreError
+    from mtalens.pipeline.store import StoreError
 
     if log_format is not None and log_format not in formats.NAMES:
         _fail(f"unknown --log-format {log_format!r}: expected one of {', '.join(formats.NAMES)}")
@@ -199,24 +184,17 @@ def ingest(
         _fail(str(exc))
     show = sys.stderr.isatty() if progress is None else progress
     total = sum(f.stat().st_size for f in files)
-    if lake_dir is not None and db is not None:
-        _fail("give --db or --lake, not both")
     try:
-        if lake_dir is not None:
-            from mtalens.pipeline import lake
-
-            opened: Store = lake.open_writer(lake_dir, writer)
-        else:
-            opened = Store.open(db)
+        opened = open_for_writing(db, lake_dir, writer)
     except StoreError as exc:
         _fail(str(exc))
     # $MTALENS_COMMIT_LINES: lines per transaction (default 1,000,000; 200,000 without the C
     # scanner): smaller commits publish a lake's rows sooner and redo less after a crash
-    sizes: dict[str, int] = {}
+    batch, commit = 200_000, 1_000_000  # LogIngestor's defaults
     if knob := os.environ.get("MTALENS_COMMIT_LINES"):
         if not knob.isdigit() or int(knob) < 1:
             _fail(f"MTALENS_COMMIT_LINES={knob!r}: expected a whole number of lines")
-        sizes = {"batch_lines": int(knob), "commit_lines": int(knob)}
+        batch = commit = int(knob)
     with opened as store:
         if show:
             from mtalens.pipeline.progress import Progress
@@ -224,12 +202,12 @@ def ingest(
             with Progress("ingesting", total, stream=sys.stderr) as bar:
                 stats = LogIngestor(store, tz=tz, year=year, progress=bar.update,
                                     queue_lifetime=lifetime, log_format=log_format,
-                                    **sizes).run(files)  # fmt: skip
+                                    batch_lines=batch, commit_lines=commit).run(files)  # fmt: skip
         else:
             stats = LogIngestor(store, tz=tz, year=year, queue_lifetime=lifetime,
-                                log_format=log_format, **sizes).run(files)  # fmt: skip
-        if lake_dir is None:  # a lake's readers keep the suppression summary themselves
-            upkeep.fold_new_rows(store, policy)
+                                log_format=log_format, batch_lines=batch,
+                                commit_lines=commit).run(files)  # fmt: skip
+        upkeep.fold_new_rows(store, policy)
     out = stats.as_dict()
     if fmt is Format.json:
         typer.echo(json.dumps(out))

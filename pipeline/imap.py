@@ -611,7 +611,8 @@ def _ingest_selected(
 def _quarantined_under(store: Store, key: str, validity: int) -> set[str]:
     """Hashes of the messages quarantined from this mailbox under an earlier UIDVALIDITY."""
     rows = store.con.execute(
-        "SELECT raw FROM quarantine WHERE source_kind = 'mail' AND starts_with(source, ?) "
+        f"SELECT raw FROM {store.history('quarantine')} WHERE source_kind = 'mail' "
+        "AND starts_with(source, ?) "
         "AND NOT starts_with(source, ?) AND raw IS NOT NULL",
         [f"{key};UIDVALIDITY=", f"{key};UIDVALIDITY={validity}/"],
     ).fetchall()

@@ -44,6 +44,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -433,6 +434,7 @@ class LakeWriter(Store):
 
     lake_root: Path
     writer: str
+    keeps_summary = False
 
     @classmethod
     def open_lake(
@@ -519,17 +521,30 @@ class LakeWriter(Store):
         # delivery_log.seq numbers attempts in log order (migration 0017); this process's
         # sequence starts at 1 again, so published numbers are offset past the last published
         self.seq_offset = self.seq_next - 1
-        # what the ingestors read back of the append-only tables: this writer's deliveries
-        files = snap.files.get("delivery_log", [])
-        sql = raw_sql(snap, "delivery_log") if files else "SELECT * FROM delivery_log"
-        con.execute(f"CREATE TEMP VIEW _history_delivery_log AS {sql}"
-                    + (f" WHERE _writer = {w}" if files else ""))  # fmt: skip
+        self._history_of: tuple[int, float] | None = None  # (commit number, monotonic time)
 
     def history(self, table: str) -> str:
-        """The relation holding ``table``'s rows published before (see Store.history)."""
-        if table == "delivery_log":
-            return "_history_delivery_log"
-        return table
+        """A relation of every row of ``table`` (see Store.history): the lake's (every
+        writer's, unresolved) and those in memory. Its file list is taken again after this
+        writer published, and every few minutes (compactions delete files after a grace)."""
+        if table not in TABLES:
+            return table
+        now = time.monotonic()
+        if (
+            self._history_of is None
+            or self._history_of[0] != self.number
+            or (now - self._history_of[1] > 300)
+        ):
+            snap = open_snapshot(self.lake_root)
+            for name in TABLES:
+                raw = raw_sql(snap, name) if snap.files.get(name) else None
+                sql = f"SELECT * FROM {name}" if raw is None else (
+                    f"SELECT * EXCLUDE (_writer, _commit) FROM ({raw}) UNION ALL BY NAME "
+                    f"SELECT * FROM {name}"
+                )  # fmt: skip
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW _history_{name} AS {sql}")
+            self._history_of = (self.number, now)
+        return f"_history_{table}"
 
     # -- commits
 

@@ -266,6 +266,10 @@ def _tune(con: duckdb.DuckDBPyConnection) -> None:
 class Store:
     """One DuckDB connection plus the project's conventions around it."""
 
+    # whether its writers fold new rows into the suppression summary (a lake writer does not:
+    # each reader of a lake builds its own, pipeline/lake.py)
+    keeps_summary: bool = True
+
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
         self.con = con
         self.path = path

@@ -27,7 +27,7 @@ def fold_new_rows(
     """Normalise new addresses and fold new rows into the suppression summary, in the caller's
     write window. Without ``build``, a store with no summary is left alone (returns None); so
     is a read-only one."""
-    if store.read_only:
+    if store.read_only or not store.keeps_summary:
         return None
     state = suppressions.summary_state(store)
     if state is None and not build:

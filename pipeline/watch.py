@@ -914,7 +914,8 @@ class Watcher:
         known = {
             str(src)
             for (src,) in store.con.execute(
-                "SELECT source FROM quarantine WHERE source_kind = 'mail' AND reason = "
+                f"SELECT source FROM {store.history('quarantine')} WHERE source_kind = 'mail' "
+                "AND reason = "
                 "'unreadable' AND source IN (SELECT unnest(?))",
                 [sources],
             ).fetchall()
@@ -1194,8 +1195,9 @@ def _mbox_checkpoint(store: Store, head: bytes) -> tuple[str, int]:
 
 def _mbox_prior_count(store: Store, source: str, offset: int) -> int:
     row = store.con.execute(
-        'SELECT (SELECT count(*) FROM bounce_reports WHERE source = ? AND "offset" < ?)'
-        " + (SELECT count(*) FROM quarantine WHERE source = ? AND source_kind = 'mail'"
+        f"SELECT (SELECT count(*) FROM {store.history('bounce_reports')} WHERE source = ? AND"
+        f' "offset" < ?) + (SELECT count(*) FROM {store.history("quarantine")} WHERE source = ?'
+        " AND source_kind = 'mail'"
         ' AND "offset" < ?)',
         [source, offset, source, offset],
     ).fetchone()

@@ -26,7 +26,7 @@ SAMPLES = ROOT / "sample_logs"
 LOGS = [SAMPLES / "postfix", SAMPLES / "exim", SAMPLES / "sendmail"]
 CLI = [sys.executable, "-m", "mtalens.pipeline.cli"]
 # columns that say when a row was written, not what the log said
-WRITTEN_AT = {"quarantined_at", "recorded_at", "updated_at"}
+WRITTEN_AT = {"quarantined_at", "recorded_at", "updated_at", "ingested_at"}
 
 
 def mtalens(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -72,6 +72,11 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     r = mtalens("ingest", "--lake", str(root), "--writer", "w1", *args,
                 env={"MTALENS_COMMIT_LINES": "50"})  # fmt: skip
     assert r.returncode == 0, r.stderr
+    for where in (["--db", str(db)], ["--lake", str(root), "--writer", "w1"]):
+        for _ in range(2):  # the second time, every bounce is a duplicate
+            r = mtalens("bounces", "ingest", *where, str(SAMPLES / "bounces"))
+            assert r.returncode == 0, r.stderr
+        assert "stored 0, duplicates 9" in r.stdout
     return db, root
 
 
@@ -88,7 +93,9 @@ def test_lake_tables_equal_the_store_files(both: tuple[Path, Path]) -> None:
         q = ("SELECT message_key, recipient, status, row_number() OVER (PARTITION BY "
              "message_key, recipient ORDER BY seq) FROM delivery_log ORDER BY ALL")  # fmt: skip
         assert store.con.execute(q).fetchall() == view.con.execute(q).fetchall()
-        for v in ("messages", "recipient_outcomes", "rejections", "events", "auth_failures"):
+        assert view.con.execute("SELECT count(*) FROM bounce_recipients").fetchone()[0] >= 9
+        for v in ("messages", "recipient_outcomes", "rejections", "events", "auth_failures",
+                  "bounces"):  # fmt: skip
             assert _rows(store.con, v, {"seq"}) == _rows(view.con, v, {"seq"}), v
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mtalens.pipeline.commands.writing import LakeOption, WriterOption, open_for_writing
 from mtalens.pipeline.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def ingest_cmd(
     db: Annotated[
         str | None, typer.Option("--db", envvar="MTALENS_DB", help="DuckDB store file")
     ] = None,
+    lake_dir: LakeOption = None,
+    writer: WriterOption = None,
     config: Annotated[
         str | None,
         typer.Option(
@@ -144,7 +147,6 @@ def ingest_cmd(
     from mtalens.pipeline.bounces import ingest
     from mtalens.pipeline.config import load_config
     from mtalens.pipeline.exitcodes import InputError
-    from mtalens.pipeline.store import Store
 
     cfg = load_config(config)
     files = [p for p in paths if not is_imap_url(p)]
@@ -166,7 +168,7 @@ def ingest_cmd(
     elif imap_password_file or imap_ca_file or imap_move_to:
         raise InputError("--imap-* options need an imaps:// or imap:// source")
     show = sys.stderr.isatty() if progress is None else progress
-    with Store.open(db) as store:
+    with open_for_writing(db, lake_dir, writer) as store:
         if show and files:
             from mtalens.pipeline.progress import Progress
 

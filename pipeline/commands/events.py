@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mtalens.pipeline.commands.summary import echo_csv_counts, echo_problems
+from mtalens.pipeline.commands.writing import LakeOption, WriterOption, open_for_writing
 from mtalens.pipeline.exitcodes import ExitCode
 from mtalens.pipeline.render import Format
 
@@ -45,6 +46,8 @@ def ingest_cmd(
             "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
         ),
     ] = None,
+    lake_dir: LakeOption = None,
+    writer: WriterOption = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Summary format.")] = Format.table,
 ) -> None:
     """Store provider events in the `bounces` and `complaints` views (deliveries and
@@ -65,10 +68,9 @@ def ingest_cmd(
     from mtalens.pipeline import upkeep
     from mtalens.pipeline.config import load_config
     from mtalens.pipeline.events import ingest
-    from mtalens.pipeline.store import Store
 
     policy = load_config(None).suppressions
-    with Store.open(db) as store:
+    with open_for_writing(db, lake_dir, writer) as store:
         r = ingest(store, paths, provider=provider)
         if r.stored:
             upkeep.fold_new_rows(store, policy)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mtalens.pipeline.commands.summary import echo_csv_counts, echo_problems
+from mtalens.pipeline.commands.writing import LakeOption, WriterOption, open_for_writing
 from mtalens.pipeline.exitcodes import ExitCode
 from mtalens.pipeline.render import Format
 
@@ -34,6 +35,8 @@ def ingest_cmd(
             "--db", envvar="MTALENS_DB", help="DuckDB store file (default: ./mtalens.duckdb)"
         ),
     ] = None,
+    lake_dir: LakeOption = None,
+    writer: WriterOption = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Summary format.")] = Format.table,
 ) -> None:
     """Store DMARC aggregate reports (RFC 7489, DMARCbis) and TLS-RPT reports (RFC 8460) from
@@ -47,9 +50,8 @@ def ingest_cmd(
     Exit codes: 0 every input was used; 3 some were quarantined or could not be read (each
     named on stderr); 2 bad option or store, no file to read, or no input could be used."""
     from mtalens.pipeline.aggregate_reports import ingest_reports
-    from mtalens.pipeline.store import Store
 
-    with Store.open(db) as store:
+    with open_for_writing(db, lake_dir, writer) as store:
         r = ingest_reports(store, paths)
     echo_problems(r.unreadable, r.problems)
     if fmt is Format.json:
