@@ -565,9 +565,13 @@ class WebhookReceiver:
         return body
 
 
+_classify: Any = None  # the classifier with its answers, kept from one commit to the next
+
+
 def commit(store: Store, jobs: list[Accepted], *, metrics: Metrics) -> None:
     """Decode and store the events of ``jobs`` in one transaction (the watcher's window), then
     release their requests: 200 if committed; on an exception each gets 503 and it propagates."""
+    global _classify
     from mtalens.pipeline.bounces import default_classifier
     from mtalens.pipeline.events import EventsResult, _Classify, _write_batch, decode_frames
 
@@ -575,7 +579,10 @@ def commit(store: Store, jobs: list[Accepted], *, metrics: Metrics) -> None:
         decoded = [d for j in jobs
                    for d in decode_frames(f"webhook:{j.provider}", j.body, provider=j.provider)]  # fmt: skip
         result = EventsResult()
-        _write_batch(store, decoded, _Classify(default_classifier()), datetime.now(UTC), result)
+        classifier = default_classifier()
+        if _classify is None or _classify.classifier is not classifier:
+            _classify = _Classify(classifier)
+        _write_batch(store, decoded, _classify, datetime.now(UTC), result)
     except BaseException:
         for j in jobs:
             j.status = 503
