@@ -19,6 +19,7 @@ import base64
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -174,6 +175,9 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             err.close()
+        # the daemon is the only child waited for: its CPU time, start-up and shutdown included
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        got["cpu_s"] = used.ru_utime + used.ru_stime
         srv, bare_port = bare_server()
         floor = load(bare_port, None, seconds=min(args.seconds, 5.0), clients=args.clients,
                      size=args.batch, rate=args.rate)  # fmt: skip
@@ -182,10 +186,12 @@ def main() -> None:
     offered = f"{args.rate:,.0f} events/s offered" if args.rate else "as fast as answered"
     print(f"{args.clients} clients, {args.batch} events per POST, {offered}, commit interval "
           f"{args.commit_interval} s, load average {load1:.1f}/{load5:.1f}")  # fmt: skip
-    print(f"{'':34s} {'events/s':>10s} {'requests':>9s} {'p50 ms':>8s} {'p99 ms':>8s}  statuses")
+    print(f"{'':34s} {'events/s':>10s} {'requests':>9s} {'p50 ms':>8s} {'p99 ms':>8s} "
+          f"{'cpu s':>6s}  statuses")  # fmt: skip
     for name, r in (("mtalens watch --webhook-port", got), ("http.server, answers at once", floor)):
+        cpu = f"{r['cpu_s']:6.1f}" if "cpu_s" in r else f"{'':6s}"
         print(f"{name:34s} {r['events_per_s']:10,.0f} {r['requests']:9,d} {r['p50_ms']:8.1f} "
-              f"{r['p99_ms']:8.1f}  {r['statuses']}")  # fmt: skip
+              f"{r['p99_ms']:8.1f} {cpu}  {r['statuses']}")  # fmt: skip
 
 
 if __name__ == "__main__":
