@@ -196,7 +196,9 @@ def init(root: Path) -> None:
     if marker.exists():
         _check_marker(root)
         return
-    if any(p.name not in ("_log", "_schema") for p in root.iterdir()):
+    # what another writer starting at the same moment may have made already
+    ours = ("_log", "_schema")
+    if any(p.name not in ours and not p.name.startswith(f".{MARKER}.") for p in root.iterdir()):
         raise LakeError(f"{root}: not empty and not a lake; give an empty or new directory")
     with contextlib.suppress(FileExistsError):
         _write_atomic(marker, json.dumps({"format": FORMAT, "version": VERSION}).encode(),
