@@ -289,7 +289,8 @@ def _known_keys(store: Store, keys: set[str]) -> set[str]:
     if not keys:
         return set()
     rows = store.con.execute(
-        "SELECT report_hash FROM bounce_reports WHERE report_hash IN (SELECT unnest(?))",
+        f"SELECT report_hash FROM {store.history('bounce_reports')} "
+        "WHERE report_hash IN (SELECT unnest(?))",
         [list(keys)],
     ).fetchall()
     return {str(h) for (h,) in rows}
@@ -304,8 +305,8 @@ def _write_batch(
     quarantined = {
         (str(src), int(off), str(why))
         for src, off, why in store.con.execute(
-            "SELECT source, \"offset\", reason FROM quarantine WHERE source_kind = 'event' "
-            "AND source IN (SELECT unnest(?))",
+            f'SELECT source, "offset", reason FROM {store.history("quarantine")} '
+            "WHERE source_kind = 'event' AND source IN (SELECT unnest(?))",
             [bad_paths],
         ).fetchall()
     } if bad_paths else set()  # fmt: skip

@@ -383,3 +383,26 @@ def test_a_directory_that_is_not_a_lake_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 2 and "not a lake" in r.stderr
     r = mtalens("ingest", "--lake", str(tmp_path / "d"), str(SAMPLES / "postfix"))
     assert r.returncode == 2 and "not empty and not a lake" in r.stderr
+
+
+def test_provider_events_in_a_lake_equal_a_store_files_and_are_stored_once(
+    tmp_path: Path,
+) -> None:
+    from tests.test_events import _write
+
+    events = _write(tmp_path)
+    db, root = tmp_path / "s.duckdb", tmp_path / "lake"
+    for where in (["--db", str(db)], ["--lake", str(root)]):
+        first = mtalens("events", "ingest", *where, "-f", "json", str(events))
+        again = mtalens("events", "ingest", *where, "-f", "json", str(events))
+        assert first.returncode in (0, 3) and again.returncode == first.returncode, first.stderr
+        assert json.loads(first.stdout)["stored"] > 10
+        assert json.loads(again.stdout)["stored"] == 0
+        assert json.loads(again.stdout)["duplicates"] == json.loads(first.stdout)["stored"]
+    with Store.open(db, read_only=True) as store, lake.open_view(root) as view:
+        _same_tables(store, view)
+        for v in ("bounces", "complaints", "provider_events", "provider_deliveries"):
+            assert _rows(store.con, v, WRITTEN_AT) == _rows(view.con, v, WRITTEN_AT), v
+    a = mtalens("suppressions", "list", "--db", str(db), "--as-of", "2026-03-10", "-f", "json")
+    b = mtalens("suppressions", "list", "--lake", str(root), "--as-of", "2026-03-10", "-f", "json")
+    assert json.loads(a.stdout) == json.loads(b.stdout) and len(json.loads(a.stdout)) > 0
