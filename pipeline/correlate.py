@@ -16,7 +16,7 @@ change.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
@@ -228,6 +228,17 @@ def stale_horizon(queue_lifetime: timedelta = DEFAULT_QUEUE_LIFETIME) -> timedel
 DEFAULT_STALE_AFTER: Final = stale_horizon()
 
 
+def host_clocks(states: Iterable[Any]) -> dict[str, Any]:
+    """The newest ``last_seen`` of the given open messages, by host (both correlators' idea of
+    a host's present time when they evict stale messages)."""
+    now: dict[str, Any] = {}
+    for st in states:
+        seen = now.get(st.host)
+        if seen is None or st.last_seen > seen:
+            now[st.host] = st.last_seen
+    return now
+
+
 def ends_message(service: str, rec: pf.Reject) -> bool:
     """A reject or discard that ends a message Postfix never queues, so no ``removed`` follows:
     cleanup(8)'s header/body checks and milter verdicts, and smtpd(8)'s at or after DATA. (An
@@ -270,7 +281,6 @@ class Correlator:
         # refuses a recipient before it logs the envelope), by (host, queue id): row positions
         self.clientless: dict[tuple[str, str], list[int]] = {}
         self.batch = Batch()
-        self.latest: datetime | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -328,11 +338,13 @@ class Correlator:
         return st
 
     def evict_stale(self) -> None:
-        """Forget open instances idle for longer than ``stale_after`` (their rows stay)."""
-        if self.latest is None:
-            return
-        horizon = self.latest - self.stale_after
-        for k in [k for k, st in self.open.items() if st.last_seen < horizon]:
+        """Forget open instances idle for longer than ``stale_after`` (their rows stay), by
+        their host's clock: the newest line of an open message of the same host. Not by the
+        newest line read: files of several hosts or months read in one run (an archive) would
+        otherwise forget the open messages of an older file at its first commit."""
+        now = host_clocks(self.open.values())
+        stale = self.stale_after
+        for k in [k for k, st in self.open.items() if st.last_seen < now[st.host] - stale]:
             st = self.open.pop(k)
             self._remember_closed(st)
             self.batch.touched[st.message_key] = st
@@ -356,8 +368,6 @@ class Correlator:
         source_key: str,
         offset: int,
     ) -> None:
-        if self.latest is None or at > self.latest:
-            self.latest = at
         if isinstance(rec, pf.Delivery):
             self._delivery(rec, at, host, instance, service, source_key, offset)
         elif isinstance(rec, _CREATING):

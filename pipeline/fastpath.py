@@ -60,6 +60,7 @@ from mtalens.pipeline.correlate import (
     MessageState,
     classify_delivery,
     ends_message,
+    host_clocks,
     late_notification_target,
 )
 from mtalens.pipeline.store import next_seq
@@ -200,7 +201,6 @@ class FastCorrelator:
         self.stale_us = stale_after // ONE_US
         self.recent_size = recent_size
         self.touched: dict[str, Msg] = {}
-        self.latest: int | None = None
         self._memo: dict[tuple[Any, ...], DeliveryClass] = {}
 
     def remember_closed(self, st: Msg) -> None:
@@ -236,10 +236,10 @@ class FastCorrelator:
         return st
 
     def evict_stale(self) -> None:
-        if self.latest is None:
-            return
-        horizon = self.latest - self.stale_us
-        for k in [k for k, st in self.open.items() if st.last_seen < horizon]:
+        """As Correlator.evict_stale (by each host's clock)."""
+        now = host_clocks(self.open.values())
+        stale = self.stale_us
+        for k in [k for k, st in self.open.items() if st.last_seen < now[st.host] - stale]:
             st = self.open.pop(k)
             self.remember_closed(st)
             self.touched[st.key] = st
@@ -308,8 +308,6 @@ class FastCorrelator:
     ) -> None:  # fmt: skip
         """Correlator.feed for a record of the Python parser (a FALLBACK line)."""
         at = to_us(at_dt)
-        if self.latest is None or at > self.latest:
-            self.latest = at
         if isinstance(rec, pf.Delivery):
             st = self.get(host, rec.queue_id, at, sk)
             a = b = c = e = None
@@ -752,8 +750,6 @@ class FastIngest:
         for k, closed in src.recent.items():
             self.cor.recent[k] = Msg.from_state(closed)
         self.cor.pending_links.update(src.pending_links)
-        if src.latest is not None:
-            self.cor.latest = to_us(src.latest)
 
     def consume(self, fh: IO[bytes], cp: Checkpoint, clock: SyslogClock, *, final: bool) -> None:
         """LogIngestor.consume on the fast path (same contract, same rows)."""
@@ -848,8 +844,6 @@ class FastIngest:
         hard: list[Any] = [SENT_CLASS[2]] * n_deliv
         rule_id: list[Any] = [SENT_CLASS[3]] * n_deliv
         blocklist: list[Any] = [SENT_CLASS[4]] * n_deliv
-        if sc.max_ts is not None and (cor.latest is None or sc.max_ts > cor.latest):
-            cor.latest = sc.max_ts
         counts.stored += sc.stored
         for op in sc.ops:
             code = op[0]

@@ -455,3 +455,32 @@ def test_postfix_time_values_refused(text: str) -> None:
 
     with pytest.raises(ParseError, match="bad-time-value"):
         parse_time_value(text)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["pure", "fast"])
+def test_a_newer_hosts_file_read_first_does_not_split_an_older_files_messages(
+    tmp_path: Path, fast: bool
+) -> None:
+    """Stale messages are forgotten by their own host's clock: an archive of two hosts (or
+    months) read in one run, the newer file first, with commits inside the older file."""
+    new = tmp_path / "a-new.log"
+    new.write_text(
+        "Nov 20 10:00:00 mx9 postfix/qmgr[1]: AAA111: from=<a@x.example>, size=10, nrcpt=1"
+        " (queue active)\n"  # never removed: open, and months newer than the other file
+    )
+    old = tmp_path / "b-old.log"
+    old.write_text(
+        "Mar  3 10:15:00 gw1 postfix/pickup[2]: BBB222: uid=0 from=<root>\n"
+        "Mar  3 10:15:00 gw1 postfix/qmgr[3]: BBB222: from=<root@gw1.example>, size=610,"
+        " nrcpt=1 (queue active)\n"
+        "Mar  3 10:15:01 gw1 postfix/smtp[4]: BBB222: to=<admin@example.net>, relay=none,"
+        " delay=1, delays=0.01/0/1/0, dsn=4.4.1, status=deferred (connect to"
+        " relay.example.net[192.0.2.50]:25: Connection refused)\n"
+        "Mar  3 10:15:02 gw1 postfix/qmgr[3]: BBB222: removed\n"
+    )
+    with Store.memory() as s:
+        LogIngestor(s, year=2026, tz=UTC, batch_lines=2, commit_lines=2, fast=fast).run([new, old])
+        rows = s.con.execute(
+            "SELECT origin, sender, removed_at IS NOT NULL FROM messages WHERE host = 'gw1'"
+        ).fetchall()
+    assert rows == [("pickup", "root@gw1.example", True)]
