@@ -607,13 +607,17 @@ class _TableBuffers:
     batch, or for the commit, which inserts everything left (it must: the checkpoint row covers
     these lines)."""
 
-    def __init__(self, con: Any) -> None:
-        row = con.execute("SELECT current_setting('threads')").fetchone()
+    def __init__(self, store: Any) -> None:
+        row = store.con.execute("SELECT current_setting('threads')").fetchone()
         threads = int(row[0]) if row is not None else 1
         self.unit = ROW_GROUP_ROWS * max(1, threads)
         self.parts: dict[str, tuple[tuple[str, ...], list[pa.Table], int]] = {}
+        # a store that takes Arrow rows itself (a lake writer: they go to Parquet, not DuckDB)
+        self.direct = getattr(store, "take_rows", None)
 
     def append(self, con: Any, name: str, cols: tuple[str, ...], tbl: pa.Table) -> None:
+        if self.direct is not None and self.direct(name, tbl):
+            return
         _c, tbls, n = self.parts.get(name, (cols, [], 0))
         tbls.append(tbl)
         n += tbl.num_rows
@@ -722,7 +726,7 @@ class FastIngest:
         self._in_txn = False  # the writer thread holds an open transaction on the store
         self._failed = False  # the writer rolled back; later batches must not be written
         self.commits = 0  # transactions committed (bench/profile_ingest.py, tests)
-        self._buffers = _TableBuffers(ing.store.con)  # the writer thread's
+        self._buffers = _TableBuffers(ing.store)  # the writer thread's
         self._small = _SmallRows()  # the writer thread's too
         # the open transaction's touched messages, (message, persisted before) by key, in
         # groups written in order by the commit (see _group_touched)
@@ -1021,6 +1025,7 @@ class FastIngest:
                 buffers.clear()
                 small.clear()
                 con.execute("ROLLBACK")
+                store.rolled_back()
                 raise
             if commit:
                 store.committed()  # a lake publishes the transaction's rows (pipeline/lake.py)
@@ -1079,6 +1084,7 @@ class FastIngest:
                 buffers.clear()
                 small.clear()
                 con.execute("ROLLBACK")
+                store.rolled_back()
                 raise
             finally:
                 self._in_txn = False
@@ -1139,6 +1145,7 @@ class FastIngest:
         if self._in_txn:
             self._in_txn = False
             self.ing.store.con.execute("ROLLBACK")
+            self.ing.store.rolled_back()
 
     def _wait(self, cp: Checkpoint, keep: int = 0) -> None:
         """Wait for the writer until at most ``keep`` batches are in flight."""

@@ -463,6 +463,7 @@ class LakeWriter(Store):
         store.lake_root, store.writer, store._lock = root, name, lock
         store.host = host or default_writer()
         store._poisoned = None
+        store._taken = {}
         try:
             con.execute("SET TimeZone = 'UTC'")
             store._check_migrations(apply=True)
@@ -475,6 +476,7 @@ class LakeWriter(Store):
 
     _lock: Any
     _poisoned: str | None
+    _taken: dict[str, list[pa.Table]]
     host: str
     number: int
     seq_next: int
@@ -524,6 +526,18 @@ class LakeWriter(Store):
         # sequence starts at 1 again, so published numbers are offset past the last published
         self.seq_offset = self.seq_next - 1
         self._history_of: tuple[int, float] | None = None  # (commit number, monotonic time)
+
+    def take_rows(self, table: str, tbl: pa.Table) -> bool:
+        """Keep the fast path's Arrow rows of a table that is not read back for the commit's
+        Parquet files (they never enter DuckDB); False: insert them as usual."""
+        spec = TABLES.get(table)
+        if spec is None or spec.read_back:
+            return False
+        self._taken.setdefault(table, []).append(tbl)
+        return True
+
+    def rolled_back(self) -> None:
+        self._taken.clear()
 
     def history(self, table: str) -> str:
         """A relation of every row of ``table`` (see Store.history): the lake's (every
@@ -586,11 +600,14 @@ class LakeWriter(Store):
     def _publish(self) -> None:
         con = self.con
         out: list[tuple[str, pa.Table]] = []
+        taken, self._taken = self._taken, {}
         for name, spec in TABLES.items():
             if not spec.read_back:
                 tbl = self._arrow(f"SELECT * FROM {name}")
                 if tbl.num_rows:
                     con.execute(f"DELETE FROM {name}")
+                if name in taken:
+                    tbl = pa.concat_tables([tbl, *(_conform(t, tbl.schema) for t in taken[name])])
             else:
                 tbl = self._arrow(f"SELECT * FROM {name} EXCEPT ALL SELECT * FROM _pub_{name}")
                 if tbl.num_rows:
@@ -664,6 +681,16 @@ class LakeWriter(Store):
             if lock is not None:
                 lock.close()
                 self._lock = None
+
+
+def _conform(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``tbl`` with the columns and types of ``schema`` (a column it lacks is all null)."""
+    cols = [
+        tbl.column(f.name).cast(f.type) if f.name in tbl.column_names
+        else pa.nulls(tbl.num_rows, f.type)
+        for f in schema
+    ]  # fmt: skip
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def _rel(table: str, day: date, host: str | None) -> str:
@@ -860,8 +887,12 @@ def _sweep(root: Path, snap: Snapshot, before: datetime) -> int:
             if rel in live:
                 continue
             when = removed_at.get(rel)
+            try:  # a writer's temporary file may be renamed into place meanwhile
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
             old = (when is not None and when.timestamp() < cutoff) or (
-                when is None and path.stat().st_mtime < cutoff
+                when is None and mtime < cutoff
             )
             if old:
                 with contextlib.suppress(FileNotFoundError):

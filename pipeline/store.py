@@ -469,6 +469,9 @@ class Store:
         """Called after each COMMIT of ingested rows by whoever issued it (a lake writer,
         :class:`mtalens.pipeline.lake.LakeWriter`, publishes them here; a store file has them)."""
 
+    def rolled_back(self) -> None:
+        """Called after a ROLLBACK issued outside :meth:`transaction` (the fast path's)."""
+
     def history(self, table: str) -> str:
         """The relation that holds ``table``'s rows written before this process (a lake writer
         keeps only new rows in its tables)."""
