@@ -498,7 +498,7 @@ class _Sim:
         elif roll < 0.85:
             self.emit(t + 0.4, pid, f"TLS error on connection from {host} (SSL_accept): "
                       "error:0A000126:SSL routines::unexpected eof while reading",
-                      "ignored:exim-other")  # fmt: skip
+                      "tls-error")  # fmt: skip
         else:
             self.emit(t + 0.3, pid, f"H=({helo}) {host} rejected EHLO or HELO {helo}: "
                       "Invalid HELO name (See RFC5321 4.1.1.1)", "reject")  # fmt: skip

@@ -526,6 +526,13 @@ _IGNORED_PREFIXES: Final = (
 )
 
 
+# "TLS error on connection from|to <host> (<library function>): <error>": the host part may hold
+# "(helo)", the function is one word right before "): "
+_TLS_ERROR_RE: Final = re.compile(
+    r"TLS error on connection (?:from|to) (?P<who>.+?) \([A-Za-z_]+\): "
+)
+
+
 def _client_part(text: str) -> str:
     """``host (helo) [ip]:port`` without the ``I=[local ip]:port`` that may follow it."""
     i = text.find(" I=[")
@@ -551,6 +558,11 @@ def _no_id_line(text: str) -> pf.Record | None:
         return _host_event("lost-connection", text.split(" from ", 1)[1].split(" D=", 1)[0], text)
     if text.startswith("no MAIL in SMTP connection from "):
         return _host_event("no-mail", text[32:].split(" D=", 1)[0], text)
+    if text.startswith("TLS error on connection from "):
+        # the spec's "Log files": "TLS error on connection from <host> (<function>): <error>"
+        # (tls_in failing: a handshake the client could not complete)
+        m = _TLS_ERROR_RE.match(text)
+        return _host_event("tls-error", m["who"] if m else text[29:], text)
     ma = _AUTHFAIL_RE.match(text)
     if ma is not None:
         name, _helo, ip, _port = split_host(_client_part(ma["host"]))
@@ -592,6 +604,10 @@ def parse_text(
     if text.startswith(("Frozen", "Message is frozen")):
         return "queue", (pf.Event(kind="frozen", queue_id=qid, remote_host=None, remote_ip=None,
                                   detail=text),)  # fmt: skip
+    if text.startswith("TLS error on connection to "):
+        # a delivery's TLS session to a remote host failed (tls_out); the attempt follows
+        m = _TLS_ERROR_RE.match(text)
+        return "smtp-out", (_host_event("tls-error", m["who"] if m else text[27:], text, qid),)
     rej = _rejection(qid, text)
     if rej is not None:
         return "acl", (rej,)
@@ -890,7 +906,7 @@ def _syslog_line(text: str, clock: SyslogClock) -> Parsed | Skipped | Malformed:
 _SNIFF_RE: Final = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?(?: [+-]\d{4})? (?:\[\d+\] )?"
     r"(?:[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) |"
-    r"SMTP connection |H=|Start queue run|End queue run|exim \d)"
+    r"SMTP connection |H=|Start queue run|End queue run|exim \d|TLS error on connection )"
 )
 
 

@@ -445,6 +445,8 @@ def _tls(text: str, qid: str | None) -> pf.Event:
     side, _, rest = text.partition(",")
     f = equates(rest.strip())
     name = ip = None
+    if "relay" not in f and ", relay=" in rest:  # an error line: "error: accept failed=-1, ..."
+        f["relay"] = rest.rsplit(", relay=", 1)[1].split(",", 1)[0]
     if "relay" in f:
         name, ip, _u = split_relay(f["relay"])
     if "error" in rest[:20] or "version" not in f:
@@ -548,7 +550,10 @@ def parse_text(qid: str | None, text: str) -> tuple[str, tuple[pf.Record, ...]]:
             return "queue", (pf.Event(kind="sendmail-message", queue_id=qid, remote_host=None,
                                       remote_ip=None, detail=text),)  # fmt: skip
     if text.startswith("STARTTLS"):  # (no check below reads a line that starts so)
-        return "tls", (_tls(text, qid),)
+        # "STARTTLS=server" (a client's session with us) or "STARTTLS=client" (ours with a
+        # remote server): the service says which way, as Postfix's smtpd and smtp do
+        side = "tls-client" if text.startswith("STARTTLS=client") else "tls-server"
+        return side, (_tls(text, qid),)
     if text.startswith("ruleset="):
         return "acl", (_rejection(qid, equates(text)),)
     mm = _MILTER_RE.match(text)

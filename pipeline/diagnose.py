@@ -211,8 +211,9 @@ def mta_remedy(ctx: Context, problem: str, row: Row) -> str | None:
 
 def dominant_mta(ctx: Context) -> str:
     """The MTA (log format) that logged most of the range's deliveries, or else of its
-    messages; postfix for none."""
-    for view, when in (("deliveries", "logged_at"), ("messages", "first_seen")):
+    messages, or else of its other events (connections, TLS); postfix for none."""
+    for view, when in (("deliveries", "logged_at"), ("messages", "first_seen"),
+                       ("events", "logged_at")):  # fmt: skip
         row = ctx.store.con.execute(
             f"SELECT mta FROM {view} WHERE {when} >= ? AND {when} < ? "
             "GROUP BY mta ORDER BY count(*) DESC, mta LIMIT 1",

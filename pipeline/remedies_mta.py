@@ -74,6 +74,11 @@ _EXIM: Final[Mapping[str, str]] = {
     "operator to enable STARTTLS. For handshake failures: the two sides share no protocol "
     "version or cipher (see the TLS library errors); check tls_require_ciphers on the smtp "
     "transport.",
+    "tls-inbound": "Clients fail the TLS handshake with this server: usually old clients (TLS "
+    "1.0 only) or scanners. If real correspondents are among the clients, compare "
+    "tls_require_ciphers and openssl_options (or gnutls' priority string) in the main "
+    "configuration with what they support (the spec's chapter on TLS), and check that "
+    "tls_certificate and tls_privatekey are readable by Exim; otherwise nothing to do.",
     "delay-growth:in_queue": "Time waiting in the queue grew: deliveries are deferred and "
     "retried (the retry rules), or the queue runners cannot keep up (queue_run_max, the daemon's "
     "-q interval). Look at `exim -bp` and `exiqsumm`, and at the deferrals in the main log.",
@@ -137,6 +142,11 @@ _SENDMAIL: Final[Mapping[str, str]] = {
     "operator to enable STARTTLS. For handshake failures: the two sides share no protocol "
     "version or cipher (see the TLS library errors); check confCIPHER_LIST and "
     "confCLIENT_SSL_OPTIONS.",
+    "tls-inbound": "Clients fail the TLS handshake with this server (STARTTLS=server, error): "
+    "usually old clients (TLS 1.0 only) or scanners. If real correspondents are among the "
+    "clients, compare confCIPHER_LIST and confSERVER_SSL_OPTIONS (sendmail.mc; cf/README, "
+    "STARTTLS) with what they support, and check that confSERVER_CERT and confSERVER_KEY are "
+    "readable; otherwise nothing to do.",
     "delay-growth:in_queue": "Time waiting in the queue grew: deliveries are deferred and "
     "retried at each queue run (the -q interval, confMIN_QUEUE_AGE), or the queue runners "
     "cannot keep up (confMAX_QUEUE_CHILDREN, confMAX_RUNNERS_PER_QUEUE). Look at `mailq` and "

@@ -75,10 +75,10 @@ WITHOUT_ID: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("no-mail", re.compile(rf"^no MAIL in SMTP connection from {HOST} D=\d+s C=[A-Z,]+$")),
     ("ignored:exim-queue-run", re.compile(r"^(?:Start|End) queue run: pid=\d+$")),
     ("ignored:exim-daemon", re.compile(r"^exim 4\.\d+ daemon started: pid=\d+, .+$")),
+    ("tls-error", re.compile(rf"^TLS error on connection from {HOST} \(SSL_accept\): .+$")),
     ("ignored:exim-other", re.compile(
-        rf"^(?:H={HOST} sender verify fail for <\S+>: .+|TLS error on connection from {HOST} "
-        r"\(SSL_accept\): .+|SMTP protocol synchronization error .+ rejected connection from "
-        rf'H={HOST} input=".*")$')),
+        rf"^(?:H={HOST} sender verify fail for <\S+>: .+|SMTP protocol synchronization error .+"
+        rf' rejected connection from H={HOST} input=".*")$')),
 )  # fmt: skip
 
 SMALL = gen.GenConfig(lines=40_000, seed=5, ids=gen.IdForm.BOTH, pid=True, millisec=True,
@@ -226,6 +226,7 @@ def test_ingest_quarantines_nothing_and_stores_what_was_written(
         "lost-connection": c["lost"],
         "no-mail": c["no-mail"],
         "frozen": c["frozen"],
+        "tls-error": c["tls-error"],
         "notification-non-delivery": c["bounce-arrival"],
         # the TLS session of each arrival that logged one (X=; CV=yes a verified client)
         "tls-anonymous": sum(

@@ -129,3 +129,39 @@ def test_exim_auth_without_tls_is_found(tmp_path: Path) -> None:
     assert "198.51.100.20" in text and "198.51.100.21" not in text
     remedy = str(bare[0]["remedy"])
     assert "auth_advertise_hosts" in remedy and not POSTFIX_WORDS.search(remedy)
+
+
+def _tls_errors_log(tmp_path: Path, mta: str) -> Path:
+    """Clients failing the handshake with us, and one of our deliveries failing TLS, in
+    ``mta``'s lines."""
+    lines = []
+    for n in range(5):
+        if mta == "exim":
+            lines.append(
+                f"2026-12-04 10:0{n}:00 TLS error on connection from (scan{n}) "
+                f"[198.51.100.{n + 1}]:4000{n} I=[192.0.2.1]:25 (SSL_accept): "
+                "error:0A000102:SSL routines::unsupported protocol"
+            )
+        else:
+            lines.append(
+                f"Dec  4 10:0{n}:00 mx1 sm-mta[1{n}]: STARTTLS=server, error: accept failed=-1,"
+                " reason=unsupported protocol, SSL_error=1, errno=0, retry=-1, "
+                f"relay=[198.51.100.{n + 1}]"
+            )
+    log = tmp_path / f"{mta}-tls.log"
+    log.write_text("\n".join(lines) + "\n")
+    return log
+
+
+@pytest.mark.parametrize("mta", ["exim", "sendmail"])
+def test_inbound_tls_failures_are_found_in_exim_and_sendmail_texts(
+    tmp_path: Path, mta: str
+) -> None:
+    found = _diagnose(tmp_path, _tls_errors_log(tmp_path, mta))
+    tls = [f for f in found if f["problem"] == "tls-inbound"]
+    assert len(tls) == 1
+    text = json.dumps(tls[0])
+    assert "198.51.100.5" in text and "unsupported protocol" in text
+    remedy = str(tls[0]["remedy"])
+    assert not POSTFIX_WORDS.search(remedy)
+    assert ("tls_require_ciphers" if mta == "exim" else "confSERVER_SSL_OPTIONS") in remedy

@@ -70,3 +70,28 @@ def test_lines_through_syslog_give_the_records_of_the_file() -> None:
     assert rest[0] == Skipped("other-program")
     assert [getattr(r, "code", None) for r in rest[1:]] == ["exim-syslog-split"] * 2
     assert formats.detect(b"\n".join(wrapped) + b"\n", complete=True) is formats.EXIM
+
+
+def test_tls_errors_are_events_of_their_direction_with_the_peer() -> None:
+    inbound = eximlog.parse_line(
+        b"2026-12-04 10:00:00 TLS error on connection from mail.example.net (ehlo.example) "
+        b"[198.51.100.7]:40000 I=[192.0.2.1]:25 (SSL_accept): error:0A000102:SSL "
+        b"routines::unsupported protocol",
+        CLOCK,
+    )
+    assert isinstance(inbound, Parsed) and inbound.service == "smtp-in"
+    rec = inbound.record
+    assert isinstance(rec, pf.Event) and rec.kind == "tls-error" and rec.queue_id is None
+    assert (rec.remote_host, rec.remote_ip) == ("mail.example.net", "198.51.100.7")
+    outbound = eximlog.parse_line(
+        b"2026-12-04 10:00:01 1xZIN1-0002xK-2s TLS error on connection to mx.example.org "
+        b"[203.0.113.9] (SSL_connect): timed out",
+        CLOCK,
+    )
+    assert isinstance(outbound, Parsed) and outbound.service == "smtp-out"
+    rec = outbound.record
+    assert isinstance(rec, pf.Event) and rec.kind == "tls-error"
+    assert (rec.queue_id, rec.remote_ip) == ("1xZIN1-0002xK-2s", "203.0.113.9")
+    assert formats.detect_claimed(
+        b"2026-12-04 10:00:00 TLS error on connection from [198.51.100.7]:4 (SSL_accept): x\n"
+    ) is formats.by_name("exim")

@@ -337,12 +337,17 @@ SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
        list(DISTINCT recipient_domain ORDER BY recipient_domain) AS destinations,
        min(regexp_replace(diagnostic, ' by host .*$', '')) AS error,
        (SELECT list(DISTINCT e.detail ORDER BY e.detail) FROM events e
-         WHERE e.service IN ('smtp', 'lmtp') AND e.kind IN ('tls-warning', 'tls-error')
+         -- our side as client: Postfix's smtp/lmtp, Exim's tls_out ("TLS error on connection
+         -- to"), Sendmail's STARTTLS=client
+         WHERE e.service IN ('smtp', 'lmtp', 'smtp-out', 'tls-client')
+           AND e.kind IN ('tls-warning', 'tls-error')
            AND e.logged_at BETWEEN min(d.logged_at) - INTERVAL 1 MINUTE AND max(d.logged_at)) AS tls_library_errors
 FROM d GROUP BY 1 ORDER BY count DESC, subject;
 
 -- name: tls_inbound
--- smtpd(8): "SSL_accept error from client[ip]", "warning: TLS library problem: ...".
+-- smtpd(8): "SSL_accept error from client[ip]", "warning: TLS library problem: ..."; Exim's
+-- "TLS error on connection from <host> (SSL_accept): ..." (the spec's "Log files"); Sendmail's
+-- "STARTTLS=server, error: accept failed=..." (op.me, STARTTLS).
 SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        max(logged_at) AS last_seen,
        -- the syslog tag as Postfix logs it (instance/service; rows from before 0011: service)
@@ -353,7 +358,8 @@ SELECT 'inbound' AS subject, count(*) AS count, min(logged_at) AS first_seen,
        list(DISTINCT remote_ip ORDER BY remote_ip) FILTER (remote_ip IS NOT NULL) AS clients
 FROM events
 WHERE logged_at >= $since AND logged_at < $until
-  AND service IN ('smtpd', 'postscreen', 'tlsproxy') AND kind IN ('tls-error', 'tls-warning')
+  AND service IN ('smtpd', 'postscreen', 'tlsproxy', 'smtp-in', 'tls-server')
+  AND kind IN ('tls-error', 'tls-warning')
 HAVING count(*) > 0;
 
 -- name: throttling
