@@ -404,3 +404,102 @@ def test_provider_events_in_a_lake_equal_a_store_files_and_are_stored_once(
     a = mtalens("suppressions", "list", "--db", str(db), "--as-of", "2026-03-10", "-f", "json")
     b = mtalens("suppressions", "list", "--lake", str(root), "--as-of", "2026-03-10", "-f", "json")
     assert json.loads(a.stdout) == json.loads(b.stdout) and len(json.loads(a.stdout)) > 0
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+def _lake_offsets(root: Path) -> dict[str, int]:
+    """Each writer's committed bytes (summed over its sources); {} while there is no lake."""
+    if not (root / lake.MARKER).exists():
+        return {}
+    try:
+        snap = lake.open_snapshot(root)
+        if not snap.files["checkpoints"]:
+            return {}
+        with lake.open_view(root) as view:
+            rows = view.con.execute('SELECT source_key, "offset" FROM checkpoints').fetchall()
+    except lake.LakeError:
+        return {}
+    return {str(k): int(o) for k, o in rows}
+
+
+def test_two_watch_daemons_killed_at_random_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """Two daemons (two hosts) tail their logs into one lake; each is killed -9 at random
+    moments and restarted, and each log is rotated once meanwhile: the lake then equals one
+    ingest of the same bytes into a store file."""
+    logs = _generated(tmp_path, 2, 10_000)
+    root = tmp_path / "lake"
+    rng = random.Random(11)
+    datas = [p.read_bytes() for p in logs]
+    dirs = [tmp_path / f"host{i}" for i in range(2)]
+    for d in dirs:
+        d.mkdir()
+    live = [d / "mail.log" for d in dirs]
+    rotate_at = [d.index(b"\n", len(d) // 2) + 1 for d in datas]
+    pos = [d.index(b"\n", len(d) // 50) + 1 for d in datas]
+    for i in range(2):
+        live[i].write_bytes(datas[i][: pos[i]])
+
+    def start(i: int) -> subprocess.Popen[bytes]:
+        with open(tmp_path / f"watch{i}.err", "ab") as err:
+            return subprocess.Popen(
+                [*CLI, "watch", "--lake", str(root), "--writer", f"w{i}", "--log", str(live[i]),
+                 "--timezone", "UTC", "--poll-interval", "0.05", "--commit-interval", "0.05",
+                 "--drain-grace", "0.2"], stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+
+    procs = [start(0), start(1)]
+    kills = 0
+    deadline = time.monotonic() + 60
+    while len(_lake_offsets(root)) < 2:  # each daemon saw its file once (the rest is history)
+        assert time.monotonic() < deadline, "no first commit"
+        time.sleep(0.1)
+    try:
+        while any(pos[i] < len(datas[i]) for i in range(2)):
+            for i in range(2):
+                if pos[i] >= len(datas[i]):
+                    continue
+                end = min(len(datas[i]), pos[i] + rng.randint(5_000, 150_000))
+                if pos[i] < rotate_at[i] <= end:
+                    end = rotate_at[i]
+                with open(live[i], "ab") as fh:
+                    fh.write(datas[i][pos[i] : end])
+                pos[i] = end
+                if end == rotate_at[i]:
+                    os.rename(live[i], dirs[i] / "mail.log.1")
+                    live[i].write_bytes(b"")
+                if rng.random() < 0.4:
+                    time.sleep(rng.uniform(0.0, 0.6))
+                    procs[i].kill()
+                    procs[i].wait()
+                    kills += 1
+                    procs[i] = start(i)
+        total = sum(len(d) for d in datas)
+        deadline = time.monotonic() + 120
+        while sum(_lake_offsets(root).values()) != total:
+            assert time.monotonic() < deadline, (_lake_offsets(root), total)
+            time.sleep(0.2)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=30) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert kills >= 3
+    halves = []
+    for i in range(2):
+        for part, data in (("a", datas[i][: rotate_at[i]]), ("b", datas[i][rotate_at[i] :])):
+            halves.append(tmp_path / f"ref-{i}{part}")
+            halves[-1].write_bytes(data)
+    ref_db = tmp_path / "ref.duckdb"
+    with Store.open(ref_db) as ref:
+        LogIngestor(ref, year=2026, tz=UTC).run(halves)
+    with Store.open(ref_db, read_only=True) as ref, lake.open_view(root) as view:
+        assert ref.con.execute("SELECT count(*) FROM delivery_log").fetchone()[0] > 3000
+        _same_tables(ref, view, exclude={"seq", "path", "device", "inode", "fp_len", "fp_hash"})
+        q = ("SELECT message_key, recipient, status, row_number() OVER (PARTITION BY "
+             "message_key, recipient ORDER BY seq) FROM delivery_log ORDER BY ALL")  # fmt: skip
+        assert ref.con.execute(q).fetchall() == view.con.execute(q).fetchall()
