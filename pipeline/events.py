@@ -264,20 +264,21 @@ def ingest(
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
-        for path in iter_files(paths, unreadable):
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                unreadable(str(path), exc.strerror or str(exc))
-                continue
-            result.files += 1
-            for d in decode_frames(str(path), data, provider=provider, max_bytes=max_bytes):
-                batch.append(d)
-                if len(batch) >= batch_size:
-                    _write_batch(store, batch, classify, now(), result)
-                    batch = []
-        if batch:
-            _write_batch(store, batch, classify, now(), result)
+        with store.bulk_writes():
+            for path in iter_files(paths, unreadable):
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    unreadable(str(path), exc.strerror or str(exc))
+                    continue
+                result.files += 1
+                for d in decode_frames(str(path), data, provider=provider, max_bytes=max_bytes):
+                    batch.append(d)
+                    if len(batch) >= batch_size:
+                        _write_batch(store, batch, classify, now(), result)
+                        batch = []
+            if batch:
+                _write_batch(store, batch, classify, now(), result)
     finally:
         if gc_was_on:
             gc.enable()
