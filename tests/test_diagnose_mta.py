@@ -99,6 +99,14 @@ def test_port25_blocked_is_found_in_exim_and_sendmail_texts(tmp_path: Path, mta:
     remedy = str(blocked[0]["remedy"])
     assert not POSTFIX_WORDS.search(remedy)
     assert ("hosts_require_auth" if mta == "exim" else "RELAY_MAILER_ARGS") in remedy
+    # the examples are in the MTA's own line shape, not Postfix's "to=<...>, status=..."
+    example = json.dumps(blocked[0]["evidence"])
+    if mta == "exim":
+        assert " == a@d0.example H=mx.d0.example [198.51.100.1]: Connection timed out" in example
+        assert "status=" not in example
+    else:
+        assert "to=<a@d0.example>" in example and "stat=Deferred: " in example
+        assert "status=" not in example
 
 
 def test_sendmail_auth_without_tls_is_found(tmp_path: Path) -> None:

@@ -7,6 +7,33 @@
 -- The `ex` expression below rebuilds a delivery as Postfix logged it (smtp(8) "to=<...>,
 -- relay=..., dsn=..., status=... (reply)"), because the store keeps the parsed fields.
 
+-- name: _delivery_line
+-- A delivery attempt as its MTA logs it, rebuilt from its row (the line itself is not kept): the
+-- examples of a finding. Postfix (smtp(8) and the other delivery agents): "QUEUEID: to=<rcpt>,
+-- relay=..., dsn=..., status=... (...)"; Exim (the spec's chapter "Log files"): "ID => rcpt
+-- H=host" delivered, "==" deferred, "**" failed, the error after ": "; Sendmail (op.me, "Log
+-- entries"): "QUEUEID: to=<rcpt>, relay=..., dsn=..., stat=...". run_query defines it for the
+-- queries that use it.
+CREATE OR REPLACE TEMP MACRO delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host,
+                                           relay_ip, dsn, status, diagnostic) AS
+  strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || CASE mta
+    WHEN 'exim' THEN
+      queue_id || ' ' || CASE status WHEN 'sent' THEN '=>' WHEN 'deferred' THEN '==' ELSE '**' END
+      || ' ' || coalesce(recipient, '') || coalesce(' H=' || relay_host, '')
+      || coalesce(' [' || relay_ip || ']', '')
+      || CASE WHEN status = 'sent' THEN '' ELSE ': ' || coalesce(diagnostic, status) END
+    WHEN 'sendmail' THEN
+      queue_id || ': to=<' || coalesce(recipient, '') || '>, relay=' || coalesce(relay, '')
+      || ', dsn=' || coalesce(dsn, '') || ', stat='
+      || CASE status WHEN 'sent' THEN 'Sent' || coalesce(' (' || diagnostic || ')', '')
+                     WHEN 'deferred' THEN 'Deferred: ' || coalesce(diagnostic, '')
+                     ELSE coalesce(diagnostic, status) END
+    ELSE
+      queue_id || ': to=<' || coalesce(recipient, '') || '>, relay=' || coalesce(relay, '')
+      || ', dsn=' || coalesce(dsn, '') || ', status=' || status
+      || ' (' || coalesce(diagnostic, '') || ')'
+  END;
+
 -- name: relay_denied_inbound
 -- smtpd(8) refuses to relay for a client that is neither in mynetworks nor authenticated:
 -- "554 5.7.1 <rcpt>: Relay access denied" (postconf(5) reject_unauth_destination,
@@ -32,9 +59,8 @@ HAVING count(*) > 0;
 -- Our relayhost (or a destination) refuses to relay for us: the same smtpd(8) reply, received
 -- by our smtp(8) client. Classified reason norelaying (pipeline/rules/default.toml).
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 )
 SELECT coalesce(remote_host, relay_host, relay) AS subject, count(*) AS count,
@@ -50,9 +76,8 @@ GROUP BY 1 ORDER BY count DESC, 1;
 -- name: mail_loop
 -- smtp(8)/qmgr: "mail for <domain> loops back to myself"; RFC 3463 X.4.6 "Routing loop detected".
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 )
 SELECT recipient_domain AS subject, count(*) AS count, min(logged_at) AS first_seen,
@@ -159,9 +184,8 @@ ORDER BY successful_logins DESC, count DESC, subject;
 -- sets another. The same failure towards many unrelated destinations points at our side:
 -- outbound port 25 is filtered by the network provider.
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex,
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex,
          CASE WHEN mta = 'postfix'
               THEN regexp_extract(diagnostic, 'connect to \S+\[[^\]]*\]:25: (.+)$', 1)
               ELSE regexp_extract(diagnostic, '^((?:Connection (?:refused|timed out)|Network is unreachable|No route to host)\b.*)$', 1)
@@ -194,9 +218,8 @@ HAVING count(DISTINCT recipient_domain) >= $port25_destinations;
 -- found[, try again]". "Host not found" is NXDOMAIN (the domain does not exist); ", try again"
 -- is a temporary failure (SERVFAIL, timeout: RFC 1035 section 4.1.1 RCODE 2).
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries
   WHERE logged_at >= $since AND logged_at < $until AND status <> 'sent'
     AND diagnostic ILIKE '%Name service error for name=%'
@@ -215,9 +238,8 @@ FROM d GROUP BY 1 ORDER BY count DESC, 1;
 -- "does not have a PTR record", Postfix reject_unknown_client_hostname "cannot find your
 -- hostname"). Classified reason requireptr.
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries WHERE logged_at >= $since AND logged_at < $until
 )
 SELECT 'reverse-dns' AS subject, count(*) AS count, min(logged_at) AS first_seen,
@@ -257,9 +279,8 @@ SELECT DISTINCT ip FROM (
 WITH logged AS (
   SELECT logged_at AS ts, blocklist, recipient_domain AS dest, message_key,
          lower(recipient) AS rcpt, lower(orig_recipient) AS orig_rcpt,
-         strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+         delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries
   WHERE logged_at >= $since AND logged_at < $until AND status <> 'sent' AND blocklist IS NOT NULL
 ), reported AS (
@@ -296,9 +317,8 @@ FROM d GROUP BY 1 ORDER BY count DESC, subject;
 -- X.7.23-X.7.24 SPF, X.7.26 multiple checks failed; DMARC refusals name the policy (RFC 7489
 -- section 6.3 p=reject); Microsoft 5.7.509 (https://learn.microsoft.com/en-us/exchange/mail-flow-best-practices/non-delivery-reports-in-exchange-online/non-delivery-reports-in-exchange-online).
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex,
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex,
          CASE
            WHEN diagnostic ILIKE '%dmarc%' THEN 'DMARC'
            WHEN dsn LIKE '_.7.26' OR (diagnostic ILIKE '%spf%' AND diagnostic ILIKE '%dkim%') THEN 'SPF and DKIM'
@@ -322,9 +342,8 @@ FROM d GROUP BY 1 ORDER BY count DESC, subject;
 -- handshake failure" (4.7.5), "Server certificate not verified" (postconf(5)
 -- smtp_tls_security_level, TLS_README "Client-side TLS").
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM deliveries
   WHERE logged_at >= $since AND logged_at < $until AND status <> 'sent'
     AND (reason = 'failedstarttls' OR dsn IN ('4.7.4', '4.7.5', '5.7.4', '5.7.5')
@@ -369,9 +388,8 @@ HAVING count(*) > 0;
 -- "4.7.500 Server busy", Yahoo "TSS04 ... temporarily deferred due to unexpected volume",
 -- https://senders.yahooinc.com/smtp-error-codes/; X.4.6/X.7.0 "too many connections").
 WITH d AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex,
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex,
          CASE
            WHEN regexp_matches(diagnostic, 'grey ?list|gray ?list', 'i') THEN 'greylisting'
            WHEN reason IN ('speeding', 'toomanyconn')
@@ -398,9 +416,8 @@ FROM d WHERE kind IS NOT NULL GROUP BY kind ORDER BY count DESC;
 -- itself (bounce(8) DSNs and delay warnings, sent from MAIL FROM:<>: RFC 3461 section 6.2,
 -- RFC 5321 section 4.5.5), which are not recipients anyone chose to send to.
 WITH o AS (
-  SELECT *, strftime(logged_at, '%Y-%m-%d %H:%M:%S') || ' ' || queue_id || ': to=<' || coalesce(recipient, '')
-         || '>, relay=' || coalesce(relay, '') || ', dsn=' || coalesce(dsn, '') || ', status=' || status
-         || ' (' || coalesce(diagnostic, '') || ')' AS ex
+  SELECT *, delivery_line(logged_at, mta, queue_id, recipient, relay, relay_host, relay_ip, dsn, status,
+                        diagnostic) AS ex
   FROM recipient_outcomes o
   WHERE logged_at >= $since AND logged_at < $until AND service IN ('smtp', 'lmtp')
     AND coalesce(sender, '') <> ''
