@@ -87,6 +87,21 @@ DELIVERY_STATUSES: Final = (
 )
 
 
+def delay_query(by: str, status: str | None) -> str:
+    """The SQL of ``delay_stats`` for ``by`` and ``status`` (parameters $since, $until, $top,
+    $status, $bucket); pipeline/spark.py runs the same text."""
+    group = DELAY_GROUPS.get(by)
+    if group is None:
+        raise QueryError(f"--by must be one of {', '.join(DELAY_GROUPS)}")
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise QueryError(f"--status must be one of {', '.join(DELIVERY_STATUSES)}, any")
+    status_filter = "true" if status is None else "status = $status"
+    sql = named_queries("delays.sql")["delays"].format(group=group, status_filter=status_filter)
+    if by == "hour":
+        sql = sql.replace('ORDER BY count DESC, "key"', 'ORDER BY "key"')
+    return sql
+
+
 def delay_stats(
     store: Store,
     *,
@@ -99,15 +114,7 @@ def delay_stats(
 ) -> Table:
     """Count and p50/p90/p99/max of the total delay and each of the four stages. ``bucket``:
     seconds per row of ``by="hour"`` (pipeline/timeline.py picks others)."""
-    group = DELAY_GROUPS.get(by)
-    if group is None:
-        raise QueryError(f"--by must be one of {', '.join(DELAY_GROUPS)}")
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise QueryError(f"--status must be one of {', '.join(DELIVERY_STATUSES)}, any")
-    status_filter = "true" if status is None else "status = $status"
-    sql = named_queries("delays.sql")["delays"].format(group=group, status_filter=status_filter)
-    if by == "hour":
-        sql = sql.replace('ORDER BY count DESC, "key"', 'ORDER BY "key"')
+    sql = delay_query(by, status)
     params: dict[str, Any] = {"since": since, "until": until, "top": top, "status": status,
                               "bucket": bucket}  # fmt: skip
     return _run(store.con, f"delays_by_{by}", sql, params)

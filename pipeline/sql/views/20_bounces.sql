@@ -111,13 +111,21 @@ candidates AS (
     FROM failed f
     JOIN messages m ON trim(m.message_id, '<> ') = trim(f.original_message_id, '<> ')
 ),
-scored AS (
-    SELECT c.*, EXISTS (
-        SELECT 1 FROM delivery_log d JOIN failed f
-          ON f.report_hash = c.report_hash AND f.position = c.position
-        WHERE d.message_key = c.message_key AND lower(d.recipient) = lower(f.recipient)
-    ) AS has_delivery
+delivered AS (
+    -- the candidates' messages with a delivery row for the bounced recipient (a join rather
+    -- than a correlated EXISTS in the select list, which Spark cannot plan: pipeline/spark.py)
+    SELECT DISTINCT c.report_hash, c.position, c.message_key
     FROM candidates c
+    JOIN failed f ON f.report_hash = c.report_hash AND f.position = c.position
+    JOIN delivery_log d
+      ON d.message_key = c.message_key AND lower(d.recipient) = lower(f.recipient)
+),
+scored AS (
+    SELECT c.*, h.message_key IS NOT NULL AS has_delivery
+    FROM candidates c
+    LEFT JOIN delivered h
+           ON h.report_hash = c.report_hash AND h.position = c.position
+          AND h.message_key = c.message_key
 ),
 ranked AS (
     SELECT *, row_number() OVER (
