@@ -9,7 +9,7 @@ DB ?= sample.duckdb
 $(BIN)/mtalens: pyproject.toml requirements.lock setup.py parsers/_pfscan.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,spark]'
 	# flanker rebuilds its grammar tables (noisily) on first import: do it once, here
 	$(BIN)/python -c "import flanker.addresslib.address, flanker.mime" >/dev/null 2>&1
 	touch $@
