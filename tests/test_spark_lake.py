@@ -208,3 +208,22 @@ def test_suppression_list(spark: Any, catalog: Any, duck: Store) -> None:
     assert mspark.list_suppressions(spark, strict, now=NOW) == suppressions.list_suppressions(
         duck, strict, now=NOW
     )
+
+
+def test_files_read_from_another_root(spark: Any, catalog: Any, root: Path, duck: Store) -> None:
+    """``files_root``: the commit log read from ``root``, the files by Spark under another URL
+    (a bucket's s3a://; here the same directory as a file:// URL)."""
+    from mtalens.pipeline import spark as mspark
+
+    again = mspark.register_lake(spark, root, files_root=root.as_uri())
+    try:
+        paths = {
+            r[0]
+            for r in spark.sql("SELECT input_file_name() FROM mtalens_raw_delivery_log").collect()
+        }
+        assert paths and all(p.startswith("file:") for p in paths)
+        for table in ("delivery_log", "message_log", "checkpoints"):
+            d = _duck(duck, f"SELECT * FROM {table}")
+            _same(d, mspark.spark_table(spark, f"SELECT * FROM `{table}`", name=d.name))
+    finally:
+        assert again.views == catalog.views
