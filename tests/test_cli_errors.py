@@ -64,11 +64,28 @@ def cases(db: str, tmp: Path) -> dict[tuple[str, ...], list[tuple[list[str], int
             ([*d, "--year", "soon", str(SAMPLES / "postfix")], USAGE),
             ([*d, "--queue-lifetime", "forever", str(SAMPLES / "postfix")], USAGE),
             ([*d, "--format", "xml", str(SAMPLES / "postfix")], USAGE),
+            ([*d, "--lake", str(tmp / "lake"), str(SAMPLES / "postfix")], USAGE),  # both
+            (["--lake", str(tmp / "lake"), "--writer", "../up", str(SAMPLES / "postfix")], USAGE),
+            (["--lake", str(maildir), str(SAMPLES / "postfix")], USAGE),  # not a lake, not empty
             ([], USAGE),
             ([*d, "--log-format", "qmail", str(SAMPLES / "postfix")], USAGE),
         ],
+        ("lake", "info"): [
+            ([NOWHERE], USAGE),
+            ([str(empty)], USAGE),  # not a lake
+        ],
+        ("lake", "compact"): [
+            ([str(empty)], USAGE),
+            ([str(empty), "--grace", "a while"], USAGE),
+        ],
+        ("lake", "expire"): [
+            ([str(empty), "--older-than", "90d"], USAGE),
+            ([str(empty), "--older-than", "long ago"], USAGE),
+            ([str(empty)], USAGE),  # --older-than is required
+        ],
         ("report",): [
             (no_db, USAGE),
+            (["--lake", str(empty)], USAGE),  # a directory that is not a lake
             ([*d, "--since", "the day before yesterday-ish"], USAGE),
             ([*d, "--section", "nope"], USAGE),
             ([*d, "--top", "many"], USAGE),
