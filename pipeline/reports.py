@@ -54,13 +54,29 @@ def report(
 ) -> list[Table]:
     """pflogsumm's picture and more, for [since, until). ``bucket``: seconds per row of
     ``per_hour`` (the report's is an hour; pipeline/timeline.py picks others)."""
+    queries, params = report_queries(since=since, until=until, top=top, sections=sections,
+                                     bucket=bucket)  # fmt: skip
+    return [_run(store.con, name, sql, params) for name, sql in queries]
+
+
+def report_queries(
+    *,
+    since: datetime,
+    until: datetime,
+    top: int = 20,
+    sections: tuple[str, ...] | None = None,
+    bucket: int = 3600,
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """The report's (section, SQL) pairs to run, in order, and their parameters: for DuckDB
+    (:func:`report`) and Spark (mtalens.pipeline.spark.report). QueryError for an unknown
+    section."""
     queries = named_queries("report.sql")
     wanted = sections or tuple(queries)
     unknown = [s for s in wanted if s not in queries]
     if unknown:
         raise QueryError(f"unknown report section(s) {unknown}; known: {list(queries)}")
     params = {"since": since, "until": until, "top": top, "bucket": bucket}
-    return [_run(store.con, name, queries[name], params) for name in wanted]
+    return [(name, queries[name]) for name in wanted], params
 
 
 DELAY_GROUPS: Final = {

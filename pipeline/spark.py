@@ -58,8 +58,7 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
-from mtalens.pipeline.named_sql import named_queries
-from mtalens.pipeline.reports import QueryError, Table, delay_query
+from mtalens.pipeline.reports import QueryError, Table, delay_query, report_queries
 from mtalens.pipeline.store import load_views
 
 if TYPE_CHECKING:
@@ -571,15 +570,11 @@ def report(
 ) -> list[Table]:
     """``reports.report`` on Spark: the sections of ``report.sql`` for [since, until)."""
     catalog = _catalog_of(spark, catalog)
-    queries = named_queries("report.sql")
-    wanted = sections or tuple(queries)
-    unknown = [s for s in wanted if s not in queries]
-    if unknown:
-        raise QueryError(f"unknown report section(s) {unknown}; known: {list(queries)}")
-    params = {"since": since, "until": until, "top": top, "bucket": bucket}
+    queries, params = report_queries(since=since, until=until, top=top, sections=sections,
+                                     bucket=bucket)  # fmt: skip
     return [
-        spark_table(spark, transpile(queries[name], catalog, params=params), name=name)
-        for name in wanted
+        spark_table(spark, transpile(sql, catalog, params=params), name=name)
+        for name, sql in queries
     ]
 
 

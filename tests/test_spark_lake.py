@@ -7,6 +7,7 @@ start). Under CI a missing pyspark or Java fails (tests/conftest.need)."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[Any]:
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     need(importlib.util.find_spec("pyspark") is not None, "pyspark (pip install '.[spark]')")
     need(shutil.which("java") is not None, "java (Debian's openjdk-17-jre-headless)")
     from pyspark.sql import SparkSession
@@ -42,11 +43,15 @@ def spark() -> Iterator[Any]:
         # a few rows per query: Spark's default of 200 shuffle partitions is 200 tasks each
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.driver.memory", "2g")
+        # not ./spark-warehouse in the checkout
+        .config("spark.sql.warehouse.dir", str(tmp_path_factory.mktemp("warehouse")))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+    # py4j's connections log their closing when collected at exit, after pytest closed stderr
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="module")
