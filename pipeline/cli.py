@@ -188,9 +188,14 @@ def ingest(
         opened = open_for_writing(db, lake_dir, writer)
     except StoreError as exc:
         _fail(str(exc))
-    # $MTALENS_COMMIT_LINES: lines per transaction (default 1,000,000; 200,000 without the C
-    # scanner): smaller commits publish a lake's rows sooner and redo less after a crash
+    # $MTALENS_COMMIT_LINES: lines per transaction (default 1,000,000, a lake 500,000; 200,000
+    # without the C scanner): smaller commits publish a lake's rows sooner, redo less after a crash
     batch, commit = 200_000, 1_000_000  # LogIngestor's defaults
+    if lake_dir is not None:
+        # a lake publishes every 500,000 lines: its writer thread then writes one commit's
+        # Parquet while the reader reads the next (5 M lines: 15.2 s and 897 MB peak, against
+        # 17.6 s and 974 MB with 1 M-line commits; 250,000 lines: 18.8 s, more files)
+        batch = commit = 500_000
     if knob := os.environ.get("MTALENS_COMMIT_LINES"):
         if not knob.isdigit() or int(knob) < 1:
             _fail(f"MTALENS_COMMIT_LINES={knob!r}: expected a whole number of lines")
