@@ -135,11 +135,17 @@ def resolve_sql(table: str, relation: str) -> str:
     spec = TABLES[table]
     if spec.key is None:
         return f"SELECT * EXCLUDE (_writer, _commit) FROM {relation}"
+    return f"SELECT * EXCLUDE (_writer, _commit) FROM ({latest_versions_sql(spec, relation)})"
+
+
+def latest_versions_sql(spec: LakeTable, relation: str) -> str:
+    """The rows of keyed ``relation`` no later row of the same key replaces, with their
+    ``_writer`` and ``_commit`` (what readers resolve, and what compaction keeps)."""
+    assert spec.key is not None
     part = ", ".join((*(("_writer",) if spec.per_writer else ()), *spec.key))
     return (
-        f"SELECT * EXCLUDE (_writer, _commit, _rn) FROM (SELECT *, row_number() OVER "
-        f"(PARTITION BY {part} ORDER BY _commit DESC, _writer DESC) AS _rn FROM {relation}) "
-        "WHERE _rn = 1"
+        f"SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {part} "
+        f"ORDER BY _commit DESC, _writer DESC) AS _rn FROM {relation}) WHERE _rn = 1"
     )
 
 
@@ -187,6 +193,16 @@ def _write_atomic(path: Path, data: bytes, *, exclusive: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     _fsync_dir(path.parent)
+
+
+def _write_parquet(tbl: pa.Table, path: Path) -> None:
+    """``tbl`` as ``path``, whole or not at all: written under a temporary name, flushed, then
+    renamed over whatever lies there (a file of a commit that was never published)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(tbl, tmp, compression=COMPRESSION)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def init(root: Path) -> None:
@@ -464,6 +480,7 @@ class LakeWriter(Store):
         store.host = host or default_writer()
         store._poisoned = None
         store._taken = {}
+        store._history_of = {}
         try:
             con.execute("SET TimeZone = 'UTC'")
             store._check_migrations(apply=True)
@@ -477,6 +494,7 @@ class LakeWriter(Store):
     _lock: Any
     _poisoned: str | None
     _taken: dict[str, list[pa.Table]]
+    _history_of: dict[str, tuple[int, float]]  # table -> (commit number, monotonic time) built
     host: str
     number: int
     seq_next: int
@@ -525,7 +543,6 @@ class LakeWriter(Store):
         # delivery_log.seq numbers attempts in log order (migration 0017); this process's
         # sequence starts at 1 again, so published numbers are offset past the last published
         self.seq_offset = self.seq_next - 1
-        self._history_of: tuple[int, float] | None = None  # (commit number, monotonic time)
 
     def take_rows(self, table: str, tbl: pa.Table) -> bool:
         """Keep the fast path's Arrow rows of a table that is not read back for the commit's
@@ -546,20 +563,15 @@ class LakeWriter(Store):
         if table not in TABLES:
             return table
         now = time.monotonic()
-        if (
-            self._history_of is None
-            or self._history_of[0] != self.number
-            or (now - self._history_of[1] > 300)
-        ):
+        built = self._history_of.get(table)
+        if built is None or built[0] != self.number or now - built[1] > 300:
             snap = open_snapshot(self.lake_root)
-            for name in TABLES:
-                raw = raw_sql(snap, name) if snap.files.get(name) else None
-                sql = f"SELECT * FROM {name}" if raw is None else (
-                    f"SELECT * EXCLUDE (_writer, _commit) FROM ({raw}) UNION ALL BY NAME "
-                    f"SELECT * FROM {name}"
-                )  # fmt: skip
-                self.con.execute(f"CREATE OR REPLACE TEMP VIEW _history_{name} AS {sql}")
-            self._history_of = (self.number, now)
+            sql = f"SELECT * FROM {table}"
+            if snap.files.get(table):
+                sql = (f"SELECT * EXCLUDE (_writer, _commit) FROM ({raw_sql(snap, table)}) "
+                       f"UNION ALL BY NAME {sql}")  # fmt: skip
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW _history_{table} AS {sql}")
+            self._history_of[table] = (self.number, now)
         return f"_history_{table}"
 
     # -- commits
@@ -634,12 +646,7 @@ class LakeWriter(Store):
                 rel = f"{rel}/{self.writer}-{number:012d}-{i}.parquet"
                 path = self.lake_root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                pq.write_table(_with_meta(part, self.writer, number), tmp,
-                               compression=COMPRESSION)  # fmt: skip
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)  # a file of a commit never published may lie there
+                _write_parquet(_with_meta(part, self.writer, number), path)
                 added.append(rel)
         doc = {"writer": self.writer, "host": self.host, "at": datetime.now(UTC).isoformat(),
                "add": added, "remove": [], "meta": {"seq_next": seq_next}}  # fmt: skip
@@ -777,12 +784,7 @@ def compact(
             stats.rows_in += merged.num_rows
             merged = _utc(_drop_superseded(TABLES[table], merged))
             rel = f"{part}/compact-{stamp}-{i}.parquet"
-            path = root / rel
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(merged, tmp, compression=COMPRESSION)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            _write_parquet(merged, root / rel)
             add.append(rel)
             remove += [str(p.relative_to(root)) for p in files]
             stats.partitions += 1
@@ -859,11 +861,7 @@ def _drop_superseded(spec: LakeTable, tbl: pa.Table) -> pa.Table:
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("_t", tbl)
-        part = ", ".join((*(("_writer",) if spec.per_writer else ()), *spec.key))
-        return con.sql(
-            f"SELECT * EXCLUDE (_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {part} "
-            "ORDER BY _commit DESC, _writer DESC) AS _rn FROM _t) WHERE _rn = 1"
-        ).to_arrow_table()
+        return con.sql(latest_versions_sql(spec, "_t")).to_arrow_table()
     finally:
         con.close()
 
