@@ -40,13 +40,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_ingest import MTALENS, OUT, Run, mtalens_summary, run_child  # noqa: E402  (a sibling script)
+from bench_ingest import (  # noqa: E402  (a sibling script)
+    MTALENS,
+    OUT,
+    Run,
+    mtalens_summary,
+    print_runs,
+    run_child,
+    runs_record,
+)
 
 GENERATOR = HERE / "gen_exim_logs.py"
 TARGET = 3.0  # mtalens at least this many times as fast as eximstats
@@ -173,14 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"eximstats: {eximstats}")
     print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
         *load_before, *load_after))  # fmt: skip
-    print(f"{'step':<20}{'rc':>4}{'seconds':>10}{'cpu s':>8}{'lines/s':>14}{'MB/s':>10}"
-          f"{'peak RSS MB':>13}")  # fmt: skip
-    for r in runs:
-        print(
-            f"{r.name:<20}{r.rc:>4}{r.seconds:>10.2f}{r.cpu_seconds:>8.2f}{r.lines_per_s:>14,.0f}"
-            f"{r.mb_per_s:>10.1f}"
-            + (f"{r.peak_rss_mb:>13.1f}" if r.peak_rss_mb else f"{'(too short)':>13}")
-        )
+    print_runs(runs, 20)
     if speedup is not None:
         verdict = "met" if speedup >= TARGET else "NOT met"
         print(f"mtalens ingest is {speedup:.2f}x as fast as eximstats "
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "mtalens": summary,
         "eximstats_totals": ex_totals,
         "store_totals": ml_totals,
-        "runs": [
-            {k: v for k, v in asdict(r).items() if k not in ("stdout_head", "stdout_tail")}
-            for r in runs
-        ],
+        "runs": runs_record(runs),
     }
     if args.keep:
         print(f"kept: {work}", file=sys.stderr)

@@ -140,6 +140,25 @@ def run_child(name: str, argv: list[str], lines: int, size: int, stdout_to: Path
     )
 
 
+def print_runs(runs: list[Run], width: int = 22) -> None:
+    """The table of steps every ingest benchmark prints (name, exit code, seconds, CPU seconds,
+    lines/s, MB/s, peak RSS)."""
+    print(f"{'step':<{width}}{'rc':>4}{'seconds':>10}{'cpu s':>8}{'lines/s':>14}{'MB/s':>10}"
+          f"{'peak RSS MB':>13}")  # fmt: skip
+    for r in runs:
+        print(
+            f"{r.name:<{width}}{r.rc:>4}{r.seconds:>10.2f}{r.cpu_seconds:>8.2f}"
+            f"{r.lines_per_s:>14,.0f}{r.mb_per_s:>10.1f}"
+            + (f"{r.peak_rss_mb:>13.1f}" if r.peak_rss_mb else f"{'(too short)':>13}")
+        )
+
+
+def runs_record(runs: list[Run]) -> list[dict[str, Any]]:
+    """The runs for the closing JSON line, without their captured output."""
+    drop = ("stdout_head", "stdout_tail", "stderr_tail")
+    return [{k: v for k, v in asdict(r).items() if k not in drop} for r in runs]
+
+
 def pflogsumm_totals(report: str) -> dict[str, int]:
     """The "Grand Totals" message counts of a pflogsumm report (received, delivered, ...).
     Counts above 512k are printed as "870k" / "1m" with k = 1024 (pflogsumm's adj_int_units),
@@ -214,14 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated in {gen_seconds:.1f}s ({args.lines / gen_seconds:,.0f} lines/s)")
     print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
         *load_before, *load_after))  # fmt: skip
-    print(f"{'step':<20}{'rc':>4}{'seconds':>10}{'cpu s':>8}{'lines/s':>14}{'MB/s':>10}"
-          f"{'peak RSS MB':>13}")  # fmt: skip
-    for r in runs:
-        print(
-            f"{r.name:<20}{r.rc:>4}{r.seconds:>10.2f}{r.cpu_seconds:>8.2f}{r.lines_per_s:>14,.0f}"
-            f"{r.mb_per_s:>10.1f}"
-            + (f"{r.peak_rss_mb:>13.1f}" if r.peak_rss_mb else f"{'(too short)':>13}")
-        )
+    print_runs(runs, 20)
     if ratio is not None:
         print(f"mtalens ingest / pflogsumm wall time: {ratio:.2f}x")
     if summary:
@@ -247,14 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": load_after,
         "mtalens": summary,
         "pflogsumm": totals,
-        "runs": [
-            {
-                k: v
-                for k, v in asdict(r).items()
-                if k not in ("stdout_head", "stdout_tail", "stderr_tail")
-            }
-            for r in runs
-        ],
+        "runs": runs_record(runs),
     }
     if args.keep:
         print(f"kept: {work}", file=sys.stderr)

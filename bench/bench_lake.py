@@ -31,14 +31,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_ingest import MTALENS, OUT, Run, cached_log, mtalens_summary, run_child  # noqa: E402
+from bench_ingest import (  # noqa: E402  (a sibling script)
+    MTALENS,
+    OUT,
+    cached_log,
+    mtalens_summary,
+    print_runs,
+    run_child,
+    runs_record,
+)
 
 LAKE_TARGET = 1_000_000  # lines/s
 RSS_TARGET_MB = 1024
@@ -71,12 +78,6 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _row(r: Run) -> str:
-    rss = f"{r.peak_rss_mb:,.1f}" if r.peak_rss_mb else "too short"
-    return (f"| {r.name:<28} | {r.seconds:8.2f} | {r.cpu_seconds:8.2f} | {r.lines_per_s:>11,.0f} "
-            f"| {r.mb_per_s:6.1f} | {rss:>9} | {r.rc} |")  # fmt: skip
-
-
 def one_host(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log, gen = cached_log(OUT, args.lines, args.seed, args.style)
     size = log.stat().st_size
@@ -93,17 +94,10 @@ def one_host(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                   args.lines, size, work / "store.json"),
     ]  # fmt: skip
     print(f"load average after: {load()}")
-    print(
-        "| step                         |  seconds |    CPU s |     lines/s |   MB/s |  peak MB | rc |"
-    )
-    print(
-        "|------------------------------|---------:|---------:|------------:|-------:|---------:|---:|"
-    )
-    for r in runs:
-        print(_row(r))
+    print_runs(runs, 24)
     pfl, lake_run, store_run = runs[1], runs[2], runs[3]
     out: dict[str, Any] = {"log": str(log), "lines": args.lines, "bytes": size,
-                           "runs": [asdict(r) | {"stdout_head": "", "stdout_tail": ""} for r in runs]}  # fmt: skip
+                           "runs": runs_record(runs)}  # fmt: skip
     for r in runs:
         if r.rc != 0:
             print(f"{r.name} failed ({r.rc}): {r.stderr_tail}", file=sys.stderr)

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -43,7 +42,9 @@ from bench_ingest import (  # noqa: E402  (a sibling script)
     Run,
     mtalens_summary,
     pflogsumm_totals,
+    print_runs,
     run_child,
+    runs_record,
 )
 from bench_ingest import cached_log as cached_postfix_log  # noqa: E402
 
@@ -132,14 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  generated in {gen_s:.1f}s ({args.lines / gen_s:,.0f} lines/s)")
     print("load average before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
         *load_before, *load_after))  # fmt: skip
-    print(f"{'step':<22}{'rc':>4}{'seconds':>10}{'cpu s':>8}{'lines/s':>14}{'MB/s':>10}"
-          f"{'peak RSS MB':>13}")  # fmt: skip
-    for r in runs:
-        print(
-            f"{r.name:<22}{r.rc:>4}{r.seconds:>10.2f}{r.cpu_seconds:>8.2f}{r.lines_per_s:>14,.0f}"
-            f"{r.mb_per_s:>10.1f}"
-            + (f"{r.peak_rss_mb:>13.1f}" if r.peak_rss_mb else f"{'(too short)':>13}")
-        )
+    print_runs(runs, 22)
     if ratio is not None:
         verdict = "met" if ratio >= TARGET else "NOT met"
         print(f"Sendmail path: {sm.lines_per_s:,.0f} lines/s, Postfix path: "
@@ -165,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": TARGET,
         "mtalens": summaries,
         "pflogsumm": pfl_totals,
-        "runs": [
-            {k: v for k, v in asdict(r).items() if k not in ("stdout_head", "stdout_tail")}
-            for r in runs
-        ],
+        "runs": runs_record(runs),
     }
     if args.keep:
         print(f"kept: {work}", file=sys.stderr)
