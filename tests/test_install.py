@@ -104,6 +104,30 @@ def _session(mtalens: list[str], work: Path) -> dict[str, object]:
         "report": json.loads(out("report", "--format", "json")),
         "diagnose": json.loads(out("diagnose", "--format", "json", "--since", "2026-01-01")),
         "query": out("query", "--format", "csv", "SELECT count(*) FROM deliveries"),
+        # the lake, with $MTALENS_DB still set: --lake wins over it
+        "ingest --lake": json.loads(
+            out(
+                "ingest",
+                "--lake",
+                str(work / "lake"),
+                "--year",
+                "2026",
+                "--timezone",
+                "UTC",
+                "--format",
+                "json",
+                logs,
+            )
+        ),
+        "lake info": [
+            t["rows"]
+            for t in json.loads(out("lake", "info", "--format", "json", str(work / "lake")))[
+                "tables"
+            ]
+        ],
+        "report --lake": json.loads(
+            out("report", "--lake", str(work / "lake"), "--format", "json")
+        ),
     }
 
 

@@ -176,6 +176,7 @@ def watch(
 
     Exit codes: 0 after --once or a signal; 2 for a bad option, config or store, or (--once)
     when no configured source is there; 3 (--once) when some of them are not."""
+    from mtalens.pipeline.commands.writing import from_environment
     from mtalens.pipeline.store import StoreError
     from mtalens.pipeline.watch import build_watcher, setup_json_logging
     from mtalens.pipeline.watch_config import WatchConfigError
@@ -183,7 +184,7 @@ def watch(
     setup_json_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         watcher = build_watcher(
-            config, db=db, lake=lake, writer=writer, logs=log, log_format=log_format, maildirs=maildir, mboxes=mbox,
+            config, db=None if lake and from_environment(db) else db, lake=lake, writer=writer, logs=log, log_format=log_format, maildirs=maildir, mboxes=mbox,
             report_maildirs=reports_maildir, imap=imap, poll=poll,
             poll_interval=poll_interval, commit_interval=commit_interval,
             drain_grace=drain_grace, timezone=timezone, metrics_port=metrics_port,

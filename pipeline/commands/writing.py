@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,13 +31,18 @@ WriterOption = Annotated[
 ]
 
 
+def from_environment(db: str | None) -> bool:
+    """Whether ``--db``'s value is $MTALENS_DB's (an explicit --lake then wins over it)."""
+    return db is not None and db == os.environ.get("MTALENS_DB")
+
+
 def open_for_writing(db: str | None, lake_dir: Path | None, writer: str | None) -> Store:
     """The store file ``db`` (default ./mtalens.duckdb) or the lake writer ``writer`` of
     ``lake_dir``; StoreError (one line) if neither can be used."""
     from mtalens.pipeline.store import Store, StoreError
 
     if lake_dir is not None:
-        if db is not None:
+        if db is not None and not from_environment(db):
             raise StoreError("give --db or --lake, not both")
         from mtalens.pipeline import lake
 
@@ -46,4 +52,4 @@ def open_for_writing(db: str | None, lake_dir: Path | None, writer: str | None) 
     return Store.open(db)
 
 
-__all__ = ["LakeOption", "WriterOption", "open_for_writing"]
+__all__ = ["LakeOption", "WriterOption", "from_environment", "open_for_writing"]
