@@ -1093,6 +1093,10 @@ class Watcher:
                 self.window()  # flush what arrived since the last window, then checkpoint
         finally:
             if observer is not None:
+                # watchdog's inotify emitter, stopped while it reads, logs "queue_events()
+                # called when the thread is inactive" at ERROR (a shutdown race of the library,
+                # nothing lost: the last window, above, read the files themselves)
+                logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
                 observer.stop()
                 observer.join(timeout=5)
             if server is not None:
